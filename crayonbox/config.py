@@ -1,0 +1,158 @@
+"""Model configurations. The defaults *are* the documentation: every field says what it is.
+
+`ModelConfig` describes the BART-style encoder–decoder (text tokens → VQGAN tokens), `VQGANConfig` the
+image tokenizer (taming-transformers f16 VQGAN). Presets `mini` and `mega` are the released DALL·E mini /
+mega shapes (../shared/reference/dalle-mini-architecture.md §1.1); the small presets are for our own
+training on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crayonbox.errors import CrayonboxError
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 1024  # width of every residual stream
+    encoder_layers: int = 12
+    decoder_layers: int = 12
+    heads: int = 16  # head_dim = d_model // heads (64 in both released models)
+    glu_dim: int = 2730  # GLU hidden size (encoder_ffn_dim = decoder_ffn_dim)
+    text_vocab_size: int = 50264  # rows of the text embedding
+    image_vocab_size: int = 16384  # VQGAN codebook size: ids 0..image_vocab_size-1 are real codes
+    image_embed_rows: int = 16385  # decoder embedding rows = lm_head width (codes + BOS, padded in mega)
+    text_length: int = 64  # text positions (prompts are padded / cut to this)
+    image_length: int = 256  # image tokens = (image size / 16) ** 2
+    bos_token_id: int = 16384  # decoder start token (min-dalle uses 16383, a real code; we follow the official)
+    text_pad_id: int = 1  # BART <pad>
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+    @property
+    def grid(self) -> int:
+        side = int(round(self.image_length**0.5))
+        return side
+
+    def validate(self) -> None:
+        if self.d_model % self.heads:
+            raise CrayonboxError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        if self.grid**2 != self.image_length:
+            raise CrayonboxError(f"image_length {self.image_length} is not a square number of tokens")
+        if self.image_embed_rows <= self.bos_token_id:
+            raise CrayonboxError("image_embed_rows must leave room for the BOS token id")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class VQGANConfig:
+    ch: int = 128  # base channel count
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)  # one entry per resolution level; len-1 downsamplings
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)  # feature-map sizes that get an attention block
+    resolution: int = 256  # image side in pixels
+    in_channels: int = 3
+    out_ch: int = 3
+    z_channels: int = 256
+    embed_dim: int = 256  # codebook vector size
+    n_embed: int = 16384  # codebook size
+    double_z: bool = False
+    groupnorm_eps: float = 1e-6  # the official VQGAN (vqgan-jax) uses 1e-6; min-dalle's port uses 1e-5
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def tokens_side(self) -> int:
+        return self.resolution // self.downsample
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ch_mult"], d["attn_resolutions"] = list(self.ch_mult), list(self.attn_resolutions)
+        return d
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "mini": ModelConfig(),
+    "mega": ModelConfig(
+        d_model=2048, encoder_layers=24, decoder_layers=24, heads=32, glu_dim=4096,
+        text_vocab_size=50272, image_vocab_size=16384, image_embed_rows=16416,
+    ),
+    # Our own CPU-trainable shapes: 8×8 VQGAN grids (64 px images, f8), small vocabularies.
+    "small": ModelConfig(
+        d_model=256, encoder_layers=4, decoder_layers=4, heads=4, glu_dim=682,
+        text_vocab_size=4096, image_vocab_size=512, image_embed_rows=513, text_length=64,
+        image_length=64, bos_token_id=512,
+    ),
+    "tiny": ModelConfig(
+        d_model=64, encoder_layers=2, decoder_layers=2, heads=2, glu_dim=128,
+        text_vocab_size=512, image_vocab_size=64, image_embed_rows=65, text_length=16,
+        image_length=16, bos_token_id=64,
+    ),
+}
+
+VQGAN_PRESETS: dict[str, VQGANConfig] = {
+    "f16_16384": VQGANConfig(),
+    # 64 px images → 8×8 tokens (f8), 512 codes: small enough to train on 2 CPU cores.
+    "small": VQGANConfig(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=64,
+                         z_channels=64, embed_dim=64, n_embed=512),
+    "tiny": VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
+                        z_channels=16, embed_dim=16, n_embed=64),
+}
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise CrayonboxError(f"{where}: unknown config field(s) {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: dict[str, Any], where: str = "config") -> ModelConfig:
+    cfg = _from_dict(ModelConfig, data, where)
+    cfg.validate()
+    return cfg
+
+
+def vqgan_config_from_dict(data: dict[str, Any], where: str = "config") -> VQGANConfig:
+    return _from_dict(VQGANConfig, data, where)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file with an error that names the file, never a bare traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CrayonboxError(f"missing file: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CrayonboxError(f"corrupt JSON in {path}: {e}") from None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@dataclass
+class SamplerDefaults:
+    """What `pipe(...)` does when a caller sets nothing; stored in the model folder's pipeline.json."""
+
+    condition_scale: float = 10.0  # the official notebook's value (min-dalle: 16)
+    top_k: int = 50  # the official effective default (transformers' config.top_k)
+    top_p: float = 1.0
+    temperature: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)

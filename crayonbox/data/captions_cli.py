@@ -1,0 +1,164 @@
+"""`crayonbox data captions` and `crayonbox data audit`, and the shard-by-shard run behind the first.
+
+    crayonbox data captions IN --out OUT [--config PIPELINE.yaml]
+    crayonbox data captions --print-default-config
+    crayonbox data audit DIR [--out DIR]
+
+A run reads IN's webdataset shards one at a time (through `crayonbox.data.shards`), runs the caption pipeline
+and writes, per input shard, OUT/<shard>.tar (items with their final caption; dropped items absent) and
+OUT/provenance/<shard>.parquet (one row per input item, see `CaptionPipeline.columns`). The provenance file is
+written last and atomically, so it marks a finished shard: after a kill -9 the run starts again at the first
+shard without one, and nothing is lost or written twice. OUT/caption_pipeline.json records the pipeline; a
+resumed run with a different pipeline is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from crayonbox.errors import CrayonboxError
+
+PROVENANCE_DIR = "provenance"
+MANIFEST_NAME = "caption_pipeline.json"
+
+
+@dataclass
+class CaptionRunSummary:
+    """What one `run_caption_pipeline` call did."""
+
+    shards: int  # shards in the input
+    shards_skipped: int  # already finished by an earlier run
+    items: int  # items processed in this call
+    dropped: int
+    blanked: int  # final caption blank (filters, dropout or raw), dropped items not counted
+    problems: int  # malformed items or shards counted by the reader
+
+
+def provenance_path(out_dir: Path, shard: Path) -> Path:
+    """Where the provenance of one input shard goes."""
+    return out_dir / PROVENANCE_DIR / f"{shard.name.split('.')[0]}.parquet"
+
+
+def _provenance_schema(columns: list[str]):
+    import pyarrow as pa
+
+    def column_type(name: str) -> pa.DataType:
+        if name.endswith("confidence"):
+            return pa.float64()
+        return pa.bool_() if name in ("dropped", "caption_dropout") else pa.string()
+
+    return pa.schema([(c, column_type(c)) for c in columns])
+
+
+def _write_parquet_atomic(rows: list[dict], columns: list[str], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows, schema=_provenance_schema(columns))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    path = out_dir / MANIFEST_NAME
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf8"))
+        if previous.get("pipeline") != manifest["pipeline"]:
+            raise CrayonboxError(f"{out_dir} holds output of a different caption pipeline ({path}); "
+                                 "choose another --out, or delete it to start over")
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    os.replace(tmp, path)
+
+
+def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[str, Any] | None = None,
+                         progress: bool = True) -> CaptionRunSummary:
+    """Run the caption pipeline (None = DEFAULT_PIPELINE) over every shard of `in_dir` into `out_dir`."""
+    from tqdm import tqdm
+
+    from crayonbox.data import shards as shard_io
+    from crayonbox.data.captions import CaptionPipeline
+
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    pipeline = CaptionPipeline(config)
+    input_shards = shard_io.list_shards(in_dir)
+    if not input_shards:
+        raise CrayonboxError(f"no webdataset shards (*.tar) in {in_dir}; point IN at a folder of shards")
+    if in_dir.resolve() == out_dir.resolve():
+        raise CrayonboxError("--out must differ from IN: the processed shards would overwrite the input")
+    (out_dir / PROVENANCE_DIR).mkdir(parents=True, exist_ok=True)
+    _check_manifest(out_dir, {"pipeline": pipeline.config, "input": str(in_dir.resolve())})
+
+    problems = shard_io.ProblemLog()
+    summary = CaptionRunSummary(len(input_shards), 0, 0, 0, 0, 0)
+    for shard in tqdm(input_shards, desc="captions", unit="shard", disable=not progress):
+        target = provenance_path(out_dir, shard)
+        if target.exists():
+            summary.shards_skipped += 1
+            continue
+        items = list(shard_io.iter_items(shard, with_images=True, problems=problems))
+        rows = pipeline.process([i.key for i in items], [i.caption for i in items], [i.meta for i in items])
+        kept = [replace(item, caption=row["final_caption"],
+                        meta={**item.meta, "caption_provenance": {
+                            "raw_caption": row["raw_caption"], "blanked_by": row["blanked_by"],
+                            "caption_dropout": row["caption_dropout"], "language": row["language"]}})
+                for item, row in zip(items, rows, strict=True) if not row["dropped"]]
+        shard_io.write_shard(out_dir / shard.name, kept)
+        _write_parquet_atomic(rows, pipeline.columns(), target)  # last: marks the shard done
+        summary.items += len(rows)
+        summary.dropped += len(rows) - len(kept)
+        summary.blanked += sum(1 for item in kept if not item.caption.strip())
+    summary.problems = problems.count if hasattr(problems, "count") else len(problems)
+    return summary
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+
+def _captions_command(args: argparse.Namespace) -> int:
+    from crayonbox.data.captions import DEFAULT_PIPELINE, load_pipeline_config
+
+    if args.print_default_config:
+        import yaml
+
+        print(yaml.safe_dump(DEFAULT_PIPELINE, sort_keys=False, allow_unicode=True), end="")
+        return 0
+    if not args.input or not args.out:
+        raise CrayonboxError("give the input folder and --out OUT (or --print-default-config)")
+    config = load_pipeline_config(args.config) if args.config else None
+    s = run_caption_pipeline(args.input, args.out, config, progress=not args.quiet)
+    print(f"{s.items} items in {s.shards - s.shards_skipped} shards ({s.shards_skipped} already done): "
+          f"{s.dropped} dropped, {s.blanked} with a blank caption, {s.problems} problems; "
+          f"provenance in {Path(args.out) / PROVENANCE_DIR}")
+    return 0
+
+
+def _audit_command(args: argparse.Namespace) -> int:
+    from crayonbox.data.audit import write_audit
+
+    html_path, json_path = write_audit(args.dir, args.out)
+    print(f"audit written: {html_path} and {json_path}")
+    return 0
+
+
+def register_data_commands(data_subparsers: argparse._SubParsersAction) -> None:
+    """Add `captions` and `audit` to the `crayonbox data` subcommands."""
+    p = data_subparsers.add_parser("captions", help="run the caption pipeline over shards, with provenance")
+    p.add_argument("input", nargs="?", metavar="IN", help="folder of webdataset shards")
+    p.add_argument("--out", metavar="OUT", help="folder for the processed shards and provenance/")
+    p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline steps (default: the DALL·E mini era)")
+    p.add_argument("--print-default-config", action="store_true", help="print the default pipeline and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_captions_command)
+
+    p = data_subparsers.add_parser("audit", help="report what the caption pipeline did, to whom")
+    p.add_argument("dir", metavar="DIR", help="output folder of `crayonbox data captions`")
+    p.add_argument("--out", metavar="DIR", help="where to write audit.html and audit.json (default: DIR/audit)")
+    p.set_defaults(func=_audit_command)

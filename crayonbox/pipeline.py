@@ -1,0 +1,238 @@
+"""The orchestrator, diffusers-style: `Pipeline.from_pretrained(folder)`, then `pipe(prompts)` → PIL images.
+
+    pipe = Pipeline.from_pretrained("path/to/model")          # or crayonbox.load_default()
+    out = pipe("a dog on a yellow background", num_images=9, seed=7)
+    out.images[0].save("dog.png"); out.tokens; out.encodings[0].ids
+
+Image i of a prompt uses seed `seed + i`, so asking for one image with seed s+i redraws exactly that image.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import LongTensor, Tensor
+
+from crayonbox.config import ModelConfig, VQGANConfig, model_config_from_dict, vqgan_config_from_dict
+from crayonbox.errors import CrayonboxError
+from crayonbox.model.bart import DalleBart
+from crayonbox.model.vqgan import VQGAN
+from crayonbox.model_folder import load_component, read_pipeline_json, save_component, write_pipeline_json
+from crayonbox.sample import Decoding, ImageJob, SamplingSettings
+from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class PipelineOutput:
+    images: list[Image.Image]
+    tokens: LongTensor  # (N, image_length) VQGAN codes, one row per image
+    prompts: list[str]  # per image
+    seeds: list[int]  # per image
+    encodings: list[EncodedPrompt]  # per prompt (token ids, normalised text, notes)
+    unconditional: EncodedPrompt
+    settings: SamplingSettings
+
+
+@dataclass
+class StreamFrame:
+    step: int  # tokens decoded so far (per image)
+    images: list[Image.Image]
+    done: bool = False
+    tokens: LongTensor | None = field(default=None)
+
+
+def to_pil(pixels: Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [0, 1] → PIL RGB images."""
+    arr = (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
+
+
+def make_grid(images: list[Image.Image], columns: int | None = None) -> Image.Image:
+    """Tile images row-major into one picture (3×3 for nine)."""
+    if not images:
+        raise CrayonboxError("no images to put in a grid")
+    columns = columns or int(np.ceil(np.sqrt(len(images))))
+    rows = int(np.ceil(len(images) / columns))
+    w, h = images[0].size
+    grid = Image.new("RGB", (columns * w, rows * h), "white")
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * w, (i // columns) * h))
+    return grid
+
+
+class Pipeline:
+    def __init__(self, bart: DalleBart, vqgan: VQGAN, tokenizer: Tokenizer,
+                 defaults: SamplingSettings | None = None, provenance: dict | None = None):
+        if bart.cfg.image_vocab_size != vqgan.cfg.n_embed:
+            raise CrayonboxError(f"model predicts {bart.cfg.image_vocab_size} codes but the VQGAN has "
+                                 f"{vqgan.cfg.n_embed}")
+        if bart.cfg.grid != vqgan.cfg.tokens_side:
+            raise CrayonboxError(f"model makes {bart.cfg.grid}×{bart.cfg.grid} token grids, the VQGAN "
+                                 f"{vqgan.cfg.tokens_side}×{vqgan.cfg.tokens_side}")
+        self.bart, self.vqgan, self.tokenizer = bart.eval(), vqgan.eval(), tokenizer
+        self.defaults = defaults or SamplingSettings()
+        self.provenance = provenance or {}
+        self._uncond: tuple[Tensor, Tensor] | None = None
+
+    # ---------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, dtype: str | torch.dtype = "float32") -> Pipeline:
+        """Load a model folder (see model_folder.py). `dtype`: float32 (exact), bfloat16 (fast on CPUs with
+        AVX-512 BF16), float16."""
+        folder = Path(folder)
+        meta = read_pipeline_json(folder)
+        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        bart_cfg_d, bart_state = load_component(folder, "bart")
+        vq_cfg_d, vq_state = load_component(folder, "vqgan")
+        bart = DalleBart(model_config_from_dict(bart_cfg_d, f"{folder}/bart/config.json"))
+        vqgan = VQGAN(vqgan_config_from_dict(vq_cfg_d, f"{folder}/vqgan/config.json"))
+        _load_state(bart, bart_state, f"{folder}/bart", allow_missing=())
+        _load_state(vqgan, vq_state, f"{folder}/vqgan", allow_missing=("encoder.", "quant_conv."))
+        tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=bart.cfg.text_length)
+        defaults = SamplingSettings(**meta.get("sampler", {})).validate()
+        return cls(bart.to(dtype), vqgan.to(dtype), tokenizer, defaults, meta.get("provenance"))
+
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
+        folder = Path(folder)
+        save_component(folder, "bart", self.bart.cfg.to_dict(), self.bart.state_dict(), dtype)
+        save_component(folder, "vqgan", self.vqgan.cfg.to_dict(), self.vqgan.state_dict(), dtype)
+        self.tokenizer.save(folder / "tokenizer")
+        write_pipeline_json(folder, self.defaults.to_dict(), self.provenance)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.bart.cfg
+
+    @property
+    def vqgan_config(self) -> VQGANConfig:
+        return self.vqgan.cfg
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.bart.parameters()).dtype
+
+    # ---------------------------------------------------------------- text
+    @torch.inference_mode()
+    def encode_text(self, encodings: list[EncodedPrompt]) -> tuple[Tensor, Tensor]:
+        """Encoder states for prompts, computed only over the longest real prompt (padding is masked anyway)."""
+        ids = torch.tensor([e.ids for e in encodings])
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool)
+        span = int(mask.sum(1).max())
+        return self.bart.encoder(ids[:, :span], mask[:, :span]), mask[:, :span]
+
+    def unconditional_states(self) -> tuple[Tensor, Tensor]:
+        """The uncond branch's encoder states, computed once per pipeline."""
+        if self._uncond is None:
+            states, mask = self.encode_text([self.tokenizer.unconditional()])
+            self._uncond = (states[0], mask[0])
+        return self._uncond
+
+    def settings(self, **overrides: float | int | None) -> SamplingSettings:
+        """The pipeline's defaults with the given non-None overrides, validated."""
+        values = self.defaults.to_dict()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingSettings(**values).validate()
+
+    def jobs(self, prompts: str | list[str], num_images: int, seed: int | None,
+             settings: SamplingSettings) -> tuple[list[ImageJob], list[EncodedPrompt]]:
+        """One ImageJob per image, seeds seed, seed+1, … per prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise CrayonboxError("no prompt given")
+        if num_images < 1:
+            raise CrayonboxError(f"num_images must be ≥ 1 (got {num_images})")
+        seed = random.randrange(2**31) if seed is None else int(seed)
+        encodings = self.tokenizer.encode_batch(prompts)
+        states, mask = self.encode_text(encodings)
+        jobs = [ImageJob(states[p], mask[p], seed + i, settings, tag=(p, i))
+                for p in range(len(prompts)) for i in range(num_images)]
+        return jobs, encodings
+
+    def new_decoding(self, capacity: int) -> Decoding:
+        states, mask = self.unconditional_states()
+        return Decoding(self.bart, states, mask, capacity)
+
+    # ---------------------------------------------------------------- images
+    @torch.inference_mode()
+    def decode_images(self, tokens: LongTensor, batch: int = 9) -> list[Image.Image]:
+        """VQGAN tokens (N, image_length) → PIL images."""
+        images: list[Image.Image] = []
+        for start in range(0, tokens.shape[0], batch):
+            images += to_pil(self.vqgan.decode(tokens[start:start + batch]))
+        return images
+
+    # ---------------------------------------------------------------- generation
+    def __call__(self, prompts: str | list[str], num_images: int = 1, seed: int | None = None,
+                 condition_scale: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 temperature: float | None = None, progress: bool = False,
+                 callback: Callable[[int], None] | None = None) -> PipelineOutput:
+        """Generate `num_images` per prompt. Returns images, their VQGAN tokens and the exact text ids used."""
+        frames = self.stream(prompts, num_images, seed, condition_scale, top_k, top_p, temperature,
+                             every=0, progress=progress, callback=callback)
+        *_, last = frames
+        return last  # type: ignore[return-value]
+
+    def stream(self, prompts: str | list[str], num_images: int = 1, seed: int | None = None,
+               condition_scale: float | None = None, top_k: int | None = None, top_p: float | None = None,
+               temperature: float | None = None, every: int = 32, progress: bool = False,
+               callback: Callable[[int], None] | None = None) -> Iterator[StreamFrame | PipelineOutput]:
+        """Yield a StreamFrame of intermediate images every `every` tokens (0: none), then the PipelineOutput."""
+        settings = self.settings(condition_scale=condition_scale, top_k=top_k, top_p=top_p,
+                                 temperature=temperature)
+        jobs, encodings = self.jobs(prompts, num_images, seed, settings)
+        decoding = self.new_decoding(capacity=sum(decoding_rows(j) for j in jobs))
+        decoding.add(jobs)
+        steps = self.config.image_length
+        bar = _progress(steps, progress)
+        for step in range(1, steps + 1):
+            decoding.step()
+            bar.update(1)
+            if callback:
+                callback(step)
+            if every and step % every == 0 and step < steps:
+                partial = torch.stack([decoding.partial_tokens(j) for j in jobs])
+                yield StreamFrame(step, self.decode_images(partial), tokens=partial)
+        bar.close()
+        tokens = torch.tensor([j.tokens for j in jobs], dtype=torch.long)
+        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+        yield PipelineOutput(self.decode_images(tokens), tokens, [prompt_list[j.tag[0]] for j in jobs],
+                             [j.seed for j in jobs], encodings, self.tokenizer.unconditional(), settings)
+
+
+def decoding_rows(job: ImageJob) -> int:
+    return 1 if job.settings.condition_scale == 1 else 2
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="decoding", unit="tok", disable=not enabled, leave=False)
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, Tensor], where: str, allow_missing: tuple[str, ...]) -> None:
+    """load_state_dict with errors that name the keys; `allow_missing` prefixes may be absent (e.g. the VQGAN
+    encoder, which official checkpoints for generation do not ship)."""
+    own = module.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(allow_missing))
+    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if unexpected or missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[:3]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with wrong shapes (e.g. {k}: file {tuple(state[k].shape)} vs config "
+                         f"{tuple(own[k].shape)})")
+        raise CrayonboxError(f"weights in {where} do not fit its config.json: " + "; ".join(parts))
+    module.load_state_dict(state, strict=False)

@@ -1,0 +1,244 @@
+"""The decode loop: classifier-free guidance, top-k / top-p / temperature, per-image seeds, a batch that
+images can join and leave at any step.
+
+One `Decoding` serves both offline generation (all images join at step 0) and the server (requests join a
+running batch). Each image owns two cache rows, conditional and unconditional (none when its condition scale is
+1, where guidance is a no-op), and its own position, so it never waits for others.
+
+Reproducibility: an image's randomness is a vector of uniforms drawn from its own seed before decoding starts,
+and token t is the inverse-CDF sample at uniform u[t]. So an image depends only on (prompt, seed, settings,
+model), never on batch size or its place in the batch (dalle-mini #273 was the opposite).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import LongTensor, Tensor
+
+from crayonbox.errors import CrayonboxError
+from crayonbox.model.bart import DalleBart
+from crayonbox.model.decoder import DecodeCache
+
+
+@dataclass
+class SamplingSettings:
+    """How tokens are drawn. Defaults are the official dalle-mini notebook's (min-dalle: scale 16, top_k 256)."""
+
+    condition_scale: float = 10.0  # logits = uncond + scale * (cond - uncond); 1 = no guidance
+    top_k: int = 50  # keep the k most likely codes; 0 = all
+    top_p: float = 1.0  # then keep the smallest set with this much probability; 1 = all
+    temperature: float = 1.0
+
+    def validate(self) -> SamplingSettings:
+        if not (self.temperature > 0):
+            raise CrayonboxError(f"temperature must be > 0 (got {self.temperature})")
+        if self.top_k < 0 or int(self.top_k) != self.top_k:
+            raise CrayonboxError(f"top_k must be a whole number ≥ 0, 0 meaning off (got {self.top_k})")
+        if not (0 < self.top_p <= 1):
+            raise CrayonboxError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if not (self.condition_scale >= 0):
+            raise CrayonboxError(f"condition_scale must be ≥ 0 (got {self.condition_scale})")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def image_uniforms(seed: int, length: int) -> Tensor:
+    """The random numbers one image consumes, one per token, from its own generator."""
+    if not 0 <= seed < 2**63:
+        raise CrayonboxError(f"seed must be in [0, 2**63) (got {seed})")
+    return torch.rand(length, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def guide(cond: Tensor, uncond: Tensor, scale: Tensor) -> Tensor:
+    """Super-conditioning (DM modeling.py:1893-1898): uncond + scale · (cond − uncond), in fp32."""
+    cond, uncond = cond.float(), uncond.float()
+    return uncond + scale[:, None] * (cond - uncond)
+
+
+def sample_from_logits(logits: Tensor, top_k: LongTensor, top_p: Tensor, temperature: Tensor,
+                       uniforms: Tensor) -> LongTensor:
+    """Draw one token per row with per-row settings: temperature, then top-k, then top-p (transformers'
+    warper order), then inverse-CDF sampling at the row's uniform. Candidates are ranked by logit, so the draw
+    is a deterministic function of (logits, settings, uniform)."""
+    vocab = logits.shape[-1]
+    k_eff = torch.where(top_k > 0, top_k.clamp(max=vocab), torch.full_like(top_k, vocab))
+    logits = logits.float() / temperature[:, None]
+    values, index = logits.topk(int(k_eff.max()), dim=-1)  # sorted, most likely first
+    ranks = torch.arange(values.shape[1], device=logits.device)
+    values = values.masked_fill(ranks[None, :] >= k_eff[:, None], float("-inf"))
+    probs = values.softmax(-1)
+    mass_before = probs.cumsum(-1) - probs
+    probs = probs * (mass_before < top_p[:, None])  # always keeps the top candidate
+    cdf = probs.double().cumsum(-1)
+    choice = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None]).clamp(max=values.shape[1] - 1)
+    return index.gather(1, choice)[:, 0]
+
+
+@dataclass
+class ImageJob:
+    """One image to decode: its prompt's encoder states and its own seed and settings."""
+
+    states: Tensor  # (S, d) encoder states of the prompt
+    mask: Tensor  # (S,) bool, real text tokens
+    seed: int
+    settings: SamplingSettings
+    tag: object = None  # the caller's handle (request id, image index)
+    tokens: list[int] = field(default_factory=list)
+
+
+class Decoding:
+    """Images being decoded together. `add` at any time, `step` advances every image by one token.
+
+    The cache is preallocated for `capacity` rows and kept compact: an image that finishes gives its rows
+    back by moving the last rows into the hole, so a step always runs on rows [0, active).
+    """
+
+    def __init__(self, model: DalleBart, uncond_states: Tensor, uncond_mask: Tensor, capacity: int):
+        self.model, self.cfg = model, model.cfg
+        self.capacity = capacity
+        self.uncond_states, self.uncond_mask = uncond_states, uncond_mask
+        self.jobs: list[ImageJob] = []
+        self.cond_row: list[int] = []
+        self.uncond_row: list[int | None] = []
+        self.uniforms: list[Tensor] = []
+        self.cache: DecodeCache | None = None
+        self.text_len = self.cfg.text_length
+        self.row_owner: list[tuple[int, bool]] = []  # row → (job index, is_uncond)
+
+    @property
+    def active_images(self) -> int:
+        return len(self.jobs)
+
+    @property
+    def rows_in_use(self) -> int:
+        return len(self.row_owner)
+
+    def rows_needed(self, job: ImageJob) -> int:
+        return 1 if job.settings.condition_scale == 1 else 2
+
+    def _alloc(self, like: Tensor) -> None:
+        cfg = self.cfg
+        kv = (cfg.decoder_layers, self.capacity, cfg.heads, cfg.image_length, cfg.head_dim)
+        cross = (cfg.decoder_layers, self.capacity, cfg.heads, self.text_len, cfg.head_dim)
+        z = dict(dtype=like.dtype, device=like.device)
+        self.cache = DecodeCache(torch.zeros(kv, **z), torch.zeros(kv, **z), torch.zeros(cross, **z),
+                                 torch.zeros(cross, **z),
+                                 torch.zeros(self.capacity, 1, 1, self.text_len, dtype=torch.bool, device=like.device))
+
+    @torch.inference_mode()
+    def _write_row(self, row: int, states: Tensor, mask: Tensor) -> None:
+        assert self.cache is not None
+        s = states.shape[0]
+        k, v = self.model.decoder.cross_keys_values(states[None])  # (layers, 1, heads, S, hd), once per prompt
+        self.cache.cross_k[:, row, :, :s] = k[:, 0]
+        self.cache.cross_v[:, row, :, :s] = v[:, 0]
+        self.cache.cross_mask[row] = False
+        self.cache.cross_mask[row, 0, 0, :s] = mask
+
+    def add(self, jobs: list[ImageJob]) -> None:
+        """Start decoding these images at their step 0. Raises if the batch has no room (callers check
+        `free_rows` first)."""
+        need = sum(self.rows_needed(j) for j in jobs)
+        if need > self.free_rows:
+            raise CrayonboxError(f"decode batch full: {need} rows needed, {self.free_rows} free")
+        if self.cache is None:
+            self._alloc(self.uncond_states)
+        for job in jobs:
+            job.settings.validate()
+            index = len(self.jobs)
+            self.jobs.append(job)
+            self.uniforms.append(image_uniforms(job.seed, self.cfg.image_length))
+            row = self.rows_in_use
+            self._write_row(row, job.states, job.mask)
+            self.row_owner.append((index, False))
+            self.cond_row.append(row)
+            if self.rows_needed(job) == 2:
+                self._write_row(row + 1, self.uncond_states, self.uncond_mask)
+                self.row_owner.append((index, True))
+                self.uncond_row.append(row + 1)
+            else:
+                self.uncond_row.append(None)
+
+    @property
+    def free_rows(self) -> int:
+        return self.capacity - self.rows_in_use
+
+    @torch.inference_mode()
+    def step(self) -> list[ImageJob]:
+        """Advance every image by one token; return the images that just finished (and free their rows)."""
+        if not self.jobs:
+            return []
+        assert self.cache is not None
+        cfg, r = self.cfg, self.rows_in_use
+        tokens = torch.empty(r, dtype=torch.long)
+        positions = torch.empty(r, dtype=torch.long)
+        for row, (j, _) in enumerate(self.row_owner):
+            done = self.jobs[j].tokens
+            tokens[row] = done[-1] if done else cfg.bos_token_id
+            positions[row] = len(done)
+        view = DecodeCache(self.cache.self_k[:, :r], self.cache.self_v[:, :r], self.cache.cross_k[:, :r],
+                           self.cache.cross_v[:, :r], self.cache.cross_mask[:r])
+        logits = self.model.decoder.step(tokens, positions, view)[:, : cfg.image_vocab_size]
+        n = len(self.jobs)
+        cond = logits[self.cond_row]
+        uncond_rows = [u if u is not None else c for u, c in zip(self.uncond_row, self.cond_row, strict=True)]
+        settings = [j.settings for j in self.jobs]
+        scale = torch.tensor([s.condition_scale if u is not None else 1.0
+                              for s, u in zip(settings, self.uncond_row, strict=True)])
+        guided = guide(cond, logits[uncond_rows], scale)
+        u = torch.stack([self.uniforms[j][len(self.jobs[j].tokens)] for j in range(n)])
+        new = sample_from_logits(guided, torch.tensor([s.top_k for s in settings]),
+                                 torch.tensor([s.top_p for s in settings]),
+                                 torch.tensor([s.temperature for s in settings]), u)
+        for j, token in enumerate(new.tolist()):
+            self.jobs[j].tokens.append(token)
+        finished = [j for j in range(n) if len(self.jobs[j].tokens) == cfg.image_length]
+        return self.remove(finished)
+
+    def remove(self, indices: list[int]) -> list[ImageJob]:
+        """Drop images (finished or cancelled) and compact the cache rows that remain."""
+        if not indices:
+            return []
+        gone = set(indices)
+        removed = [self.jobs[j] for j in indices]
+        keep_rows = [row for row, (j, _) in enumerate(self.row_owner) if j not in gone]
+        if self.cache is not None and keep_rows != list(range(len(keep_rows))):
+            src = torch.tensor(keep_rows)
+            dst = slice(0, len(keep_rows))
+            for name in ("self_k", "self_v", "cross_k", "cross_v"):
+                t = getattr(self.cache, name)
+                t[:, dst] = t.index_select(1, src)
+            self.cache.cross_mask[dst] = self.cache.cross_mask[src]
+        new_index = {}
+        jobs, uniforms = [], []
+        for j, job in enumerate(self.jobs):
+            if j not in gone:
+                new_index[j] = len(jobs)
+                jobs.append(job)
+                uniforms.append(self.uniforms[j])
+        self.row_owner = [(new_index[self.row_owner[row][0]], self.row_owner[row][1]) for row in keep_rows]
+        self.jobs, self.uniforms = jobs, uniforms
+        self.cond_row = [0] * len(jobs)
+        self.uncond_row = [None] * len(jobs)
+        for row, (j, is_uncond) in enumerate(self.row_owner):
+            if is_uncond:
+                self.uncond_row[j] = row
+            else:
+                self.cond_row[j] = row
+        return removed
+
+    def partial_tokens(self, job: ImageJob) -> LongTensor:
+        """The image's tokens so far, with undecoded positions copied from the row above (or the first token),
+        so an intermediate VQGAN decode shows a picture that sharpens downward instead of noise."""
+        side = self.cfg.grid
+        out = torch.zeros(self.cfg.image_length, dtype=torch.long)
+        done = len(job.tokens)
+        if done:
+            out[:done] = torch.tensor(job.tokens)
+        for t in range(done, self.cfg.image_length):
+            out[t] = out[t - side] if t >= side else (out[done - 1] if done else 0)
+        return out

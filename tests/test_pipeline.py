@@ -1,0 +1,107 @@
+"""Pipeline: loading, determinism across batch composition, streaming, settings validation."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from crayonbox.errors import CrayonboxError
+from crayonbox.pipeline import Pipeline, make_grid
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    return Pipeline.from_pretrained(tiny_model_dir)
+
+
+def test_image_depends_on_seed_not_on_batch(pipe):
+    alone = pipe("a red dog", num_images=1, seed=1234)
+    batch = pipe(["a blue cat on a white background", "a red dog"], num_images=9, seed=1230)
+    # image 4 of the second prompt has seed 1230 + 4
+    row = 9 + 4
+    assert batch.seeds[row] == 1234 and batch.prompts[row] == "a red dog"
+    assert torch.equal(batch.tokens[row], alone.tokens[0])
+    assert batch.images[row].tobytes() == alone.images[0].tobytes()
+
+
+def test_different_seeds_differ_and_same_seed_repeats(pipe):
+    a = pipe("a red dog", num_images=3, seed=5)
+    b = pipe("a red dog", num_images=3, seed=5)
+    assert torch.equal(a.tokens, b.tokens)
+    assert len({tuple(t.tolist()) for t in a.tokens}) == 3
+
+
+def test_output_shapes_and_ids(pipe):
+    out = pipe("a woman in a sari", num_images=2, seed=0)
+    cfg = pipe.config
+    assert out.tokens.shape == (2, cfg.image_length)
+    assert int(out.tokens.max()) < cfg.image_vocab_size
+    assert out.images[0].size == (pipe.vqgan_config.resolution,) * 2
+    enc = out.encodings[0]
+    assert len(enc.ids) == cfg.text_length and enc.ids[0] == pipe.tokenizer.bos_id
+    assert out.unconditional.ids[:2] == [pipe.tokenizer.bos_id, pipe.tokenizer.eos_id]
+
+
+def test_scale_one_skips_the_unconditional_branch(pipe):
+    # At scale 1 guidance is a no-op (uncond + 1·(cond − uncond) = cond), so no uncond cache row is spent.
+    settings = pipe.settings(condition_scale=1.0)
+    jobs, _ = pipe.jobs("a cat", 3, 0, settings)
+    decoding = pipe.new_decoding(capacity=3)
+    decoding.add(jobs)  # would raise "decode batch full" if each image took two rows
+    assert decoding.rows_in_use == 3
+
+
+def test_guidance_changes_images(pipe):
+    low = pipe("a cat", num_images=4, seed=9, condition_scale=1.0)
+    high = pipe("a cat", num_images=4, seed=9, condition_scale=10.0)
+    assert not torch.equal(low.tokens, high.tokens)
+
+
+def test_stream_yields_frames_then_output(pipe):
+    frames = list(pipe.stream("a dog", num_images=2, seed=3, every=4))
+    steps = [f.step for f in frames[:-1]]
+    assert steps == list(range(4, pipe.config.image_length, 4))
+    final = frames[-1]
+    assert torch.equal(final.tokens, pipe("a dog", num_images=2, seed=3).tokens)
+    # a frame's known tokens agree with the final ones
+    k = frames[0].step
+    assert torch.equal(frames[0].tokens[:, :k], final.tokens[:, :k])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=0), "temperature"), (dict(top_k=-1), "top_k"), (dict(top_p=0), "top_p"),
+    (dict(condition_scale=-1), "condition_scale"), (dict(num_images=0), "num_images"),
+])
+def test_bad_settings_are_named(pipe, kwargs, message):
+    with pytest.raises(CrayonboxError, match=message):
+        pipe("a dog", **kwargs)
+
+
+def test_save_load_roundtrip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "copy")
+    again = Pipeline.from_pretrained(tmp_path / "copy")
+    assert torch.equal(again("a dog", seed=1).tokens, pipe("a dog", seed=1).tokens)
+
+
+def test_missing_and_corrupt_folders(tiny_model_dir, tmp_path):
+    with pytest.raises(CrayonboxError, match="not found"):
+        Pipeline.from_pretrained(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "bart" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CrayonboxError, match="corrupt weights"):
+        Pipeline.from_pretrained(broken)
+    shutil.copy(tiny_model_dir / "bart" / "model.safetensors", broken / "bart" / "model.safetensors")
+    shutil.rmtree(broken / "vqgan")
+    with pytest.raises(CrayonboxError, match="vqgan"):
+        Pipeline.from_pretrained(broken)
+
+
+def test_grid_tiles_row_major(pipe):
+    out = pipe("a dog", num_images=4, seed=0)
+    grid = make_grid(out.images)
+    w, h = out.images[0].size
+    assert grid.size == (2 * w, 2 * h)
+    assert grid.crop((w, 0, 2 * w, h)).tobytes() == out.images[1].tobytes()
