@@ -35,15 +35,15 @@ SUBGROUPS = ("person", "person-role", "person-activity", "clothing", "animal-mam
 
 
 HAND_EXAMPLES = ("kimono", "sari", "a kimono", "a sari", "a photo of a kimono", "a woman wearing a kimono",
-                 "a woman wearing a sari", "t-shirt", "necktie", "woman with headscarf", "dog", "Priya wearing a sari")
+                 "a woman wearing a sari", "t-shirt", "necktie", "woman with headscarf", "dog",
+                 "Priya wearing a sari")
 
 
 def world_names(language: str, subgroups: tuple[str, ...] = SUBGROUPS) -> list[str]:
     """CLDR names in `language` of the world's objects, without skin-tone variants (their names hold ':')."""
     table = json.loads(gzip.open(NAMES_TABLE).read())
-    names = {e["name"][language] for e in table["emoji"]
-             if e["subgroup"] in subgroups and language in e.get("name", {}) and ":" not in e["name"][language]}
-    return sorted(names)
+    names = {e.get("name", {}).get(language, "") for e in table["emoji"] if e["subgroup"] in subgroups}
+    return sorted(n for n in names if n and ":" not in n)
 
 
 def print_table(title: str, rows: list) -> None:
@@ -53,7 +53,8 @@ def print_table(title: str, rows: list) -> None:
     for r in rows:
         wrong = ", ".join(f"{lang} {count}" for lang, count in r.wrong_languages)
         examples = "; ".join(f"`{c}` → {lang}" for c, lang in r.examples[:3])
-        print(f"| {r.detector} | {r.style} | {r.n} | {r.wrong} | {100 * r.rate:.1f} % | {wrong} | {examples} |")
+        print(f"| {r.detector} | {r.style} | {r.n} | {r.wrong} | {100 * r.rate:.1f} % | {wrong} "
+              f"| {examples} |")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from crayonbox.errors import CrayonboxError
 
 PROVENANCE_DIR = "provenance"
 MANIFEST_NAME = "caption_pipeline.json"
+PROBLEMS_NAME = "caption_problems.json"  # malformed input items met by the latest run
 
 
 @dataclass
@@ -65,6 +66,12 @@ def _write_parquet_atomic(rows: list[dict], columns: list[str], path: Path) -> N
     os.replace(tmp, path)
 
 
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    os.replace(tmp, path)
+
+
 def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     path = out_dir / MANIFEST_NAME
     if path.exists():
@@ -73,21 +80,58 @@ def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
             raise CrayonboxError(f"{out_dir} holds output of a different caption pipeline ({path}); "
                                  "choose another --out, or delete it to start over")
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
-    os.replace(tmp, path)
+    _write_json_atomic(path, manifest)
+
+
+_pipeline = None  # the pipeline of this process (each pool worker builds its own once)
+
+
+def _start_worker(config: dict[str, Any] | None) -> None:
+    global _pipeline
+    from crayonbox.data.captions import CaptionPipeline
+
+    _pipeline = CaptionPipeline(config)
+
+
+def _process_shard(shard: Path, out_dir: Path) -> tuple[int, int, int, Any]:
+    """Run the pipeline over one shard; write its output shard, then its provenance.
+    Returns (items, dropped, blanked, the shard's ProblemLog)."""
+    from crayonbox.data import shards as shard_io
+
+    problems = shard_io.ProblemLog()
+    items = list(shard_io.iter_shard(shard, with_images=True, problems=problems))
+    rows = _pipeline.process([i.key for i in items], [i.caption for i in items], [i.meta for i in items])
+    kept = [replace(item, caption=row["final_caption"],
+                    meta={**item.meta, "caption_provenance": {
+                        "raw_caption": row["raw_caption"], "blanked_by": row["blanked_by"],
+                        "caption_dropout": row["caption_dropout"], "language": row["language"]}})
+            for item, row in zip(items, rows, strict=True) if not row["dropped"]]
+    shard_io.write_shard(out_dir / shard.name, kept)
+    _write_parquet_atomic(rows, _pipeline.columns(), provenance_path(out_dir, shard))  # last: marks it done
+    blanked = sum(1 for item in kept if not item.caption.strip())
+    return len(rows), len(rows) - len(kept), blanked, problems
+
+
+def _merge_problems(into: Any, shard_problems: Any) -> None:
+    for kind, count in shard_problems.counts.items():
+        into.counts[kind] += count
+        examples = into.examples.setdefault(kind, [])
+        examples += shard_problems.examples[kind][: max(0, into.max_examples - len(examples))]
 
 
 def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[str, Any] | None = None,
-                         progress: bool = True) -> CaptionRunSummary:
-    """Run the caption pipeline (None = DEFAULT_PIPELINE) over every shard of `in_dir` into `out_dir`."""
+                         progress: bool = True, workers: int = 1) -> CaptionRunSummary:
+    """Run the caption pipeline (None = DEFAULT_PIPELINE) over every shard of `in_dir` into `out_dir`,
+    `workers` shards at a time; shards finished by an earlier run are skipped."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     from crayonbox.data import shards as shard_io
     from crayonbox.data.captions import CaptionPipeline
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    pipeline = CaptionPipeline(config)
+    pipeline = CaptionPipeline(config)  # validates the config before any work
     input_shards = shard_io.list_shards(in_dir)
     if not input_shards:
         raise CrayonboxError(f"no webdataset shards (*.tar) in {in_dir}; point IN at a folder of shards")
@@ -96,26 +140,27 @@ def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[s
     (out_dir / PROVENANCE_DIR).mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"pipeline": pipeline.config, "input": str(in_dir.resolve())})
 
+    todo = [shard for shard in input_shards if not provenance_path(out_dir, shard).exists()]
+    summary = CaptionRunSummary(len(input_shards), len(input_shards) - len(todo), 0, 0, 0, 0)
     problems = shard_io.ProblemLog()
-    summary = CaptionRunSummary(len(input_shards), 0, 0, 0, 0, 0)
-    for shard in tqdm(input_shards, desc="captions", unit="shard", disable=not progress):
-        target = provenance_path(out_dir, shard)
-        if target.exists():
-            summary.shards_skipped += 1
-            continue
-        items = list(shard_io.iter_items(shard, with_images=True, problems=problems))
-        rows = pipeline.process([i.key for i in items], [i.caption for i in items], [i.meta for i in items])
-        kept = [replace(item, caption=row["final_caption"],
-                        meta={**item.meta, "caption_provenance": {
-                            "raw_caption": row["raw_caption"], "blanked_by": row["blanked_by"],
-                            "caption_dropout": row["caption_dropout"], "language": row["language"]}})
-                for item, row in zip(items, rows, strict=True) if not row["dropped"]]
-        shard_io.write_shard(out_dir / shard.name, kept)
-        _write_parquet_atomic(rows, pipeline.columns(), target)  # last: marks the shard done
-        summary.items += len(rows)
-        summary.dropped += len(rows) - len(kept)
-        summary.blanked += sum(1 for item in kept if not item.caption.strip())
-    summary.problems = problems.count if hasattr(problems, "count") else len(problems)
+    if workers > 1 and len(todo) > 1:
+        pool = ProcessPoolExecutor(min(workers, len(todo)), initializer=_start_worker, initargs=(config,))
+        results = pool.map(_process_shard, todo, [out_dir] * len(todo))
+    else:
+        _start_worker(config)
+        pool, results = None, (_process_shard(shard, out_dir) for shard in todo)
+    try:
+        for items, dropped, blanked, shard_problems in tqdm(results, total=len(todo), desc="captions",
+                                                            unit="shard", disable=not progress):
+            summary.items, summary.dropped = summary.items + items, summary.dropped + dropped
+            summary.blanked += blanked
+            _merge_problems(problems, shard_problems)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    summary.problems = problems.total
+    if problems:
+        _write_json_atomic(out_dir / PROBLEMS_NAME, problems.to_dict())
     return summary
 
 
@@ -133,7 +178,7 @@ def _captions_command(args: argparse.Namespace) -> int:
     if not args.input or not args.out:
         raise CrayonboxError("give the input folder and --out OUT (or --print-default-config)")
     config = load_pipeline_config(args.config) if args.config else None
-    s = run_caption_pipeline(args.input, args.out, config, progress=not args.quiet)
+    s = run_caption_pipeline(args.input, args.out, config, progress=not args.quiet, workers=args.workers)
     print(f"{s.items} items in {s.shards - s.shards_skipped} shards ({s.shards_skipped} already done): "
           f"{s.dropped} dropped, {s.blanked} with a blank caption, {s.problems} problems; "
           f"provenance in {Path(args.out) / PROVENANCE_DIR}")
@@ -154,11 +199,13 @@ def register_data_commands(data_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="?", metavar="IN", help="folder of webdataset shards")
     p.add_argument("--out", metavar="OUT", help="folder for the processed shards and provenance/")
     p.add_argument("--config", metavar="PIPELINE.yaml", help="pipeline steps (default: the DALL·E mini era)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="shards processed in parallel (default 2)")
     p.add_argument("--print-default-config", action="store_true", help="print the default pipeline and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_captions_command)
 
     p = data_subparsers.add_parser("audit", help="report what the caption pipeline did, to whom")
     p.add_argument("dir", metavar="DIR", help="output folder of `crayonbox data captions`")
-    p.add_argument("--out", metavar="DIR", help="where to write audit.html and audit.json (default: DIR/audit)")
+    p.add_argument("--out", metavar="DIR", help="folder for audit.html and audit.json (default: DIR/audit)")
     p.set_defaults(func=_audit_command)

@@ -58,7 +58,7 @@ class Py3LangidDetector:
                                      f"use ISO 639-1 codes such as {list(DEFAULT_LANGUAGES[:5])}")
             self._identifier.set_languages(list(languages))
         self.languages = tuple(languages) if languages else None
-        label = "all" if not languages else ",".join(languages) if len(languages) <= 6 else f"{len(languages)} languages"
+        label = ",".join(languages or ["all"]) if len(languages or ()) <= 6 else f"{len(languages)} languages"
         self.name = f"py3langid[{label}]"
 
     def detect(self, text: str) -> tuple[str, float]:
@@ -111,7 +111,7 @@ ENGLISH_TEMPLATES: dict[str, str] = {  # {a} is the article that fits the name: 
 
 
 def fill_templates(names: Iterable[str], templates: dict[str, str] | None = None) -> dict[str, list[str]]:
-    """{style: [template filled with each name]}, names deduplicated and sorted (ENGLISH_TEMPLATES default)."""
+    """{style: [template filled with each name]} for sorted, distinct names (default ENGLISH_TEMPLATES)."""
     names = sorted(set(names))
     return {style: [t.format(name=n, a="an" if n[:1].lower() in "aeiou" else "a") for n in names]
             for style, t in (templates or ENGLISH_TEMPLATES).items()}

@@ -2,13 +2,9 @@
 byte-level BPE into the ids the encoder reads. A model folder's tokenizer.json + normalizer.json fix it."""
 
 from crayonbox.text.explain import DEFAULT_PROMPTS, ExplainRow, explain, format_rows
-from crayonbox.text.normalize import (
-    STEP_NAMES,
-    NormalizerConfig,
-    TextNormalizer,
-    normalize,
-    normalize_with_trace,
-)
+
+# `normalize` (the function) is not re-exported here: it would hide the `crayonbox.text.normalize` module.
+from crayonbox.text.normalize import STEP_NAMES, NormalizerConfig, TextNormalizer, normalize_with_trace
 from crayonbox.text.notes import NormalizationReport, normalize_with_notes
 from crayonbox.text.tokenizer import BART_SPECIAL_TOKENS, TEXT_LENGTH, EncodedPrompt, Tokenizer
 
@@ -25,7 +21,6 @@ __all__ = [
     "Tokenizer",
     "explain",
     "format_rows",
-    "normalize",
     "normalize_with_notes",
     "normalize_with_trace",
 ]

@@ -48,14 +48,35 @@ class EncodedPrompt:
         return bool(self.cut_tokens)
 
 
-def byte_level_bpe(model: models.BPE) -> tokenizers.Tokenizer:
+# How text is cut into words before the BPE; merges never cross these cuts.
+# "gpt2" is GPT-2's regex, which dalle-mini's tokenizer uses. Its words are runs of \p{L}, so it cuts at every
+# combining mark (\p{M}): Devanagari "महिला" becomes 4 words ("मह", "ि", "ल", "ा") that no merge can join.
+# "letters_with_marks" is the same regex with marks kept inside words, for BPEs trained on non-Latin captions.
+# On ASCII text (everything the official normaliser outputs) the two split identically.
+_CONTRACTIONS = r"'s|'t|'re|'ve|'m|'ll|'d"
+WORD_SPLITS: dict[str, str] = {
+    "gpt2": _CONTRACTIONS + r"| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    "letters_with_marks": _CONTRACTIONS + r"| ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+|\s+(?!\S)|\s+",
+}
+
+
+def byte_level_bpe(model: models.BPE, word_split: str = "gpt2") -> tokenizers.Tokenizer:
     """Wrap a BPE model in dalle-mini's byte-level pipeline (no prefix space, BART specials kept whole).
 
     Training and loading from `vocab.json` + `merges.txt` both go through here, so both give identical ids.
+    `word_split` names a pattern of WORD_SPLITS.
     """
+    if word_split not in WORD_SPLITS:
+        raise CrayonboxError(f"unknown word split {word_split!r}: use one of {', '.join(WORD_SPLITS)}")
     backend = tokenizers.Tokenizer(model)
-    # The normaliser already put the leading space in; add_prefix_space=False as in dalle-mini's tokenizer.
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if word_split == "gpt2":
+        # The normaliser already put the leading space in: add_prefix_space=False, as in dalle-mini.
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(tokenizers.Regex(WORD_SPLITS[word_split]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
     backend.decoder = decoders.ByteLevel()
     vocab = backend.get_vocab(with_added_tokens=False)
     backend.add_special_tokens([token for token in BART_SPECIAL_TOKENS if token in vocab])
@@ -152,7 +173,11 @@ class Tokenizer:
         return self.backend.decode(list(ids), skip_special_tokens=True)
 
     def save(self, folder: str | Path) -> None:
-        """Write tokenizer.json, vocab.json, merges.txt and normalizer.json into `folder`, each atomically."""
+        """Write tokenizer.json, vocab.json, merges.txt and normalizer.json into `folder`, each atomically.
+
+        vocab.json + merges.txt (for GPT-2-style tools such as min-dalle) hold no word split: alone, they give
+        the same ids as tokenizer.json only for a "gpt2" split or ASCII text.
+        """
         if not isinstance(self.backend.model, models.BPE):
             raise CrayonboxError("only BPE tokenizers can be saved as vocab.json + merges.txt")
         folder = Path(folder)

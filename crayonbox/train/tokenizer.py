@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import tokenizers
 from tokenizers import models, pre_tokenizers, trainers
 from tqdm import tqdm
 
@@ -34,7 +33,17 @@ class BPETrainingConfig:
 
     vocab_size: int = 16384  # ids in all: 5 special tokens + 256 bytes + merges (dalle-mini's has 50264)
     min_frequency: int = 2  # a pair must occur this often to be merged
+    # How words are cut before merging (crayonbox.text.tokenizer.WORD_SPLITS). "auto": dalle-mini's "gpt2"
+    # when the normaliser runs unidecode (ASCII text, where both splits agree), else "letters_with_marks",
+    # because GPT-2's split cuts Devanagari, Bengali, Thai... at every vowel sign and no merge can undo that.
+    word_split: str = "auto"
     show_progress: bool = True  # tqdm over the captions, and the trainer's own bar over the merges
+
+    def resolved_word_split(self, normalizer: NormalizerConfig) -> str:
+        """The word split to train with, for captions normalised by `normalizer`."""
+        if self.word_split != "auto":
+            return self.word_split
+        return "gpt2" if "unidecode" in normalizer.enabled_steps else "letters_with_marks"
 
 
 def train_bpe(
@@ -49,13 +58,14 @@ def train_bpe(
     `folder` receives tokenizer.json, vocab.json, merges.txt and normalizer.json.
     """
     config = config or BPETrainingConfig()
+    normalizer = normalizer or NormalizerConfig()
+    word_split = config.resolved_word_split(normalizer)
     smallest = len(BART_SPECIAL_TOKENS) + BYTE_ALPHABET_SIZE
     if config.vocab_size <= smallest:
         raise CrayonboxError(f"vocab_size {config.vocab_size} leaves no room for merges: it must exceed "
                              f"{smallest} (5 special tokens + 256 bytes)")
 
-    bare = tokenizers.Tokenizer(models.BPE())
-    bare.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bare = byte_level_bpe(models.BPE(), word_split)  # empty: no special tokens yet
     trainer = trainers.BpeTrainer(
         vocab_size=config.vocab_size,
         min_frequency=config.min_frequency,
@@ -68,6 +78,7 @@ def train_bpe(
     if bare.get_vocab_size() == smallest:
         raise CrayonboxError("the captions gave no merges: train on more (or longer) captions")
 
-    tokenizer = Tokenizer(byte_level_bpe(bare.model), normalizer, text_length)
+    # Rebuild around the trained model so the special tokens and the <s> $A </s> template are registered.
+    tokenizer = Tokenizer(byte_level_bpe(bare.model, word_split), normalizer, text_length)
     tokenizer.save(folder)
     return tokenizer

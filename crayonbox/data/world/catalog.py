@@ -11,6 +11,7 @@ import difflib
 import functools
 import gzip
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,8 @@ GROUP_CATEGORY = {"Smileys & Emotion": "face", "Animals & Nature": "animal", "Fo
 NEUTRAL_BASE = {"\U0001F469": "\U0001F9D1", "\U0001F468": "\U0001F9D1",   # woman, man → person
                 "\U0001F467": "\U0001F9D2", "\U0001F466": "\U0001F9D2",   # girl, boy → child
                 "\U0001F475": "\U0001F9D3", "\U0001F474": "\U0001F9D3",   # old woman, old man → older person
-                "\U0001F478": "\U0001FAC5", "\U0001F934": "\U0001FAC5",   # princess, prince → person with crown
-                "\U0001F930": "\U0001FAC4", "\U0001FAC3": "\U0001FAC4"}   # pregnant woman/man → pregnant person
+                "\U0001F478": "\U0001FAC5", "\U0001F934": "\U0001FAC5",   # princess, prince → with crown
+                "\U0001F930": "\U0001FAC4", "\U0001FAC3": "\U0001FAC4"}   # pregnant woman/man → person
 WOMAN_WORDS = {"woman", "women", "girl", "princess", "mrs.", "mermaid", "old woman"}
 MAN_WORDS = {"man", "men", "boy", "prince", "mr.", "merman", "old man"}
 # Attire that a person emoji wears by design, found in its English name → the attire vocabulary of configs.
@@ -51,7 +52,8 @@ class Emoji:
     keywords: dict[str, tuple[str, ...]]  # CLDR keywords per language (synonyms, tag-style captions)
     group: str
     subgroup: str
-    category: str  # person, attire, animal, food, object, plant, face, place, activity, symbol, flag, people, body
+    # person, attire, animal, food, object, plant, face, place, activity, symbol, flag, people, body
+    category: str
     gender: str  # woman, man, neutral (people) or none (everything else)
     skin_tone: int | None  # 1..5 from a single modifier U+1F3FB..1F3FF; None = yellow default or not a person
     attire: str | None  # clothing item ("sari") or attire worn by design ("hijab" for 🧕)
@@ -145,6 +147,17 @@ class Catalog:
             ))
         self.by_seq = {e.seq: e for e in self.emoji}
         self.by_name = {e.name["en"]: e for e in self.emoji}
+        # A keyword that names another emoji ("dress" for 🥻) or mostly tags another category ("zodiac" for
+        # 👧, mostly on ♈…♓) would mislead as a synonym; these tables let describe.py skip such keywords.
+        self.names = {lang: {e.name[lang] for e in self.emoji} for lang in LANGUAGES}
+        tagged: dict[str, dict[str, Counter[str]]] = {lang: {} for lang in LANGUAGES}
+        for e in self.emoji:
+            if e.seq == e.untoned:  # count each emoji once, not once per skin tone
+                for lang, words in e.keywords.items():
+                    for word in words:
+                        tagged[lang].setdefault(word, Counter())[e.category] += 1
+        self.keyword_category = {lang: {word: counts.most_common(1)[0][0] for word, counts in table.items()}
+                                 for lang, table in tagged.items()}
         self.variants: dict[str, list[Emoji]] = {}
         for e in self.emoji:
             self.variants.setdefault(e.concept, []).append(e)
@@ -156,12 +169,12 @@ class Catalog:
         if name in self.by_seq:
             return self.by_seq[name]
         close = difflib.get_close_matches(name, list(self.by_name), n=4, cutoff=0.6)
-        hint = f"; did you mean {close}?" if close else "; names are English CLDR names such as 'woman', 'sari'"
+        hint = f"; did you mean {close}?" if close else "; use English CLDR names such as 'woman', 'sari'"
         raise CrayonboxError(f"{where}: unknown emoji {name!r}{hint}")
 
     def subgroup(self, subgroup: str) -> list[Emoji]:
         """Tone-free members of an emoji-test subgroup, in CLDR order."""
-        return [e for e in self.emoji if e.subgroup == subgroup and e.skin_tone is None and e.seq == e.untoned]
+        return [e for e in self.emoji if e.subgroup == subgroup and e.seq == e.untoned]
 
     def person_variants(self, base: Emoji) -> list[Emoji]:
         """All renderable variants of a person entry: gender variants of a neutral concept (🧑 → 👩, 👨 …),
@@ -180,6 +193,6 @@ def load_catalog(path: Path = TABLE_PATH) -> Catalog:
     try:
         table = json.loads(gzip.decompress(Path(path).read_bytes()))
     except FileNotFoundError:
-        raise CrayonboxError(f"emoji name table missing: {path}; regenerate it with "
-                             "`python -m crayonbox.data.world.make_names` (needs apt unicode-cldr-core)") from None
+        raise CrayonboxError(f"emoji name table missing: {path}; regenerate it with `python -m "
+                             "crayonbox.data.world.make_names` (needs apt unicode-cldr-core)") from None
     return Catalog(table["emoji"])

@@ -1,8 +1,8 @@
 """Generate the shipped emoji name table `emoji_names.json.gz` (run once; the output is committed).
 
 Inputs (Debian packages, only needed to *regenerate* the table, never at run time):
-  - `unicode-data`      /usr/share/unicode/emoji/emoji-test.txt   (groups, subgroups, fully-qualified sequences)
-  - `unicode-cldr-core` /usr/share/unicode/cldr/common/annotations{,Derived}/<lang>.xml  (names + keywords)
+  - `unicode-data`      /usr/share/unicode/emoji/emoji-test.txt  (groups, subgroups, fully-qualified emoji)
+  - `unicode-cldr-core` /usr/share/unicode/cldr/common/annotations{,Derived}/<lang>.xml  (names, keywords)
 
     python -m crayonbox.data.world.make_names [--emoji-test PATH] [--cldr DIR] [--out PATH]
 

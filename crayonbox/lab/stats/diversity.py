@@ -59,7 +59,9 @@ def entropy_summary(counts: ArrayLike, confidence: float = 0.95, draws: int = 20
     """Entropy of a count vector with a bootstrap interval.
 
     normalized = Ĥ_MM / ln K (1 = perfectly even over all K categories, incl. ones never seen);
-    effective_number = exp(Ĥ_MM), "as diverse as this many equally common categories".
+    effective_number = exp(Ĥ_MM), "as diverse as this many equally common categories". Because Ĥ_MM adds
+    the bias correction, a near-even sample can score slightly above 1 (or K); that is the estimator being
+    unbiased, not an error.
     The bootstrap resamples n images from p̂ (`draws` times, fixed `seed`). Categories never observed can't
     appear in a resample, so for very peaked outputs the interval understates how high H could be.
     """

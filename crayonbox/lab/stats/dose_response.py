@@ -80,7 +80,9 @@ def dose_response(scales: ArrayLike, successes: ArrayLike, totals: ArrayLike, pr
 
     x = np.log2(s) if predictor == "log2" else s
     design = sm.add_constant(x, has_constant="add")
-    model = sm.GLM(np.column_stack([y, m - y]), design, family=sm.families.Binomial())
+    # Proportions with var_weights = trials, not a (successes, failures) endog: statsmodels' Pearson scale
+    # ("X2") is only right in this form (with two columns it comes out divided by the trial count).
+    model = sm.GLM(y / m, design, family=sm.families.Binomial(), var_weights=m)
     with warnings.catch_warnings():
         # Quasi-separation (a share of 0 or 1 at one scale) still gives a usable, if wide, Wald interval.
         warnings.simplefilter("ignore")

@@ -1,0 +1,309 @@
+"""crayonbox vs min-dalle 0.4.11 at the real DALL·E mini / mega shapes, on this machine, in one command.
+
+    python bench/generate_vs_mindalle.py                  # mini: 1 image and a 3×3 grid, 2 rounds
+    python bench/generate_vs_mindalle.py --model mega --steps 24
+
+Both load the *same* random weights from disk (min-dalle's own .pt layout, converted for crayonbox by
+`crayonbox convert --from mindalle`), run the same prompt, seed, top-k and condition scale, and alternate
+run by run, each in a fresh subprocess (so peak RSS is each one's own). Per-stage times: encoder, decoder per
+token (median), VQGAN. With --steps N < 256 only N decode steps are timed and the decoder time is extrapolated
+as 256 × the median step (both implementations' step cost is flat in position: min-dalle always attends over
+all 256 slots, ours over the tokens so far, so ours is *over*-estimated) — the output says so.
+
+The same run measures this machine's matmul GFLOP/s and read bandwidth and prints our fraction of the floor,
+and, per precision mode, a quality guard against fp32: top-1 token agreement under teacher forcing and PSNR
+of VQGAN pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+PROMPT = "a woman wearing a red sari on a yellow background"
+SEED = 7
+# FLOPs per image from ../shared/reference/dalle-mini-architecture.md §8.3 (useful work: cross-K/V once).
+USEFUL_GFLOP = {("mini", 1): 501, ("mini", 9): 4193, ("mega", 1): 1854, ("mega", 9): 14615}
+SHAPES = {"mini": dict(layers=12, heads=16, d=1024, glu=2730, text_vocab=50264, image_vocab=16384),
+          "mega": dict(layers=24, heads=32, d=2048, glu=4096, text_vocab=50272, image_vocab=16415)}
+
+
+# ----------------------------------------------------------------------------- weights on disk
+def write_weights(root: Path, model: str) -> Path:
+    """min-dalle's layout under root (pretrained/dalle_bart_{model}/, pretrained/vqgan/) with random weights."""
+    from min_dalle.models import DalleBartDecoder, DalleBartEncoder, VQGanDetokenizer
+
+    from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
+
+    s = SHAPES[model]
+    bart_dir, vq_dir = root / f"dalle_bart_{model}", root / "vqgan"
+    bart_dir.mkdir(parents=True, exist_ok=True)
+    vq_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    captions = [f"{a} {b} {c}" for a in ("a woman", "a man", "a dog", "a cat") for b in
+                ("wearing a red sari", "in a kimono", "with a hat") for c in ("on a yellow background", "at night")]
+    train_bpe(captions * 5, root / "tok", BPETrainingConfig(vocab_size=400, show_progress=False))
+    for name in ("vocab.json", "merges.txt"):
+        (bart_dir / name).write_bytes((root / "tok" / name).read_bytes())
+    for build, path in ((lambda: DalleBartEncoder(s["layers"], s["heads"], s["d"], s["glu"], 64, s["text_vocab"],
+                                                  "cpu"), bart_dir / "encoder.pt"),
+                        (lambda: DalleBartDecoder(s["image_vocab"], s["layers"], s["heads"], s["d"], s["glu"], "cpu"),
+                         bart_dir / "decoder.pt")):
+        module = build()
+        state = {}
+        for key, value in module.state_dict().items():
+            if key.endswith("weight") and value.dim() >= 2:
+                value = torch.randn_like(value) * 0.02
+            # min-dalle's files lack the scale of norms that feed a Dense (they stay 1), and are fp16.
+            if any(part in key for part in ("pre_", "glu.ln0.weight", "glu.ln1.weight", "final_ln.weight")) \
+                    and key.endswith("weight"):
+                continue
+            state[key] = value.half()
+        torch.save(state, path)
+        del module, state
+    detoker = VQGanDetokenizer()
+    for p in detoker.parameters():
+        if p.dim() >= 2:
+            p.data.normal_(0, 0.02)
+    torch.save(detoker.state_dict(), vq_dir / "detoker.pt")
+    return bart_dir
+
+
+def convert(bart_dir: Path, out: Path) -> None:
+    from crayonbox.weights.convert import convert_mindalle_folder
+    from crayonbox.weights.export import write_model_folder
+
+    write_model_folder(convert_mindalle_folder(bart_dir), out, dtype="float32")
+
+
+# ----------------------------------------------------------------------------- workers (one run each)
+class Timer:
+    def __init__(self):
+        self.times: dict[str, list[float]] = {}
+
+    def wrap(self, obj, name: str, key: str):
+        fn = getattr(obj, name)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.times.setdefault(key, []).append(time.perf_counter() - t)
+            return out
+
+        setattr(obj, name, timed)
+
+
+class StopDecoding(Exception):
+    pass
+
+
+def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, top_k: int) -> dict:
+    import min_dalle.min_dalle as md
+
+    md.requests.get = lambda *a, **k: None  # its constructor pings the hub even when the files are there
+    torch.set_num_threads(os.cpu_count())
+    t0 = time.perf_counter()
+    m = md.MinDalle(models_root=str(root), dtype=torch.float32, device="cpu", is_mega=model == "mega",
+                    is_verbose=False)
+    load = time.perf_counter() - t0
+    timer = Timer()
+    timer.wrap(m.encoder, "forward", "encoder")
+    timer.wrap(m.detokenizer, "forward", "vqgan")
+    step_fn = m.decoder.sample_tokens
+
+    def counted(*args, **kwargs):
+        if len(timer.times.get("step", [])) >= steps:
+            raise StopDecoding
+        t = time.perf_counter()
+        out = step_fn(*args, **kwargs)
+        timer.times.setdefault("step", []).append(time.perf_counter() - t)
+        return out
+
+    m.decoder.sample_tokens = counted
+    grid = int(images**0.5)
+    t0 = time.perf_counter()
+    try:
+        m.generate_images(PROMPT, seed=SEED, grid_size=grid, temperature=1, top_k=top_k, supercondition_factor=scale)
+    except StopDecoding:  # timed `steps` steps: run the VQGAN on what we have to time it too
+        with torch.no_grad():
+            m.detokenizer.forward(False, torch.zeros(images, 256, dtype=torch.long))
+    total = time.perf_counter() - t0
+    return _summary("min-dalle fp32", timer, load, total, steps)
+
+
+def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: int, mode: str) -> dict:
+    from crayonbox.pipeline import Pipeline
+
+    torch.set_num_threads(os.cpu_count())
+    t0 = time.perf_counter()
+    pipe = Pipeline.from_pretrained(folder, dtype=mode)
+    load = time.perf_counter() - t0
+    timer = Timer()
+    timer.wrap(pipe.bart.encoder, "forward", "encoder")
+    timer.wrap(pipe.vqgan, "decode", "vqgan")
+    timer.wrap(pipe.bart.decoder, "step", "step")
+
+    def stop(step: int) -> None:
+        if step >= steps:
+            raise StopDecoding
+
+    t0 = time.perf_counter()
+    try:
+        pipe(PROMPT, num_images=images, seed=SEED, condition_scale=scale, top_k=top_k, callback=stop)
+    except StopDecoding:
+        pipe.decode_images(torch.zeros(images, 256, dtype=torch.long), batch=images)
+    total = time.perf_counter() - t0
+    return _summary(f"crayonbox {mode}", timer, load, total, steps)
+
+
+def _summary(name: str, timer: Timer, load: float, total: float, steps: int) -> dict:
+    step = statistics.median(timer.times["step"])
+    encoder = sum(timer.times.get("encoder", [0.0]))
+    vqgan = sum(timer.times.get("vqgan", [0.0]))
+    decoder = 256 * step if steps < 256 else sum(timer.times["step"])
+    return {"impl": name, "load_s": load, "encoder_s": encoder, "step_ms": 1000 * step, "decoder_s": decoder,
+            "vqgan_s": vqgan, "total_s": encoder + decoder + vqgan if steps < 256 else total,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "extrapolated": steps < 256}
+
+
+# ----------------------------------------------------------------------------- machine floor
+def machine_floor() -> dict:
+    torch.set_num_threads(os.cpu_count())
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
+    big = torch.ones(2**28)  # 1 GiB
+    big.sum()
+    bw = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        big.sum()
+        bw = max(bw, big.numel() * 4 / (time.perf_counter() - t) / 1e9)
+    return {"fp32_gflops": best, "read_gbs": bw}
+
+
+# ----------------------------------------------------------------------------- quality guard
+def quality_guard(folder: Path, modes: list[str]) -> list[dict]:
+    """Top-1 token agreement under teacher forcing and VQGAN PSNR of each mode against fp32."""
+    from crayonbox.pipeline import Pipeline
+
+    ref = Pipeline.from_pretrained(folder, dtype="float32")
+    enc = ref.tokenizer.encode(PROMPT)
+    ids = torch.tensor([enc.ids])
+    mask = torch.tensor([enc.attention_mask], dtype=torch.bool)
+    g = torch.Generator().manual_seed(SEED)
+    tokens = torch.randint(0, ref.config.image_vocab_size, (1, ref.config.image_length), generator=g)
+    with torch.inference_mode():
+        ref_top = ref.bart(ids, mask, tokens).argmax(-1)
+        ref_pix = ref.vqgan.decode(tokens[:, :]).float()
+    rows = []
+    for mode in modes:
+        pipe = Pipeline.from_pretrained(folder, dtype=mode)
+        with torch.inference_mode():
+            top = pipe.bart(ids, mask, tokens).argmax(-1)
+            pix = pipe.vqgan.decode(tokens).float()
+        mse = float(((pix - ref_pix) ** 2).mean())
+        rows.append({"mode": mode, "top1_agreement": float((top == ref_top).float().mean()),
+                     "vqgan_psnr_db": float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1 / mse)).item()})
+    return rows
+
+
+# ----------------------------------------------------------------------------- orchestration
+def worker(args: argparse.Namespace) -> None:
+    if args.worker == "mindalle":
+        out = run_mindalle(Path(args.root), args.model, args.images, args.steps, args.scale, args.top_k)
+    else:
+        out = run_crayonbox(Path(args.root), args.images, args.steps, args.scale, args.top_k, args.mode)
+    print("RESULT " + json.dumps(out))
+
+
+def spawn(args: argparse.Namespace, kind: str, root: Path, images: int, mode: str = "float32") -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--root", str(root), "--model", args.model,
+           "--images", str(images), "--steps", str(args.steps), "--scale", str(args.scale), "--top-k",
+           str(args.top_k), "--mode", mode]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise SystemExit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][7:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["mini", "mega"], default="mini")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds per configuration")
+    p.add_argument("--steps", type=int, default=256, help="decode steps to time (< 256: extrapolate)")
+    p.add_argument("--scale", type=float, default=16.0, help="condition scale (min-dalle default 16)")
+    p.add_argument("--top-k", type=int, default=256, help="top-k (min-dalle default 256)")
+    p.add_argument("--modes", default="float32", help="crayonbox precision modes, comma-separated")
+    p.add_argument("--images", default="1,9", help="image counts to time, comma-separated")
+    p.add_argument("--skip-mindalle", action="store_true")
+    p.add_argument("--worker", choices=["mindalle", "crayonbox"], help=argparse.SUPPRESS)
+    p.add_argument("--root", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="float32", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.images = int(args.images)
+        return worker(args)
+
+    modes = args.modes.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-md-") as tmp:
+        root = Path(tmp)
+        t = time.perf_counter()
+        bart_dir = write_weights(root, args.model)
+        convert(bart_dir, root / "crayonbox")
+        print(f"random weights written and converted in {time.perf_counter() - t:.0f} s", flush=True)
+        floor = machine_floor()
+        print(f"machine: fp32 matmul {floor['fp32_gflops']:.0f} GFLOP/s, read bandwidth {floor['read_gbs']:.1f} GB/s, "
+              f"{os.cpu_count()} threads", flush=True)
+        results: dict[tuple[str, int], list[dict]] = {}
+        for images in [int(x) for x in args.images.split(",")]:
+            for _ in range(args.rounds):
+                runs = [] if args.skip_mindalle else [("mindalle", "float32")]
+                runs += [("crayonbox", m) for m in modes]
+                for kind, mode in runs:
+                    r = spawn(args, kind, root if kind == "mindalle" else root / "crayonbox", images, mode)
+                    results.setdefault((r["impl"], images), []).append(r)
+                    print(f"  {r['impl']:<20} n={images}: total {r['total_s']:.1f} s", flush=True)
+        print_table(results, floor, args)
+        print("\nquality guard vs fp32 (teacher-forced top-1 agreement, VQGAN PSNR):")
+        for row in quality_guard(root / "crayonbox", modes):
+            print(f"  {row['mode']:<10} top-1 agreement {row['top1_agreement']:.4f}   PSNR {row['vqgan_psnr_db']:.1f} dB")
+
+
+def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
+    print(f"\n{args.model} shapes, condition scale {args.scale}, top-k {args.top_k}; medians over {args.rounds} "
+          f"rounds" + (f"; decoder extrapolated from {args.steps} steps" if args.steps < 256 else ""))
+    head = f"{'impl':<20}{'images':>7}{'encoder s':>11}{'step ms':>9}{'decoder s':>11}{'vqgan s':>9}" \
+           f"{'total s':>9}{'peak GiB':>10}{'vs md':>8}{'% floor':>9}"
+    print(head)
+    for (impl, images), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        med = {k: statistics.median(r[k] for r in runs) for k in ("encoder_s", "step_ms", "decoder_s", "vqgan_s",
+                                                                 "total_s", "peak_rss_gib")}
+        base = results.get(("min-dalle fp32", images))
+        ratio = med["total_s"] / statistics.median(r["total_s"] for r in base) if base else float("nan")
+        floor_s = USEFUL_GFLOP[(args.model, images)] / floor["fp32_gflops"]
+        print(f"{impl:<20}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
+              f"{med['vqgan_s']:>9.1f}{med['total_s']:>9.1f}{med['peak_rss_gib']:>10.2f}{ratio:>8.2f}"
+              f"{100 * floor_s / med['total_s']:>8.0f}%")
+    print("vs md = crayonbox total / min-dalle total (lower is faster); % floor = (useful FLOPs / measured fp32 "
+          "matmul peak) / total")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Load test: N concurrent clients for T seconds against `crayonbox serve` on loopback.
+
+    .venv/bin/python bench/load.py --model path/to/model --clients 32 --duration 60
+    .venv/bin/python bench/load.py --random small --clients 32 --duration 60   # a random `small` model
+
+Starts the server in a subprocess on a free 127.0.0.1 port (or uses --url, loopback only), runs the clients
+(each with its own API key, so the per-client limit applies per client, and each honouring Retry-After), then
+times offline batch generation in this process, `pipe(prompt, num_images=max_batch)`, with the server idle.
+Prints throughput, p50/p95 latency, refusals, errors, lost requests and served ÷ offline images per second.
+Bounded: at most 256 clients and 600 s; clients stop sending at T and wait for the answers still owed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+PROMPTS = ["a red dog on a yellow background", "a woman in a sari", "a blue cat on a white background",
+           "a small green kimono", "a big man on a black background", ""]
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class Tally:
+    """What the clients saw, summed over all of them (one event loop, so no locking)."""
+
+    sent: int = 0
+    ok: int = 0
+    images: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # HTTP status → count (429, 503)
+    errors: dict[str, int] = field(default_factory=dict)  # 5xx and any other unexpected status
+    lost: int = 0  # sent, but no HTTP answer came back (connection dropped or timed out)
+    latencies: list[float] = field(default_factory=list)  # of the 200s, seconds
+    first_sent: float = 0.0
+    last_answer: float = 0.0
+
+
+async def client_loop(index: int, url: str, images: int, stop_at: float, tally: Tally) -> None:
+    """Send one request at a time until `stop_at`; after a refusal wait as long as Retry-After says."""
+    headers = {"X-API-Key": f"bench-client-{index}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=httpx.Timeout(300.0)) as http:
+        seed = index * 1_000_003
+        while time.monotonic() < stop_at:
+            body = {"prompt": PROMPTS[index % len(PROMPTS)], "n": images, "seed": seed % 2**32}
+            began = time.monotonic()
+            tally.first_sent = tally.first_sent or began
+            tally.sent += 1
+            try:
+                r = await http.post("/v1/generate", json=body)
+            except httpx.HTTPError:
+                tally.lost += 1
+                continue
+            tally.last_answer = time.monotonic()
+            code = str(r.status_code)
+            if r.status_code == 200:
+                served = len(r.json()["images"])
+                tally.ok += 1
+                tally.images += served
+                tally.latencies.append(tally.last_answer - began)
+                if served != images:
+                    tally.errors["short"] = tally.errors.get("short", 0) + 1
+                seed += images
+            elif r.status_code in (429, 503):
+                tally.refused[code] = tally.refused.get(code, 0) + 1
+                wait = float(r.headers.get("Retry-After", "1"))
+                await asyncio.sleep(min(wait, max(0.0, stop_at - time.monotonic())))
+            else:
+                tally.errors[code] = tally.errors.get(code, 0) + 1
+
+
+async def run_clients(url: str, clients: int, duration: float, images: int) -> Tally:
+    """Run `clients` client loops concurrently until `duration` has passed and every answer is in."""
+    tally = Tally()
+    stop_at = time.monotonic() + duration
+    await asyncio.gather(*(client_loop(i, url, images, stop_at, tally) for i in range(clients)))
+    return tally
+
+
+def offline_images_per_s(model: Path, batch: int, threads: int, repeats: int = 2) -> float:
+    """Best of `repeats` timed runs of `pipe(prompt, num_images=batch)`, after one warm-up call."""
+    import torch
+
+    from crayonbox.pipeline import Pipeline
+
+    if threads:
+        torch.set_num_threads(threads)
+    pipe = Pipeline.from_pretrained(model)
+    pipe(PROMPTS[0], num_images=2, seed=0)
+    best = float("inf")
+    for r in range(repeats):
+        began = time.perf_counter()
+        pipe(PROMPTS[r % len(PROMPTS)], num_images=batch, seed=r)
+        best = min(best, time.perf_counter() - began)
+    return batch / best
+
+
+def build_random_model(folder: Path, preset: str) -> Path:
+    """A model folder at a preset's shapes with random weights (throughput does not depend on the weights)."""
+    import torch
+
+    from crayonbox.config import MODEL_PRESETS, VQGAN_PRESETS
+    from crayonbox.model.bart import DalleBart
+    from crayonbox.model.vqgan import VQGAN
+    from crayonbox.pipeline import Pipeline
+    from crayonbox.text.normalize import NormalizerConfig
+    from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
+
+    torch.manual_seed(0)
+    captions = [f"a {c} {o} on a {b} background" for c in ("red", "blue", "green", "small", "big")
+                for o in ("dog", "cat", "woman", "man", "sari", "kimono")
+                for b in ("yellow", "white", "black")]
+    tokenizer = train_bpe(captions, folder / "tokenizer-src",
+                          BPETrainingConfig(vocab_size=300, show_progress=False), NormalizerConfig(),
+                          text_length=MODEL_PRESETS[preset].text_length)
+    bart = DalleBart(MODEL_PRESETS[preset])
+    bart.init_weights(0.02)
+    pipe = Pipeline(bart, VQGAN(VQGAN_PRESETS[preset]), tokenizer)
+    pipe.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """`crayonbox serve` in a subprocess on a free loopback port; returns it once /healthz answers 200."""
+    port = free_port()
+    command = [sys.executable, "-m", "crayonbox.cli", "serve", "--model", str(model), "--port", str(port),
+               "--max-batch", str(args.max_batch), "--queue", str(args.queue),
+               "--deadline", str(args.deadline), "--threads", str(args.threads), "--log-level", "warning"]
+    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise SystemExit("the server did not become healthy within 300 s")
+
+
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (inclusive method), NaN for no values."""
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    """Parse the options, run the load and the offline timing, print the report; 1 on any 5xx or loss."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="model folder")
+    source.add_argument("--random", choices=["tiny", "small"], help="build a random model at this preset")
+    parser.add_argument("--url", default=None, help="a running server to use (loopback only)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds during which clients send")
+    parser.add_argument("--images", type=int, default=9, help="images per request")
+    parser.add_argument("--max-batch", type=int, default=18)
+    parser.add_argument("--queue", type=int, default=72)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for the server and the offline run alike (0: torch's default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+    if not 1 <= args.clients <= 256 or not 0 < args.duration <= 600:
+        parser.error("--clients must be 1–256 and --duration 0–600 s (this bench is bounded)")
+    if args.url and urlparse(args.url).hostname not in LOOPBACK:
+        parser.error("--url must be a loopback address (127.0.0.1, localhost, ::1)")
+
+    with tempfile.TemporaryDirectory(prefix="crayonbox-load-") as scratch:
+        model = args.model or build_random_model(Path(scratch), args.random)
+        server, url = (None, args.url) if args.url else start_server(model, args)
+        try:
+            print(f"load: {args.clients} clients × {args.duration:.0f} s, {args.images} images per request, "
+                  f"server {url}, max batch {args.max_batch}", flush=True)
+            tally = asyncio.run(run_clients(url, args.clients, args.duration, args.images))
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        finally:
+            if server is not None:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=120)
+        offline = offline_images_per_s(model, args.max_batch, args.threads)
+
+    wall = max(tally.last_answer - tally.first_sent, 1e-9)
+    served = tally.images / wall
+    report = {
+        "clients": args.clients, "duration_s": args.duration, "wall_s": round(wall, 2),
+        "requests_sent": tally.sent, "ok": tally.ok, "refused": tally.refused, "errors": tally.errors,
+        "lost": tally.lost, "images": tally.images, "served_images_per_s": round(served, 3),
+        "requests_per_s": round(tally.ok / wall, 3),
+        "latency_p50_s": round(percentile(tally.latencies, 50), 3),
+        "latency_p95_s": round(percentile(tally.latencies, 95), 3),
+        "offline_images_per_s": round(offline, 3), "served_over_offline": round(served / offline, 3),
+        "server_5xx": sum(v for k, v in tally.errors.items() if k.startswith("5")),
+        "decode_steps": next((float(line.split()[-1]) for line in metrics.splitlines()
+                              if line.startswith("crayonbox_decode_steps_total ")), None),
+    }
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        settings = {k: str(v) for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({**report, "args": settings}, indent=1) + "\n")
+    return 0 if report["server_5xx"] == 0 and tally.lost == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

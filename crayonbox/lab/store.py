@@ -1,0 +1,341 @@
+"""A lab run on disk: one SQLite database (WAL) with a row per image, and the images as content-addressed PNGs.
+
+    RUN/
+      lab.sqlite            images, measurements (cached per image hash), features, and JSON records
+      images/ab/cdef….png   a PNG is named by the sha256 of its bytes, so one picture is stored once
+      metrics.json          written by `crayonbox lab measure`
+
+Why it survives `kill -9` with nothing lost or duplicated: a PNG is written first (tmp file + os.replace),
+then its row is inserted inside a transaction, and rows are unique on (prompt, input mode, sampler settings,
+seed). A kill between the two leaves only an orphan PNG that the resumed probe rewrites byte for byte; a kill
+inside a transaction rolls it back whole. WAL with synchronous=NORMAL and un-fsynced PNGs are durable against a
+killed process; a power cut could lose the last images, which `crayonbox lab probe --verify` finds and redraws.
+
+A run belongs to one model: `bind_model` records the model's hash at creation and refuses any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from crayonbox.errors import CrayonboxError
+
+DB_NAME = "lab.sqlite"
+IMAGES_DIR = "images"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    prompt TEXT NOT NULL,            -- raw prompt as typed
+    input_mode TEXT NOT NULL,        -- normalised | unconditional-ids
+    family TEXT NOT NULL,
+    normalized TEXT NOT NULL,        -- what the BPE saw
+    token_ids TEXT NOT NULL,         -- JSON: conditional ids, <s> … </s> (padding left out)
+    uncond_ids TEXT NOT NULL,        -- JSON: unconditional ids (padding left out)
+    condition_scale REAL NOT NULL,
+    top_k INTEGER NOT NULL,
+    top_p REAL NOT NULL,
+    temperature REAL NOT NULL,
+    settings TEXT NOT NULL,          -- canonical JSON of the four sampler settings
+    seed INTEGER NOT NULL,
+    image_index INTEGER NOT NULL,    -- seed = base seed + image_index
+    model_hash TEXT NOT NULL,
+    sha256 TEXT NOT NULL,            -- of the PNG bytes; the file is images/<sha[:2]>/<sha[2:]>.png
+    path TEXT NOT NULL,              -- relative to the run folder
+    image_tokens TEXT NOT NULL,      -- JSON: the VQGAN codes the decoder drew
+    created REAL NOT NULL,
+    UNIQUE (prompt, input_mode, settings, seed)
+);
+CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
+CREATE TABLE IF NOT EXISTS labels (
+    sha256 TEXT NOT NULL, instrument TEXT NOT NULL, attribute TEXT NOT NULL, label TEXT NOT NULL,
+    PRIMARY KEY (sha256, instrument, attribute)
+);
+CREATE TABLE IF NOT EXISTS features (
+    sha256 TEXT NOT NULL, extractor TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (sha256, extractor)
+);
+CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
+"""
+
+
+def settings_key(condition_scale: float, top_k: int, top_p: float, temperature: float) -> str:
+    """Canonical JSON of sampler settings, so 10 and 10.0 are the same configuration."""
+    return json.dumps({"condition_scale": float(condition_scale), "top_k": int(top_k), "top_p": float(top_p),
+                       "temperature": float(temperature)}, sort_keys=True)
+
+
+@dataclass
+class ImageRecord:
+    """One probed image: everything needed to explain and reproduce it."""
+
+    prompt: str
+    input_mode: str
+    family: str
+    normalized: str
+    token_ids: list[int]
+    uncond_ids: list[int]
+    condition_scale: float
+    top_k: int
+    top_p: float
+    temperature: float
+    seed: int
+    image_index: int
+    model_hash: str
+    sha256: str
+    path: str
+    image_tokens: list[int]
+
+    @property
+    def settings(self) -> str:
+        return settings_key(self.condition_scale, self.top_k, self.top_p, self.temperature)
+
+    @property
+    def prompt_key(self) -> str:
+        """Same as PromptSpec.key: input mode and prompt."""
+        return f"{self.input_mode}:{self.prompt}"
+
+    @property
+    def unique_key(self) -> tuple[str, str, str, int]:
+        return (self.prompt, self.input_mode, self.settings, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_JSON_FIELDS = {"token_ids", "uncond_ids", "image_tokens"}
+_COLUMNS = [f.name for f in fields(ImageRecord)]
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG encoding used for every stored image (deterministic for given pixels and Pillow version)."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def content_path(sha: str) -> str:
+    """Relative path of the PNG with this sha256: images/ab/cdef….png."""
+    return f"{IMAGES_DIR}/{sha[:2]}/{sha[2:]}.png"
+
+
+def write_png(folder: Path, image: Image.Image) -> tuple[str, str]:
+    """Store an image content-addressed under `folder`; returns (sha256, relative path). Atomic and idempotent:
+    an existing file with this hash is left alone (same bytes by construction)."""
+    data = png_bytes(image)
+    sha = hashlib.sha256(data).hexdigest()
+    rel = content_path(sha)
+    path = Path(folder) / rel
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # no fsync: a killed process loses nothing already written, and fsync per
+        # image would cost more than drawing it
+    return sha, rel
+
+
+class RunStore:
+    """The SQLite side of a run folder. Open with `RunStore.open(folder)` (existing run) or
+    `RunStore.create(folder)` (new or existing run)."""
+
+    def __init__(self, folder: Path, connection: sqlite3.Connection):
+        self.folder = Path(folder)
+        self.db = connection
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, folder: str | Path) -> RunStore:
+        """Open a run folder for writing, creating it when absent. Refuses a non-empty folder that is not a run,
+        so a typo in --out never writes into (or next to) someone's files."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise CrayonboxError(f"{folder} is a file, not a run folder: pass a folder path to --out")
+        if folder.is_dir() and not (folder / DB_NAME).exists() and any(folder.iterdir()):
+            raise CrayonboxError(f"{folder} is not empty and is not a lab run (no {DB_NAME}): choose a new or "
+                                 "empty --out folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls._connect(folder)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> RunStore:
+        """Open an existing run folder."""
+        folder = Path(folder)
+        if not (folder / DB_NAME).exists():
+            raise CrayonboxError(f"{folder} is not a lab run (no {DB_NAME}); make one with `crayonbox lab probe "
+                                 f"--out {folder}`")
+        return cls._connect(folder)
+
+    @classmethod
+    def _connect(cls, folder: Path) -> RunStore:
+        try:
+            db = sqlite3.connect(str(folder / DB_NAME), timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise CrayonboxError(f"{folder / DB_NAME} is not a readable lab database ({e})") from None
+        store = cls(folder, db)
+        version = store.get_meta("schema_version")
+        if version is None:
+            store.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) > SCHEMA_VERSION:
+            raise CrayonboxError(f"{folder} was written by a newer crayonbox (lab schema {version}); upgrade")
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ meta and records
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def bind_model(self, model_hash: str, text_hash: str, model_dir: str) -> None:
+        """Record the run's model, or refuse when the run was made with another one (nothing is written)."""
+        known = self.get_meta("model_hash")
+        if known is None:
+            with self.transaction():
+                self.set_meta("model_hash", model_hash)
+                self.set_meta("text_hash", text_hash)
+                self.set_meta("model_dir", model_dir)
+            return
+        if known != model_hash or self.get_meta("text_hash") != text_hash:
+            raise CrayonboxError(
+                f"{self.folder} holds a run of another model ({self.get_meta('model_dir')}, hash {known[:12]}…); "
+                f"this model ({model_dir}) hashes to {model_hash[:12]}…. Use a new --out folder: a run never "
+                "mixes models, and nothing stored was changed")
+
+    def put_record(self, key: str, value: Any) -> None:
+        """Store a JSON value (validation matrices, reference counts, probe plans) under `key`."""
+        self.db.execute("INSERT OR REPLACE INTO records (key, value, created) VALUES (?, ?, ?)",
+                        (key, json.dumps(value, ensure_ascii=False), time.time()))
+
+    def get_record(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM records WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def record_keys(self, prefix: str) -> list[str]:
+        rows = self.db.execute("SELECT key FROM records WHERE key LIKE ? ORDER BY key", (prefix + "%",))
+        return [r[0] for r in rows]
+
+    def transaction(self) -> _Transaction:
+        """`with store.transaction():` — all statements inside commit together or not at all."""
+        return _Transaction(self.db)
+
+    # ------------------------------------------------------------------ images
+    def existing_keys(self) -> set[tuple[str, str, str, int]]:
+        """(prompt, input_mode, settings, seed) of every stored image: what a resumed probe skips."""
+        rows = self.db.execute("SELECT prompt, input_mode, settings, seed FROM images")
+        return {(p, m, s, int(seed)) for p, m, s, seed in rows}
+
+    def add_images(self, records: Iterable[ImageRecord]) -> int:
+        """Insert rows in one transaction; a row that already exists is kept as it is. Returns rows added.
+        Every PNG must already be on disk (write_png first)."""
+        added = 0
+        with self.transaction():
+            for r in records:
+                if not (self.folder / r.path).exists():
+                    raise CrayonboxError(f"refusing to record {r.path}: the PNG is not on disk")
+                values = [json.dumps(v) if k in _JSON_FIELDS else v for k, v in r.to_dict().items()]
+                cur = self.db.execute(
+                    f"INSERT OR IGNORE INTO images ({', '.join(_COLUMNS)}, settings, created) "
+                    f"VALUES ({', '.join('?' * len(_COLUMNS))}, ?, ?)", [*values, r.settings, time.time()])
+                added += cur.rowcount
+        return added
+
+    def drop_rows_without_png(self) -> int:
+        """Delete rows whose PNG is missing (a power cut, a hand-deleted file) so the probe redraws them;
+        returns how many. Rows with their PNG are never touched."""
+        rows = self.db.execute("SELECT id, path FROM images").fetchall()
+        broken = [(i,) for i, rel in rows if not (self.folder / rel).exists()]
+        with self.transaction():
+            self.db.executemany("DELETE FROM images WHERE id = ?", broken)
+        return len(broken)
+
+    def images(self) -> list[ImageRecord]:
+        """Every image row, in insertion order."""
+        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images ORDER BY id")
+        return [ImageRecord(**{k: json.loads(v) if k in _JSON_FIELDS else v
+                               for k, v in zip(_COLUMNS, row, strict=True)}) for row in rows]
+
+    def count_images(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def load_image(self, rel_path: str) -> Image.Image:
+        """An image of the run as RGB PIL; a missing or unreadable file is an error naming it."""
+        path = self.folder / rel_path
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise CrayonboxError(f"cannot read {path} ({e}); the run folder is damaged — re-run "
+                                 "`crayonbox lab probe` with the same arguments to restore it") from None
+
+    # ------------------------------------------------------------------ measurement caches
+    def labels(self, instrument: str) -> dict[str, dict[str, str]]:
+        """sha256 → {attribute: label} cached for this instrument (its name includes its version)."""
+        out: dict[str, dict[str, str]] = {}
+        for sha, attribute, label in self.db.execute(
+                "SELECT sha256, attribute, label FROM labels WHERE instrument = ?", (instrument,)):
+            out.setdefault(sha, {})[attribute] = label
+        return out
+
+    def add_labels(self, instrument: str, labels: dict[str, dict[str, str]]) -> None:
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO labels (sha256, instrument, attribute, label) "
+                                "VALUES (?, ?, ?, ?)",
+                                [(sha, instrument, a, lab) for sha, d in labels.items() for a, lab in d.items()])
+
+    def features(self, extractor: str) -> dict[str, np.ndarray]:
+        """sha256 → float32 feature vector cached for this extractor."""
+        rows = self.db.execute("SELECT sha256, vector FROM features WHERE extractor = ?", (extractor,))
+        return {sha: np.frombuffer(blob, dtype=np.float32) for sha, blob in rows}
+
+    def add_features(self, extractor: str, vectors: dict[str, np.ndarray]) -> None:
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO features (sha256, extractor, vector) VALUES (?, ?, ?)",
+                                [(sha, extractor, np.asarray(v, dtype=np.float32).tobytes())
+                                 for sha, v in vectors.items()])
+
+    def iter_missing(self, shas: Iterable[str], have: dict[str, Any]) -> Iterator[str]:
+        """Hashes in `shas` (deduplicated, in order) that `have` lacks."""
+        seen: set[str] = set()
+        for sha in shas:
+            if sha not in have and sha not in seen:
+                seen.add(sha)
+                yield sha
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,342 @@
+"""The web app: the page, the JSON API (`/v1/generate`, `/v1/generate/stream`), `/healthz` and `/metrics`.
+
+Handlers never touch the model: they validate, apply the per-client limit, hand a `Work` to the `Scheduler`
+and await its events on an asyncio queue. Every refusal is immediate (422 bad input, 429 over the client's
+rate, 503 full or past the deadline, both with `Retry-After`); a client that goes away has its rows cancelled.
+
+    app = create_app(Pipeline.from_pretrained(folder))
+    uvicorn.run(app)        # or `crayonbox serve --model folder`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from crayonbox.errors import CrayonboxError
+from crayonbox.pipeline import Pipeline
+from crayonbox.serve.limits import RateLimitConfig, RateLimiter, Refused
+from crayonbox.serve.metrics import CONTENT_TYPE, ServeMetrics
+from crayonbox.serve.scheduler import Scheduler, SchedulerConfig
+from crayonbox.serve.schemas import (
+    MAX_SEED,
+    GenerateRequest,
+    GenerateResponse,
+    Health,
+    InvalidField,
+    check_prompt_tokens,
+)
+from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket, Work
+
+STATIC = Path(__file__).parent / "static"
+API_KEY_HEADER = "X-API-Key"
+MAX_BODY_BYTES = 16 * 1024
+REFUSALS = {422: {"description": "invalid input; `detail` names the field"},
+            429: {"description": "this client is over its rate; see Retry-After"},
+            503: {"description": "server full, expected wait past the deadline, or shutting down; "
+                              "see Retry-After"}}
+
+
+@dataclass
+class ServeConfig:
+    """Everything `crayonbox serve` can tune besides the model."""
+
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    rate: RateLimitConfig = field(default_factory=RateLimitConfig)
+    api_keys: frozenset[str] | None = None  # when set, X-API-Key must be one of these (else 401)
+    shutdown_grace_s: float = 60.0  # accepted work may finish for this long after a shutdown begins
+    model_name: str = "crayonbox"
+
+
+class Session:
+    """One accepted request on the web side: its ticket, its event queue, and the client's slot."""
+
+    def __init__(self, app: FastAPI, ticket: Ticket, events: asyncio.Queue, client: str, endpoint: str):
+        self.app, self.ticket, self.events, self.client, self.endpoint = app, ticket, events, client, endpoint
+        self.closed = False
+
+    def close(self, code: int) -> None:
+        """Release the client's slot and count the outcome; cancel the work if it was not answered."""
+        if self.closed:
+            return
+        self.closed = True
+        state = self.app.state
+        if self.ticket.unfinished:
+            state.scheduler.cancel(self.ticket)
+            state.metrics.cancelled.inc()
+        state.limiter.release(self.client)
+        state.metrics.requests.inc(endpoint=self.endpoint, code=str(code))
+
+
+class SessionStream(StreamingResponse):
+    """A stream that closes its session however it ends. The generator's own `finally` does not run when the
+    client is gone before the first byte (the generator never started), which would leak the client's slot."""
+
+    def __init__(self, session: Session, content: AsyncIterator[str], **kwargs):
+        super().__init__(content, **kwargs)
+        self.session = session
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.session.close(499)  # a no-op when the stream already closed it with its real status
+
+
+class BodySizeLimit:
+    """A request is a prompt and a few numbers: refuse megabytes (413) before anything parses them. Plain
+    ASGI, because Starlette's BaseHTTPMiddleware would hide client disconnects from the handlers."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > self.max_bytes:
+                response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, 413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(pipe: Pipeline, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app serving `pipe`. The scheduler starts (and warms up) with the app's lifespan."""
+    config = config or ServeConfig()
+    scheduler = Scheduler(pipe, config.scheduler)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(scheduler.start)
+        yield
+        await asyncio.to_thread(scheduler.close, config.shutdown_grace_s)
+
+    app = FastAPI(title="crayonbox", version="1", lifespan=lifespan,
+                  description="DALL·E mini, re-created: text → 3×3 grid of images, with the exact token ids.")
+    app.state.pipe, app.state.scheduler, app.state.config = pipe, scheduler, config
+    app.state.limiter = RateLimiter(config.rate)
+    app.state.metrics = ServeMetrics(scheduler)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, e: Refused) -> JSONResponse:
+        _count(request, e.status)
+        headers = {"Retry-After": e.retry_after} if e.status in (429, 503) else None
+        return JSONResponse({"detail": e.message}, e.status, headers=headers)
+
+    @app.exception_handler(InvalidField)
+    async def invalid_field(request: Request, e: InvalidField) -> JSONResponse:
+        _count(request, 422)
+        detail = [{"type": "value_error", "loc": ["body", e.field], "msg": e.message}]
+        return JSONResponse({"detail": detail}, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, e: RequestValidationError) -> Response:
+        _count(request, 422)
+        return JSONResponse({"detail": [_json_safe_error(error) for error in e.errors()]}, 422)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", response_model=Health, responses={503: {"description": "shutting down"}})
+    async def healthz() -> JSONResponse:
+        """Liveness and the batch state; 503 while draining, so a load balancer stops sending work."""
+        s = scheduler
+        body = Health(status="draining" if s.draining else "ok", model=config.model_name,
+                      image_size=pipe.vqgan_config.resolution, image_tokens=pipe.config.image_length,
+                      max_batch_images=config.scheduler.max_batch_images, cache_rows=s.capacity_rows,
+                      queue_images=s.queue_images, batch_images=s.batch_images,
+                      tokens_per_s=round(s.tokens_per_s, 2), defaults=pipe.defaults.to_dict())
+        return JSONResponse(body.model_dump(), 503 if s.draining else 200)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(app.state.metrics.registry.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/v1/generate", response_model=GenerateResponse, responses=REFUSALS)
+    async def generate(body: GenerateRequest, request: Request) -> Response:
+        """Draw `n` images and answer when they are ready: base64 PNGs, seeds and every token id used."""
+        session = await _accept(app, body, request, "generate", frames=False)
+        code = 499  # nginx's "client closed request", until something else is sent
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(session.events.get(), timeout=0.25)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return Response(status_code=code)
+                    continue
+                if isinstance(event, Done):
+                    code = 200
+                    return JSONResponse(await _result_json(app, session, event.result))
+                if isinstance(event, Failed):
+                    code = event.status
+                    return _failure_response(event)
+        finally:
+            session.close(code)
+
+    @app.post("/v1/generate/stream", responses=REFUSALS | {200: {"content": {"text/event-stream": {}}}})
+    async def generate_stream(body: GenerateRequest, request: Request) -> StreamingResponse:
+        """Server-sent events: `queued` (position, ETA) while waiting, `started`, `frame` (progressive JPEGs),
+        then `result` (the /v1/generate body) or `error`. Refusals come as plain HTTP errors before the
+        stream starts."""
+        session = await _accept(app, body, request, "stream", frames=body.frames)
+        return SessionStream(session, _stream(app, session), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+async def _accept(app: FastAPI, body: GenerateRequest, request: Request, endpoint: str,
+                  frames: bool) -> Session:
+    """Validate what pydantic cannot, apply the client's limit, and queue the work (or refuse at once)."""
+    state = app.state
+    pipe: Pipeline = state.pipe
+    client = _client_id(request, state.config.api_keys)
+    check_prompt_tokens(body.prompt, pipe.tokenizer)
+    if body.top_k is not None and body.top_k > pipe.config.image_vocab_size:
+        raise InvalidField("top_k", f"top_k is {body.top_k} but the model has only "
+                           f"{pipe.config.image_vocab_size} image codes (0 means all)")
+    try:
+        settings = pipe.settings(condition_scale=body.condition_scale, top_k=body.top_k, top_p=body.top_p,
+                                 temperature=body.temperature)
+    except CrayonboxError as e:
+        raise InvalidField("settings", str(e)) from None
+    seed = body.seed if body.seed is not None else random.randrange(MAX_SEED - 8)
+    state.limiter.acquire(client)
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
+
+    def sink(event: object) -> None:  # called from the scheduler thread
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    try:
+        ticket = state.scheduler.submit(Work(body.prompt, body.n, seed, settings, frames, client), sink)
+    except Refused:
+        state.limiter.release(client)
+        raise
+    return Session(app, ticket, events, client, endpoint)
+
+
+async def _stream(app: FastAPI, session: Session) -> AsyncIterator[str]:
+    scheduler: Scheduler = app.state.scheduler
+    ticket, code = session.ticket, 499
+    try:
+        first = _progress(scheduler.progress(ticket))
+        yield _sse("queued", {"id": ticket.id, "seeds": _seeds(ticket), **first})
+        while True:
+            try:
+                event = await asyncio.wait_for(session.events.get(), timeout=1.0)
+            except TimeoutError:
+                progress = scheduler.progress(ticket)
+                # a fresh position and ETA while waiting; a comment line keeps proxies from timing out
+                yield _sse("queued", _progress(progress)) if progress else ": decoding\n\n"
+                continue
+            if isinstance(event, Started):
+                yield _sse("started", {"step": event.step})
+            elif isinstance(event, Frame):
+                images = await asyncio.to_thread(_encode_images, event.images, "JPEG")
+                yield _sse("frame", {"tokens_done": event.tokens_done,
+                                     "of": app.state.pipe.config.image_length, "images": images})
+            elif isinstance(event, Done):
+                code = 200
+                yield _sse("result", await _result_json(app, session, event.result))
+                return
+            elif isinstance(event, Failed):
+                code = event.status
+                yield _sse("error", {"status": event.status, "detail": event.message,
+                                     "retry_after": max(1, round(event.retry_after_s))})
+                return
+    finally:
+        session.close(code)
+
+
+def _progress(progress: Queued | None) -> dict:
+    if progress is None:
+        return {"position": 0, "images_ahead": 0, "start_s": 0.0, "eta_s": 0.0}
+    return {"position": progress.position, "images_ahead": progress.images_ahead,
+            "start_s": round(progress.start_s, 2), "eta_s": round(progress.finish_s, 2)}
+
+
+def _seeds(ticket: Ticket) -> list[int]:
+    return [ticket.work.seed + i for i in range(ticket.work.n)]
+
+
+async def _result_json(app: FastAPI, session: Session, result: Result) -> dict:
+    """The /v1/generate body. PNG encoding runs off the event loop."""
+    pngs = await asyncio.to_thread(_encode_images, result.images, "PNG")
+    metrics: ServeMetrics = app.state.metrics
+    ticket, enc = session.ticket, result.encoding
+    total = result.queued_s + result.decoding_s
+    metrics.images.inc(len(pngs))
+    metrics.latency.observe(total)
+    metrics.queue_wait.observe(result.queued_s)
+    response = GenerateResponse(
+        id=ticket.id, prompt=enc.prompt, normalized=enc.normalized, text_ids=enc.ids, text_tokens=enc.tokens,
+        unconditional_ids=result.unconditional.ids, notes=enc.notes, settings=result.settings.to_dict(),
+        seeds=result.seeds,
+        images=[{"seed": s, "png_base64": png, "image_tokens": t}
+                for s, png, t in zip(result.seeds, pngs, result.tokens.tolist(), strict=True)],
+        timing={"queued_s": round(result.queued_s, 4), "decoding_s": round(result.decoding_s, 4),
+                "total_s": round(total, 4)})
+    return response.model_dump()
+
+
+def _encode_images(images: list[Image.Image], fmt: str) -> list[str]:
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+        out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return out
+
+
+def _failure_response(event: Failed) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(event.retry_after_s)))} if event.status in (429, 503) else None
+    return JSONResponse({"detail": event.message}, event.status, headers=headers)
+
+
+def _sse(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _json_safe_error(error: dict) -> dict:
+    """A pydantic error as JSON. FastAPI echoes the offending `input`, which may be what JSON cannot carry (a
+    lone surrogate, NaN): the echo then turned the 422 into a 500. Such inputs are echoed as their repr."""
+    error = jsonable_encoder({k: v for k, v in error.items() if k != "url"})
+    try:
+        json.dumps(error.get("input"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        error["input"] = repr(error.get("input"))
+    return error
+
+
+def _client_id(request: Request, api_keys: frozenset[str] | None) -> str:
+    """The rate-limited identity: the API key when one is sent, else the peer's IP address."""
+    key = request.headers.get(API_KEY_HEADER)
+    if key:
+        if api_keys is not None and key not in api_keys:
+            raise Refused(401, f"unknown {API_KEY_HEADER}", retry_after_s=60)
+        return "key:" + key
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+def _count(request: Request, code: int) -> None:
+    endpoint = "stream" if request.url.path.endswith("/stream") else "generate"
+    if request.url.path.startswith("/v1/"):
+        request.app.state.metrics.requests.inc(endpoint=endpoint, code=str(code))

@@ -1,0 +1,142 @@
+"""The JSON API's request and response shapes, and the prompt checks that need more than a type.
+
+Numeric ranges are pydantic constraints, so FastAPI answers 422 with the field and the bound. The prompt gets
+its own checks (length in characters, control characters, lone surrogates) with messages that say what to
+change; the token-count check needs the model's tokenizer and lives in `check_prompt_tokens`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
+
+MAX_IMAGES = 9  # one 3×3 grid, as on the original page
+MAX_PROMPT_CHARS = 500
+MAX_SEED = 2**32 - 1  # images use seed, seed+1, …; small enough to stay exact in JavaScript numbers
+ALLOWED_CONTROLS = {"\t", "\n", "\r"}  # pasted text carries these; the normaliser turns them into spaces
+
+
+class InvalidField(ValueError):
+    """A request field the model cannot take; becomes a 422 naming the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def check_prompt_text(prompt: str, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """Reject prompts that are too long or hold characters no tokenizer should see. An empty prompt is
+    allowed on purpose: it is the famous "blank prompt" probe of the model's prior."""
+    if len(prompt) > max_chars:
+        raise InvalidField("prompt", f"prompt is {len(prompt)} characters; the limit is {max_chars}")
+    for position, char in enumerate(prompt):
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            raise InvalidField("prompt", f"prompt holds a lone UTF-16 surrogate (U+{code:04X}) at character "
+                               f"{position}: send valid Unicode text (a surrogate pair must be complete)")
+        if unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS:
+            raise InvalidField("prompt", f"prompt holds the control character U+{code:04X} at character "
+                               f"{position}: remove it (tabs and newlines are fine)")
+        if code in (0xFFFE, 0xFFFF):
+            raise InvalidField("prompt", f"prompt holds the non-character U+{code:04X} at character "
+                               f"{position}: remove it")
+    return prompt
+
+
+def check_prompt_tokens(prompt: str, tokenizer: Tokenizer) -> EncodedPrompt:
+    """Encode the prompt and refuse it when the model would have to cut it (offline generation warns and
+    cuts; a server must not silently draw something other than what was asked)."""
+    encoded = tokenizer.encode(prompt)
+    if encoded.was_cut:
+        raise InvalidField("prompt", f"prompt is {len(encoded.tokens) + len(encoded.cut_tokens)} tokens; the "
+                           f"model reads at most {tokenizer.text_length} (with <s> and </s>): shorten it, "
+                           f"it would lose {encoded.cut_text!r}")
+    return encoded
+
+
+class GenerateRequest(BaseModel):
+    """What to draw. Omitted sampling settings take the model's defaults (`GET /healthz` lists them)."""
+
+    # strict: `true` is not a number and "3" is not an int; extra="forbid": a misspelt field is an error,
+    # not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(description="the text; empty is allowed (the blank-prompt probe)",
+                        examples=["an armchair in the shape of an avocado"])
+    n: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES, description="number of images")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i uses seed+i; random when omitted")
+    condition_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                          description="guidance: uncond + scale·(cond − uncond); 1 = none")
+    top_k: int | None = Field(None, ge=0, description="keep the k most likely codes; 0 = all")
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="nucleus mass; 1 = all")
+    temperature: float | None = Field(None, ge=0.01, le=10, allow_inf_nan=False)
+    frames: bool = Field(True, description="streaming only: send progressive frames while decoding")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_characters(cls, prompt: str) -> str:
+        try:
+            return check_prompt_text(prompt)
+        except InvalidField as e:  # a custom error type keeps "Value error, " off the message
+            raise PydanticCustomError("prompt_text", e.message) from None
+
+
+class Settings(BaseModel):
+    """The sampling settings a result was drawn with (the request's, or the model's defaults)."""
+
+    condition_scale: float
+    top_k: int
+    top_p: float
+    temperature: float
+
+
+class ImageOut(BaseModel):
+    """One image with its seed and the exact codes it was decoded from."""
+
+    seed: int
+    png_base64: str = Field(description="the image as a base64 PNG")
+    image_tokens: list[int] = Field(description="the VQGAN codes decoded into this image, row-major")
+
+
+class Timing(BaseModel):
+    """Where the request's time went, in seconds."""
+
+    queued_s: float = Field(description="from acceptance to the first decode step")
+    decoding_s: float = Field(description="from the first decode step to the images")
+    total_s: float
+
+
+class GenerateResponse(BaseModel):
+    """The images and every id that went into them, so a result can be reproduced offline exactly."""
+
+    id: str
+    prompt: str
+    normalized: str = Field(description="the text the tokenizer saw")
+    text_ids: list[int] = Field(description="encoder input ids, <s> … </s> and padding, as fed")
+    text_tokens: list[str]
+    unconditional_ids: list[int] = Field(description="the unconditional branch's ids")
+    notes: list[str] = Field(description="what the normaliser and tokenizer did, in words")
+    settings: Settings
+    seeds: list[int]
+    images: list[ImageOut]
+    timing: Timing
+
+
+class Health(BaseModel):
+    """`GET /healthz`: liveness, the batch state and the model's sampling defaults."""
+
+    status: str = Field(description="ok, or draining while shutting down")
+    model: str
+    image_size: int
+    image_tokens: int
+    max_batch_images: int
+    cache_rows: int
+    queue_images: int
+    batch_images: int
+    tokens_per_s: float
+    defaults: Settings

@@ -1,0 +1,205 @@
+"""`crayonbox train all`: the whole recipe, world → captions → tokenizer → VQGAN → encode → transformer →
+judge → eval, into one run folder.
+
+    crayonbox train all --recipe default --out RUN [--minutes 90]
+    crayonbox train all --recipe smoke --out RUN            # toy sizes, ~2 minutes: checks the plumbing
+
+Every stage is resumable on its own (the world and captions per shard, the VQGAN and transformer from their
+checkpoints, encode per shard), and RUN/recipe.json records each finished stage with its time, so re-running
+the command after a kill skips what is done and continues the stage that was cut off. `--minutes` is a budget
+for the whole run: the two training stages get what the plan gives them, capped by what is left after
+reserving the planned time of the stages after them (they stop early, checkpointed and exported).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crayonbox.errors import CrayonboxError
+
+STAGES = ("world", "captions", "tokenizer", "vqgan", "encode", "model", "judge", "eval")
+
+
+@dataclass
+class Recipe:
+    world_items: int  # images rendered
+    world_size: int  # image side in px (= the VQGAN preset's resolution)
+    vocab_size: int  # BPE ids in all
+    text_length: int  # text positions (= the transformer preset's)
+    vqgan: dict[str, Any]  # VQGANTrainConfig fields
+    model: dict[str, Any]  # TrainConfig fields
+    judge: dict[str, Any] = field(default_factory=dict)  # train_judge options
+    eval: dict[str, Any] = field(default_factory=dict)  # evaluate options
+    plan_minutes: dict[str, float] = field(default_factory=dict)  # planned wall time per stage on 2 cores
+
+
+RECIPES: dict[str, Recipe] = {
+    # ≤ 90 minutes on 2 cores; throughputs behind these numbers are in docs/training.md.
+    "default": Recipe(
+        world_items=30_000, world_size=64, vocab_size=4096, text_length=64,
+        vqgan={"preset": "small", "steps": 2500, "batch_size": 32, "precision": "float32"},
+        model={"preset": "small", "steps": 6000, "batch_size": 64, "precision": "bfloat16",
+               "learning_rate": 1e-3, "warmup_steps": 200, "eval_every": 500, "sample_every": 1000,
+               "checkpoint_every": 200, "condition_scale": 3.0, "top_k": 64},
+        plan_minutes={"world": 3, "captions": 2, "tokenizer": 1, "vqgan": 14, "encode": 2, "model": 55,
+                      "judge": 6, "eval": 4},
+    ),
+    # Toy sizes: every stage runs for real, in about two minutes.
+    "smoke": Recipe(
+        world_items=240, world_size=16, vocab_size=400, text_length=16,
+        vqgan={"preset": "tiny", "steps": 20, "batch_size": 16, "kmeans_batches": 2, "eval_every": 10,
+               "eval_fraction": 0.1, "threads": 1},
+        model={"preset": "tiny", "steps": 20, "batch_size": 16, "precision": "float32", "warmup_steps": 5,
+               "eval_every": 10, "sample_every": 0, "sample_prompts": 2, "eval_fraction": 0.1,
+               "checkpoint_every": 10, "threads": 1},
+        plan_minutes={"world": 0.3, "captions": 0.3, "tokenizer": 0.1, "vqgan": 0.3, "encode": 0.1,
+                      "model": 0.3, "judge": 0.3, "eval": 0.3},
+    ),
+}
+
+
+@dataclass
+class Run:
+    """Paths of one run folder, and what the recipe gives each stage."""
+
+    recipe: Recipe
+    out: Path
+    progress: bool
+    minutes_left: Callable[[str], float]  # the time cap (minutes) for a training stage
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+
+def _cli(argv: list[str]) -> None:
+    """Run a `crayonbox` subcommand in this process; its CrayonboxErrors propagate."""
+    from crayonbox.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    code = args.func(args)
+    if code:
+        raise CrayonboxError(f"`crayonbox {' '.join(argv)}` exited with {code}")
+
+
+def stage_world(run: Run) -> dict:
+    r = run.recipe
+    _cli(["world", "build", "--out", str(run.path("world")), "-n", str(r.world_items), "--size",
+          str(r.world_size), *([] if run.progress else ["--quiet"])])
+    return {"items": r.world_items, "size": r.world_size}
+
+
+def stage_captions(run: Run) -> dict:
+    _cli(["data", "captions", str(run.path("world")), "--out", str(run.path("captions")),
+          *([] if run.progress else ["--quiet"])])
+    return {}
+
+
+def stage_tokenizer(run: Run) -> dict:
+    from crayonbox.train.data import train_tokenizer
+
+    tok = train_tokenizer(run.path("captions"), run.path("tokenizer"), run.recipe.vocab_size,
+                          run.recipe.text_length, run.progress)
+    return {"vocab_size": tok.vocab_size, "normalizer": tok.normalizer_config.to_dict()}
+
+
+def stage_vqgan(run: Run) -> dict:
+    from crayonbox.train.vqgan import VQGANTrainConfig, train_vqgan
+
+    cfg = VQGANTrainConfig(**{"data": str(run.path("world")), "out": str(run.path("vqgan")), "resume": True,
+                              "progress": run.progress, "max_minutes": run.minutes_left("vqgan"),
+                              **run.recipe.vqgan})
+    report = train_vqgan(cfg)
+    return {k: report[k] for k in ("eval_psnr", "eval_usage", "eval_perplexity", "steps")}
+
+
+def stage_encode(run: Run) -> dict:
+    from crayonbox.train.encode import encode_dataset
+
+    summary = encode_dataset(run.path("captions"), run.path("vqgan"), run.path("tokens.parquet"),
+                             progress=run.progress)
+    return {"images": summary.images}
+
+
+def stage_model(run: Run) -> dict:
+    from crayonbox.train.model import TrainConfig, train
+
+    cfg = TrainConfig(**{"tokens": str(run.path("tokens.parquet")), "tokenizer": str(run.path("tokenizer")),
+                         "vqgan": str(run.path("vqgan")), "out": str(run.path("model")), "resume": True,
+                         "progress": run.progress, "max_minutes": run.minutes_left("model"), **run.recipe.model})
+    provenance = train(cfg)
+    return {k: provenance[k] for k in ("steps", "final_train_loss", "final_eval_loss", "samples_seen")}
+
+
+def stage_judge(run: Run) -> dict:
+    from crayonbox.train.judge import train_judge
+
+    result = train_judge(run.path("world"), run.path("judge"), **run.recipe.judge)
+    return result if isinstance(result, dict) else {"result": str(result)}
+
+
+def stage_eval(run: Run) -> dict:
+    from crayonbox.train.eval import evaluate
+
+    result = evaluate(run.path("model"), run.path("judge"), run.path("eval"), **run.recipe.eval)
+    return result if isinstance(result, dict) else {"result": str(result)}
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run], dict]] = {
+    "world": stage_world, "captions": stage_captions, "tokenizer": stage_tokenizer, "vqgan": stage_vqgan,
+    "encode": stage_encode, "model": stage_model, "judge": stage_judge, "eval": stage_eval}
+
+
+def _write_table(path: Path, table: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_recipe(name: str, out: str | Path, minutes: float | None = None, progress: bool = True) -> dict:
+    """Run (or continue) recipe `name` in `out`; returns the table also written to out/recipe.json."""
+    if name not in RECIPES:
+        raise CrayonboxError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    recipe, out = RECIPES[name], Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table_path = out / "recipe.json"
+    table = json.loads(table_path.read_text(encoding="utf-8")) if table_path.exists() else {}
+    if table and table.get("recipe") != name:
+        raise CrayonboxError(f"{out} holds a run of recipe {table.get('recipe')!r}; choose another --out")
+    budget = minutes if minutes is not None else sum(recipe.plan_minutes.values())
+    table.update({"recipe": name, "out": str(out.resolve()), "model": str((out / "model").resolve()),
+                  "budget_minutes": budget, "plan_minutes": recipe.plan_minutes, "recipe_config": asdict(recipe)})
+    done: dict[str, dict] = {s["name"]: s for s in table.get("stages", []) if s.get("status") == "done"}
+    started = time.perf_counter()
+
+    def minutes_left(stage: str) -> float:
+        """The stage's cap: the budget minus time spent so far minus the plans of the stages after it."""
+        spent = sum(s["seconds"] for s in done.values()) / 60
+        later = sum(recipe.plan_minutes.get(s, 0) for s in STAGES[STAGES.index(stage) + 1:])
+        return max(0.5, budget - spent - later)
+
+    run = Run(recipe, out, progress, minutes_left)
+    stages = []
+    for stage in STAGES:
+        if stage in done:
+            stages.append({**done[stage], "ran_now": False})
+            continue
+        tick = time.perf_counter()
+        summary = STAGE_FUNCTIONS[stage](run)
+        record = {"name": stage, "status": "done", "seconds": round(time.perf_counter() - tick, 1),
+                  "planned_seconds": 60 * recipe.plan_minutes.get(stage, 0), "summary": summary}
+        done[stage] = record
+        stages.append({**record, "ran_now": True})
+        table["stages"] = [done[s] for s in STAGES if s in done]
+        table["total_seconds"] = round(sum(s["seconds"] for s in done.values()), 1)
+        _write_table(table_path, table)
+    table["stages"] = stages
+    table["total_seconds"] = round(sum(s["seconds"] for s in stages), 1)
+    table["this_invocation_seconds"] = round(time.perf_counter() - started, 1)
+    _write_table(table_path, table)
+    return table

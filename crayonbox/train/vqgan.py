@@ -1,0 +1,336 @@
+"""Train the VQGAN (image → codes → image) on a shard folder: `crayonbox train vqgan --data DIR --out DIR`.
+
+What pays off on two CPU cores, in a few minutes, for flat emoji renders:
+- reconstruction = L1 + L2 + an image-gradient L1 (edges of sprites stay sharp; a VGG perceptual loss needs
+  pretrained weights we cannot download, and a GAN discriminator costs a second network per step);
+- an EMA codebook (VQ-VAE-2): codes move to the mean of the encoder outputs assigned to them, no gradient,
+  initialised by k-means on the first encoder outputs so every code starts in use;
+- dead codes (unused for `dead_after` steps) restart at random encoder outputs of the current batch;
+- a commitment loss pulls the encoder towards its codes; gradients pass the quantizer straight through.
+
+OUT/vqgan/ is a model-folder component (config.json + model.safetensors, encoder included); OUT/report.json
+holds held-out PSNR and codebook usage/perplexity; OUT/train/ the checkpoint, metrics.csv and a
+reconstruction grid. Training resumes after kill -9 like the transformer's (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crayonbox.config import VQGAN_PRESETS, VQGANConfig, vqgan_config_from_dict, write_json
+from crayonbox.errors import CrayonboxError
+from crayonbox.model.vqgan import VQGAN
+from crayonbox.train import checkpoint as ckpt
+from crayonbox.train.data import EpochSampler, held_out
+
+METRICS = ["step", "lr", "loss", "l1", "l2", "edge", "commit", "restarted", "eval_psnr", "eval_usage",
+           "eval_perplexity", "samples_per_s", "elapsed_s"]
+
+
+@dataclass
+class VQGANTrainConfig:
+    data: str = ""  # shard folder (webdataset tars; `crayonbox world build` or img2dataset output)
+    out: str = ""  # output folder: vqgan/ component, report.json, train/
+    preset: str = "small"  # VQGAN shape (crayonbox.config.VQGAN_PRESETS)
+    steps: int = 3000
+    batch_size: int = 32
+    learning_rate: float = 1e-3  # peak; warmup then cosine to a tenth
+    warmup_steps: int = 100
+    l2_weight: float = 1.0  # reconstruction = L1 + l2_weight·L2 + edge_weight·|∇x − ∇x̂|
+    edge_weight: float = 0.5
+    commitment: float = 0.25  # β of the commitment loss
+    ema_decay: float = 0.99  # codebook EMA
+    dead_after: int = 100  # steps without use before a code is restarted
+    kmeans_batches: int = 8  # batches of encoder outputs for the k-means init (0 = random init)
+    precision: str = "float32"  # autocast dtype: float32 | bfloat16
+    eval_fraction: float = 0.02  # share of images held out (by key hash) for PSNR and usage
+    eval_images: int = 512
+    eval_every: int = 250
+    checkpoint_every: int = 100
+    seed: int = 0
+    resume: bool = False
+    max_minutes: float = 0.0  # stop (checkpoint + export) after this much training time; 0 = off
+    threads: int = 0  # torch threads; 0 = all cores
+    progress: bool = True
+
+
+def load_images(folder: str | Path, resolution: int, progress: bool = True) -> tuple[list[str], Tensor]:
+    """Every image of a shard folder as (keys, uint8 tensor (N, 3, res, res)); other sizes are resized."""
+    from tqdm import tqdm
+
+    from crayonbox.data.shards import ProblemLog, decode_image, iter_items
+
+    problems = ProblemLog()
+    keys, arrays = [], []
+    for item in tqdm(iter_items(Path(folder), problems=problems), desc="reading images", unit="img",
+                     disable=not progress):
+        if not item.image:
+            continue
+        keys.append(item.key)
+        arrays.append(pixels_of(decode_image(item), resolution))
+    if not arrays:
+        raise CrayonboxError(f"no images in {folder} ({problems.summary()}); build one with `crayonbox world "
+                             "build --out DIR`")
+    return keys, torch.from_numpy(np.stack(arrays))
+
+
+def pixels_of(image, resolution: int) -> np.ndarray:
+    """A PIL image as uint8 (3, res, res), resized with Lanczos when its size differs."""
+    from PIL import Image
+
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def load_vqgan(path: str | Path) -> tuple[VQGAN, dict]:
+    """A VQGAN with its encoder from a component folder, a `train vqgan` output or a model folder;
+    returns the model and a provenance dict (path + the training report when there is one)."""
+    from crayonbox.config import read_json
+    from crayonbox.model_folder import load_component
+
+    path = Path(path)
+    folder, name = (path.parent, path.name) if (path / "config.json").exists() else (path, "vqgan")
+    if not (folder / name / "config.json").exists():
+        raise CrayonboxError(f"no VQGAN in {path}: expected {path}/vqgan/config.json and model.safetensors "
+                             "(train one with `crayonbox train vqgan`)")
+    config, state = load_component(folder, name)
+    model = VQGAN(vqgan_config_from_dict(config, f"{folder}/{name}/config.json"))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if unexpected or missing:
+        raise CrayonboxError(f"{folder}/{name} does not fit its config.json (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}); encoding needs the encoder half, which official decoder-only "
+                             "checkpoints lack")
+    info: dict = {"path": str(folder.resolve())}
+    if (folder / "report.json").exists():
+        info["report"] = read_json(folder / "report.json")
+    return model, info
+
+
+class EMACodebook:
+    """Codebook statistics for EMA updates and dead-code restarts; `model.quantize.embedding` is the result."""
+
+    def __init__(self, weight: Tensor, decay: float):
+        self.weight, self.decay = weight, decay  # the embedding weight itself, updated in place
+        self.cluster_size = torch.ones(weight.shape[0])
+        self.embed_sum = weight.detach().clone()
+        self.last_used = torch.zeros(weight.shape[0], dtype=torch.long)
+
+    @torch.no_grad()
+    def update(self, flat: Tensor, ids: Tensor, step: int) -> None:
+        """Move every code towards the mean of the vectors assigned to it this step."""
+        counts = torch.bincount(ids, minlength=self.weight.shape[0]).float()
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, ids, flat)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + 1e-5) / (n + self.weight.shape[0] * 1e-5) * n  # Laplace smoothing
+        self.weight.copy_(self.embed_sum / smoothed[:, None])
+        self.last_used[counts > 0] = step
+
+    @torch.no_grad()
+    def restart_dead(self, flat: Tensor, step: int, dead_after: int, gen: torch.Generator) -> int:
+        """Re-seed codes unused for `dead_after` steps with random encoder outputs; returns how many."""
+        dead = torch.nonzero(step - self.last_used > dead_after)[:, 0]
+        if len(dead) == 0:
+            return 0
+        picks = flat[torch.randint(len(flat), (len(dead),), generator=gen)]
+        self.weight[dead] = picks
+        self.embed_sum[dead], self.cluster_size[dead], self.last_used[dead] = picks, 1.0, step
+        return len(dead)
+
+    def state_dict(self) -> dict:
+        return {"cluster_size": self.cluster_size, "embed_sum": self.embed_sum, "last_used": self.last_used}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cluster_size, self.embed_sum, self.last_used = (state[k].clone() for k in
+                                                             ("cluster_size", "embed_sum", "last_used"))
+
+
+def kmeans(vectors: Tensor, k: int, iterations: int, gen: torch.Generator) -> Tensor:
+    """Plain Lloyd's k-means from k random vectors; empty clusters keep their previous centre."""
+    centres = vectors[torch.randperm(len(vectors), generator=gen)[:k]].clone()
+    if len(centres) < k:  # fewer vectors than codes: repeat with a little noise
+        extra = centres[torch.randint(len(centres), (k - len(centres),), generator=gen)]
+        centres = torch.cat([centres, extra + 1e-3 * torch.randn(extra.shape, generator=gen)])
+    for _ in range(iterations):
+        ids = torch.cdist(vectors, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, ids, vectors)
+        counts = torch.bincount(ids, minlength=k).float()
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres
+
+
+def edge_loss(x: Tensor, y: Tensor) -> Tensor:
+    """L1 between the horizontal and vertical finite differences of two image batches."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
+
+
+def to_unit(pixels: Tensor) -> Tensor:
+    """uint8 (B, 3, H, W) → float in [0, 1]."""
+    return pixels.float() / 255.0
+
+
+@torch.no_grad()
+def evaluate(model: VQGAN, pixels: Tensor, batch: int = 64) -> dict[str, float]:
+    """Held-out PSNR (mean over images, recon clamped to [0, 1]), codebook usage and perplexity."""
+    was_training = model.training
+    model.eval()
+    psnrs, counts = [], torch.zeros(model.cfg.n_embed)
+    for chunk in pixels.split(batch):
+        x = to_unit(chunk)
+        ids = model.encode(x)
+        recon = model.decode(ids)
+        mse = (recon - x).pow(2).flatten(1).mean(1).clamp(min=1e-10)
+        psnrs.append(10 * torch.log10(1 / mse))
+        counts += torch.bincount(ids.flatten(), minlength=model.cfg.n_embed).float()
+    model.train(was_training)
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"eval_psnr": float(torch.cat(psnrs).mean()), "eval_usage": float((counts > 0).float().mean()),
+            "eval_perplexity": float(entropy.exp())}
+
+
+def save_reconstructions(model: VQGAN, pixels: Tensor, path: Path) -> None:
+    """Originals (top row) above their reconstructions (bottom row), as one PNG."""
+    from crayonbox.pipeline import make_grid, to_pil
+
+    with torch.no_grad():
+        model.eval()
+        x = to_unit(pixels[:8])
+        recon = model.decode(model.encode(x))
+        model.train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(to_pil(x) + to_pil(recon), columns=len(x)).save(path)
+
+
+def train_vqgan(cfg: VQGANTrainConfig) -> dict:
+    """Train (or resume), export OUT/vqgan/ and OUT/report.json; returns the report."""
+    from tqdm import tqdm
+
+    from crayonbox.model_folder import save_component
+    from crayonbox.train.model import WarmupCosine, autocast_for
+
+    if not (cfg.data and cfg.out):
+        raise CrayonboxError("give --data (a shard folder) and --out")
+    if cfg.preset not in VQGAN_PRESETS:
+        raise CrayonboxError(f"unknown VQGAN preset {cfg.preset!r}; choose one of {sorted(VQGAN_PRESETS)}")
+    autocast_for(cfg.precision, torch.device("cpu"))  # reject a bad --precision before any work
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out, work = Path(cfg.out), Path(cfg.out) / "train"
+    ckpt_path = work / "checkpoint.pt"
+    if ckpt_path.exists() and not cfg.resume:
+        raise CrayonboxError(f"{out} already holds a VQGAN run: pass --resume to continue it, or choose another "
+                             "--out")
+    vq_cfg: VQGANConfig = VQGAN_PRESETS[cfg.preset]
+    keys, pixels = load_images(cfg.data, vq_cfg.resolution, cfg.progress)
+    split = held_out(keys, cfg.eval_fraction)
+    train_pixels, eval_pixels = pixels[~split], pixels[split][:cfg.eval_images]
+    if len(train_pixels) == 0 or len(eval_pixels) == 0:
+        raise CrayonboxError(f"{len(pixels)} images leave an empty train or eval split; use more images or "
+                             "change --eval-fraction")
+    sampler = EpochSampler(len(train_pixels), cfg.seed)
+
+    torch.manual_seed(cfg.seed)
+    model = VQGAN(vq_cfg).train()
+    model.quantize.embedding.weight.requires_grad_(False)  # the codebook follows the EMA, not the optimizer
+    codebook = EMACodebook(model.quantize.embedding.weight.data, cfg.ema_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  betas=(0.9, 0.99), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps, 0.1))
+    restart_gen = torch.Generator().manual_seed(cfg.seed)
+    identity = {"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed}
+    start, elapsed_before = 0, 0.0
+    if cfg.resume and ckpt_path.exists():
+        state = ckpt.load_checkpoint(ckpt_path)
+        if {k: state["data"][k] for k in identity} != identity:
+            raise CrayonboxError(f"cannot resume: the checkpoint was made with {state['data']}, this run has "
+                                 f"{identity}; resume with the same data, --batch-size and --seed")
+        model.load_state_dict(state["model"])
+        codebook.load_state_dict(state["codebook"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        restart_gen.set_state(state["restart_rng"])
+        ckpt.restore_rng(state["rng"])
+        start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+    elif cfg.kmeans_batches > 0:
+        with torch.no_grad():
+            rows = torch.cat([sampler.rows(s, cfg.batch_size) for s in range(cfg.kmeans_batches)])
+            z = model.encode_latent(to_unit(train_pixels[rows]))
+            flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+            codebook.weight.copy_(kmeans(flat, vq_cfg.n_embed, 10, restart_gen))
+            codebook.embed_sum.copy_(codebook.weight)
+    ckpt.remove_stale_temporaries(work)
+    log = ckpt.MetricsLog(work / "metrics.csv", METRICS, resume_step=start if cfg.resume else None)
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train vqgan", unit="step",
+               disable=not cfg.progress)
+    started, done, report = time.perf_counter(), start, {}
+    for step in bar:
+        tick = time.perf_counter()
+        x = to_unit(train_pixels[sampler.rows(step, cfg.batch_size)])
+        with autocast_for(cfg.precision, x.device):
+            z = model.encode_latent(x)
+        z = z.float()
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        ids = model.quantize.nearest(z).flatten()
+        z_q = model.quantize.lookup(ids.view(z.shape[0], -1), z.shape[-1])
+        commit = F.mse_loss(z, z_q)
+        with autocast_for(cfg.precision, x.device):
+            recon = model.decode_latent(z + (z_q - z).detach()).float()  # straight-through estimator
+        l1, l2, edge = (recon - x).abs().mean(), F.mse_loss(recon, x), edge_loss(recon, x)
+        loss = l1 + cfg.l2_weight * l2 + cfg.edge_weight * edge + cfg.commitment * commit
+        loss.backward()
+        lr = schedule.get_last_lr()[0]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        codebook.update(flat.detach(), ids, step)
+        restarted = codebook.restart_dead(flat.detach(), step, cfg.dead_after, restart_gen)
+        done = step + 1
+        elapsed = elapsed_before + time.perf_counter() - started
+        row = {"step": done, "lr": lr, "loss": float(loss), "l1": float(l1), "l2": float(l2), "edge": float(edge),
+               "commit": float(commit), "restarted": restarted, "elapsed_s": round(elapsed, 3),
+               "samples_per_s": cfg.batch_size / (time.perf_counter() - tick)}
+        out_of_time = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes * 60
+        finished = done == cfg.steps or out_of_time
+        if done % cfg.eval_every == 0 or finished:
+            report = evaluate(model, eval_pixels)
+            row.update(report)
+            bar.set_postfix(psnr=f"{report['eval_psnr']:.2f}", usage=f"{report['eval_usage']:.2f}")
+        log.write(row)
+        if done % cfg.checkpoint_every == 0 or finished:
+            ckpt.save_checkpoint(ckpt_path, {
+                "step": done, "elapsed_s": elapsed, "model": model.state_dict(), "codebook": codebook.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                "restart_rng": restart_gen.get_state(), "rng": ckpt.capture_rng(), "data": identity})
+        if out_of_time:
+            break
+    bar.close()
+    log.close()
+
+    report = report or evaluate(model, eval_pixels)
+    rows = ckpt.read_metrics(work / "metrics.csv")
+    report.update({"steps": done, "planned_steps": cfg.steps, "images": {"train": len(train_pixels),
+                   "eval": len(eval_pixels)}, "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
+                   "restarted_codes": sum(int(r["restarted"]) for r in rows), "data": str(Path(cfg.data).resolve()),
+                   "config": dataclasses.asdict(cfg), "vqgan_config": vq_cfg.to_dict()})
+    save_component(out, "vqgan", vq_cfg.to_dict(), model.state_dict())
+    write_json(out / "report.json", report)
+    save_reconstructions(model, eval_pixels, work / "reconstructions.png")
+    if not math.isfinite(report["eval_psnr"]):
+        raise CrayonboxError("VQGAN training diverged (PSNR is not finite); lower --learning-rate")
+    return report
