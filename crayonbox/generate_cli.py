@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--save-each", type=Path, default=None, metavar="DIR",
                      help="also save each image as DIR/<seed>.png with a .json of its settings and token ids")
     _sampling_args(gen)
-    gen.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default="float32",
+                     help="int8 is fastest on CPUs without bf16 units (see bench/generate_vs_mindalle.py)")
     gen.set_defaults(func=run_generate)
 
     tok = sub.add_parser("tokens", help="show the normalised text and token ids a prompt becomes")

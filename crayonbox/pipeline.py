@@ -28,6 +28,7 @@ from crayonbox.sample import Decoding, ImageJob, SamplingSettings
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = (*DTYPES, "int8")  # int8: weight-only-style dynamic int8 Linear layers (fbgemm), VQGAN in fp32
 
 
 @dataclass
@@ -85,11 +86,16 @@ class Pipeline:
     # ---------------------------------------------------------------- loading and saving
     @classmethod
     def from_pretrained(cls, folder: str | Path, dtype: str | torch.dtype = "float32") -> Pipeline:
-        """Load a model folder (see model_folder.py). `dtype`: float32 (exact), bfloat16 (fast on CPUs with
-        AVX-512 BF16), float16."""
+        """Load a model folder (see model_folder.py). `dtype`: float32 (exact), bfloat16 (fast only on CPUs with
+        AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, or int8 (the transformer's Linear layers as
+        dynamic int8, per-channel weights: the fastest on AVX2 CPUs; `bench/generate_vs_mindalle.py` prints its
+        agreement with fp32)."""
         folder = Path(folder)
         meta = read_pipeline_json(folder)
-        dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if isinstance(dtype, str) and dtype not in PRECISIONS:
+            raise CrayonboxError(f"unknown dtype {dtype!r}: choose one of {', '.join(PRECISIONS)}")
+        quantize = dtype == "int8"
+        dtype = torch.float32 if quantize else DTYPES[dtype] if isinstance(dtype, str) else dtype
         bart_cfg_d, bart_state = load_component(folder, "bart")
         vq_cfg_d, vq_state = load_component(folder, "vqgan")
         bart = DalleBart(model_config_from_dict(bart_cfg_d, f"{folder}/bart/config.json"))
@@ -98,7 +104,8 @@ class Pipeline:
         _load_state(vqgan, vq_state, f"{folder}/vqgan", allow_missing=("encoder.", "quant_conv."))
         tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=bart.cfg.text_length)
         defaults = SamplingSettings(**meta.get("sampler", {})).validate()
-        return cls(bart.to(dtype), vqgan.to(dtype), tokenizer, defaults, meta.get("provenance"))
+        bart = quantize_int8(bart) if quantize else bart.to(dtype)
+        return cls(bart, vqgan.to(dtype), tokenizer, defaults, meta.get("provenance"))
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         folder = Path(folder)
@@ -205,6 +212,18 @@ class Pipeline:
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         yield PipelineOutput(self.decode_images(tokens), tokens, [prompt_list[j.tag[0]] for j in jobs],
                              [j.seed for j in jobs], encodings, self.tokenizer.unconditional(), settings)
+
+
+def quantize_int8(bart: DalleBart) -> DalleBart:
+    """Dynamic int8 Linear layers with per-channel weight scales (fbgemm): weights 4× smaller than fp32, which is
+    what a memory-bound decode step needs on CPUs without bf16 units."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(bart.eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def decoding_rows(job: ImageJob) -> int:

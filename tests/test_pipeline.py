@@ -105,3 +105,21 @@ def test_grid_tiles_row_major(pipe):
     w, h = out.images[0].size
     assert grid.size == (2 * w, 2 * h)
     assert grid.crop((w, 0, 2 * w, h)).tobytes() == out.images[1].tobytes()
+
+
+def test_int8_mode_loads_and_mostly_agrees(tiny_model_dir, pipe):
+    quant = Pipeline.from_pretrained(tiny_model_dir, dtype="int8")
+    enc = pipe.tokenizer.encode("a red dog")
+    ids = torch.tensor([enc.ids])
+    mask = torch.tensor([enc.attention_mask], dtype=torch.bool)
+    tokens = torch.randint(0, pipe.config.image_vocab_size, (1, pipe.config.image_length),
+                           generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        agree = (quant.bart(ids, mask, tokens).argmax(-1) == pipe.bart(ids, mask, tokens).argmax(-1)).float().mean()
+    assert agree > 0.5  # chance is 1/64; the tiny random model has far larger weights than a trained one
+    assert quant("a red dog", num_images=2, seed=1).tokens.shape == (2, pipe.config.image_length)
+
+
+def test_unknown_dtype_is_named(tiny_model_dir):
+    with pytest.raises(CrayonboxError, match="unknown dtype 'int4'"):
+        Pipeline.from_pretrained(tiny_model_dir, dtype="int4")

@@ -136,6 +136,14 @@ def item_effects(row: dict[str, Any], steps: list[str]) -> list[tuple[str, tuple
     return out
 
 
+def load_problems(run_dir: str | Path) -> dict[str, int]:
+    """{problem kind: count} of the malformed input the run's reader met (provenance/*.problems.json)."""
+    totals: Counter = Counter()
+    for path in sorted((Path(run_dir) / "provenance").glob("*.problems.json")):
+        totals.update(json.loads(path.read_text(encoding="utf8"))["counts"])
+    return dict(totals)
+
+
 def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
     """Provenance rows, step names in order, and {step name: step kind} of a `data captions` output folder."""
     import pyarrow as pa
@@ -157,12 +165,14 @@ def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], dict
     return table.to_pylist(), list(kinds), kinds
 
 
-def compute_audit(rows: list[dict[str, Any]], steps: list[str]) -> dict[str, Any]:
+def compute_audit(rows: list[dict[str, Any]], steps: list[str], progress: bool = False) -> dict[str, Any]:
     """Counts and shares of every effect in every group (see the module docstring)."""
+    from tqdm import tqdm
+
     reached: dict[str, Counter] = defaultdict(Counter)  # items of a group a step had a caption to act on
     affected: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
     counts: Counter = Counter()  # (step, action, reason, detected language, attribute, value), among ALL
-    for row in rows:
+    for row in tqdm(rows, desc="audit", unit="item", disable=not progress):
         groups = item_groups(row)
         language = row.get("language") or "und"
         for step, effect in item_effects(row, steps):
@@ -326,7 +336,9 @@ def render_html(audit: dict[str, Any], sentences: list[str], kinds: dict[str, st
              "text-align:right}td:nth-child(-n+3){text-align:left}</style>",
              f"<h1>Caption audit</h1><p>{audit['items']} items from {escape(source)}; steps: "
              f"{escape(' → '.join(audit['steps']))}. "
-             f"Ground truth: {'yes' if audit['ground_truth'] else 'no'}.</p><h2>Findings</h2><ul>"]
+             f"Ground truth: {'yes' if audit['ground_truth'] else 'no'}. Malformed input items skipped or "
+             f"repaired by the reader: {escape(str(audit.get('input_problems') or 'none'))}.</p>"
+             "<h2>Findings</h2><ul>"]
     parts += [f"<li>{escape(s)}</li>" for s in sentences] or ["<li>No step changed any caption.</li>"]
     parts.append("</ul>")
     for overall in audit["effects"]:
@@ -347,12 +359,13 @@ def render_html(audit: dict[str, Any], sentences: list[str], kinds: dict[str, st
     return "\n".join(parts) + "\n"
 
 
-def write_audit(run_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+def write_audit(run_dir: str | Path, out_dir: str | Path | None = None,
+                progress: bool = False) -> tuple[Path, Path]:
     """Audit a `data captions` output folder; write audit.html and audit.json (default: DIR/audit)."""
     import os
 
     rows, steps, kinds = load_run(run_dir)
-    audit = compute_audit(rows, steps)
+    audit = {**compute_audit(rows, steps, progress), "input_problems": load_problems(run_dir)}
     sentences = headline_sentences(audit, kinds)
     out = Path(out_dir) if out_dir else Path(run_dir) / "audit"
     out.mkdir(parents=True, exist_ok=True)

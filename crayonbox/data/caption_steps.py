@@ -82,6 +82,18 @@ def _tidy_spaces(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def _check_choice(step: Any, attr: str, choices: Sequence[str]) -> None:
+    if getattr(step, attr) not in choices:
+        raise CrayonboxError(f"step {step.name!r}: {attr} must be one of {list(choices)}, "
+                             f"not {getattr(step, attr)!r}")
+
+
+def _check_range(step: Any, attr: str, low: float, high: float) -> None:
+    if not low <= getattr(step, attr) <= high:
+        raise CrayonboxError(f"step {step.name!r}: {attr} must be between {low} and {high}, "
+                             f"not {getattr(step, attr)!r}")
+
+
 # ---- steps -------------------------------------------------------------------------------------------------
 
 
@@ -329,15 +341,3 @@ class CaptionDropout:
 
 STEP_TYPES: dict[str, type] = {t.kind: t for t in (UnicodeFix, Normalize, LanguageId, EnglishOnly,
                                                      NameReplacement, BanList, MinLength, CaptionDropout)}
-
-
-def _check_choice(step: Any, attr: str, choices: Sequence[str]) -> None:
-    if getattr(step, attr) not in choices:
-        raise CrayonboxError(f"step {step.name!r}: {attr} must be one of {list(choices)}, "
-                             f"not {getattr(step, attr)!r}")
-
-
-def _check_range(step: Any, attr: str, low: float, high: float) -> None:
-    if not low <= getattr(step, attr) <= high:
-        raise CrayonboxError(f"step {step.name!r}: {attr} must be between {low} and {high}, "
-                             f"not {getattr(step, attr)!r}")

@@ -4,12 +4,13 @@
     crayonbox data captions --print-default-config
     crayonbox data audit DIR [--out DIR]
 
-A run reads IN's webdataset shards one at a time (through `crayonbox.data.shards`), runs the caption pipeline
-and writes, per input shard, OUT/<shard>.tar (items with their final caption; dropped items absent) and
-OUT/provenance/<shard>.parquet (one row per input item, see `CaptionPipeline.columns`). The provenance file is
-written last and atomically, so it marks a finished shard: after a kill -9 the run starts again at the first
-shard without one, and nothing is lost or written twice. OUT/caption_pipeline.json records the pipeline; a
-resumed run with a different pipeline is refused.
+A run reads IN's webdataset shards (through `crayonbox.data.shards`, `--workers` shards at a time), runs the
+caption pipeline and writes, per input shard, OUT/<shard>.tar (items with their final caption; dropped items
+absent), OUT/provenance/<shard>.parquet (one row per input item, see `CaptionPipeline.columns`) and, when the
+reader met malformed items, OUT/provenance/<shard>.problems.json. The provenance parquet is written last and
+atomically, so it marks a finished shard: after a kill -9 the run redoes exactly the shards without one, and
+nothing is lost or written twice. OUT/caption_pipeline.json records the pipeline; resuming with a different
+pipeline is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from crayonbox.errors import CrayonboxError
 
 PROVENANCE_DIR = "provenance"
 MANIFEST_NAME = "caption_pipeline.json"
-PROBLEMS_NAME = "caption_problems.json"  # malformed input items met by the latest run
 
 
 @dataclass
@@ -37,12 +37,12 @@ class CaptionRunSummary:
     items: int  # items processed in this call
     dropped: int
     blanked: int  # final caption blank (filters, dropout or raw), dropped items not counted
-    problems: int  # malformed items or shards counted by the reader
+    problems: int  # malformed items or shards the reader met in this call
 
 
-def provenance_path(out_dir: Path, shard: Path) -> Path:
-    """Where the provenance of one input shard goes."""
-    return out_dir / PROVENANCE_DIR / f"{shard.name.split('.')[0]}.parquet"
+def provenance_path(out_dir: Path, shard: Path, suffix: str = ".parquet") -> Path:
+    """Where the provenance (or, with suffix ".problems.json", the reader's problems) of a shard goes."""
+    return out_dir / PROVENANCE_DIR / f"{shard.name.split('.')[0]}{suffix}"
 
 
 def _provenance_schema(columns: list[str]):
@@ -93,9 +93,9 @@ def _start_worker(config: dict[str, Any] | None) -> None:
     _pipeline = CaptionPipeline(config)
 
 
-def _process_shard(shard: Path, out_dir: Path) -> tuple[int, int, int, Any]:
+def _process_shard(shard: Path, out_dir: Path) -> tuple[int, int, int, int]:
     """Run the pipeline over one shard; write its output shard, then its provenance.
-    Returns (items, dropped, blanked, the shard's ProblemLog)."""
+    Returns (items, dropped, blanked, problems)."""
     from crayonbox.data import shards as shard_io
 
     problems = shard_io.ProblemLog()
@@ -107,16 +107,11 @@ def _process_shard(shard: Path, out_dir: Path) -> tuple[int, int, int, Any]:
                         "caption_dropout": row["caption_dropout"], "language": row["language"]}})
             for item, row in zip(items, rows, strict=True) if not row["dropped"]]
     shard_io.write_shard(out_dir / shard.name, kept)
+    if problems:
+        _write_json_atomic(provenance_path(out_dir, shard, ".problems.json"), problems.to_dict())
     _write_parquet_atomic(rows, _pipeline.columns(), provenance_path(out_dir, shard))  # last: marks it done
     blanked = sum(1 for item in kept if not item.caption.strip())
-    return len(rows), len(rows) - len(kept), blanked, problems
-
-
-def _merge_problems(into: Any, shard_problems: Any) -> None:
-    for kind, count in shard_problems.counts.items():
-        into.counts[kind] += count
-        examples = into.examples.setdefault(kind, [])
-        examples += shard_problems.examples[kind][: max(0, into.max_examples - len(examples))]
+    return len(rows), len(rows) - len(kept), blanked, problems.total
 
 
 def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[str, Any] | None = None,
@@ -139,10 +134,11 @@ def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[s
         raise CrayonboxError("--out must differ from IN: the processed shards would overwrite the input")
     (out_dir / PROVENANCE_DIR).mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"pipeline": pipeline.config, "input": str(in_dir.resolve())})
+    for stale in (out_dir / PROVENANCE_DIR).glob(".*.tmp"):  # left by a killed run; its shard reruns
+        stale.unlink()
 
     todo = [shard for shard in input_shards if not provenance_path(out_dir, shard).exists()]
     summary = CaptionRunSummary(len(input_shards), len(input_shards) - len(todo), 0, 0, 0, 0)
-    problems = shard_io.ProblemLog()
     if workers > 1 and len(todo) > 1:
         pool = ProcessPoolExecutor(min(workers, len(todo)), initializer=_start_worker, initargs=(config,))
         results = pool.map(_process_shard, todo, [out_dir] * len(todo))
@@ -150,17 +146,13 @@ def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[s
         _start_worker(config)
         pool, results = None, (_process_shard(shard, out_dir) for shard in todo)
     try:
-        for items, dropped, blanked, shard_problems in tqdm(results, total=len(todo), desc="captions",
-                                                            unit="shard", disable=not progress):
+        for items, dropped, blanked, problems in tqdm(results, total=len(todo), desc="captions",
+                                                      unit="shard", disable=not progress):
             summary.items, summary.dropped = summary.items + items, summary.dropped + dropped
-            summary.blanked += blanked
-            _merge_problems(problems, shard_problems)
+            summary.blanked, summary.problems = summary.blanked + blanked, summary.problems + problems
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    summary.problems = problems.total
-    if problems:
-        _write_json_atomic(out_dir / PROBLEMS_NAME, problems.to_dict())
     return summary
 
 
@@ -168,12 +160,13 @@ def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[s
 
 
 def _captions_command(args: argparse.Namespace) -> int:
-    from crayonbox.data.captions import DEFAULT_PIPELINE, load_pipeline_config
+    from crayonbox.data.captions import CaptionPipeline, load_pipeline_config
 
-    if args.print_default_config:
+    if args.print_default_config:  # every option spelled out: a starting point for --config
         import yaml
 
-        print(yaml.safe_dump(DEFAULT_PIPELINE, sort_keys=False, allow_unicode=True), end="")
+        print(yaml.safe_dump(CaptionPipeline(None).config, sort_keys=False, allow_unicode=True,
+                             default_flow_style=None), end="")
         return 0
     if not args.input or not args.out:
         raise CrayonboxError("give the input folder and --out OUT (or --print-default-config)")
@@ -188,7 +181,7 @@ def _captions_command(args: argparse.Namespace) -> int:
 def _audit_command(args: argparse.Namespace) -> int:
     from crayonbox.data.audit import write_audit
 
-    html_path, json_path = write_audit(args.dir, args.out)
+    html_path, json_path = write_audit(args.dir, args.out, progress=not args.quiet)
     print(f"audit written: {html_path} and {json_path}")
     return 0
 
@@ -208,4 +201,5 @@ def register_data_commands(data_subparsers: argparse._SubParsersAction) -> None:
     p = data_subparsers.add_parser("audit", help="report what the caption pipeline did, to whom")
     p.add_argument("dir", metavar="DIR", help="output folder of `crayonbox data captions`")
     p.add_argument("--out", metavar="DIR", help="folder for audit.html and audit.json (default: DIR/audit)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_audit_command)

@@ -58,7 +58,10 @@ class Py3LangidDetector:
                                      f"use ISO 639-1 codes such as {list(DEFAULT_LANGUAGES[:5])}")
             self._identifier.set_languages(list(languages))
         self.languages = tuple(languages) if languages else None
-        label = ",".join(languages or ["all"]) if len(languages or ()) <= 6 else f"{len(languages)} languages"
+        if not languages:
+            label = "all"
+        else:
+            label = ",".join(languages) if len(languages) <= 6 else f"{len(languages)} languages"
         self.name = f"py3langid[{label}]"
 
     def detect(self, text: str) -> tuple[str, float]:

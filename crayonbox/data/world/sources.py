@@ -80,7 +80,7 @@ def publish(rng: np.random.Generator, world: World, scene: Scene) -> Published:
               "shown_as": words.get(i, g.spelling[language])} for i, g in plan.names.items()]
     if source.kind != "yfcc":
         captions_all = {lang: describe(world, scene, plan, lang, style) for lang in LANGUAGES}
-        caption = describe(world, scene, plan, language, style, words)
+        caption = describe(world, scene, plan, language, style, words) if words else captions_all[language]
         return Published(caption, source.name, language, style, captions_all, _shown(names, caption))
     draw = rng.random()
     title_kind = ("missing" if draw < source.empty_title else

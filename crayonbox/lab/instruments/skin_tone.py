@@ -85,8 +85,8 @@ class SkinToneConfig:
     background_distance: float = 6.0  # pixels this close to a dominant border colour are background
     border: int = 2  # width in px of the ring that estimates the background (at 64 px; scaled with size)
     border_share: float = 0.04  # a colour must fill this share of the ring to count as background
-    noise_share: float = 0.002  # skin pixels below this share of the image are strays → none
-    min_share: float = 0.004  # skin pixels below this share (but above noise) → unclear
+    noise_share: float = 0.0025  # skin pixels below this share of the image are strays → none
+    min_share: float = 0.003  # skin pixels below this share (but above noise) → unclear
     dominance: float = 0.6  # the top tone's share of tone pixels needed for a single-tone answer
     mixed_share: float = 0.25  # a second tone with this share of tone pixels makes the image "mixed"
 

@@ -1,0 +1,205 @@
+"""From labels to numbers: per prompt × sampler settings × instrument attribute ("a cell"), the shares with
+intervals, the comparison with the training images, diversity, the published-style score with its noise floor,
+the share corrected for instrument error; then Benjamini–Hochberg across all cells and the guidance
+dose–response. Every number comes from crayonbox.lab.stats; this module only decides what is compared with what.
+
+Choices, each stated in the report:
+- "none" and "unclear" are categories like any other (never dropped), so n is always every image;
+- intervals on all K shares of a cell are simultaneous (Goodman), and so are the gaps to the reference;
+- the reference is the training images measured by the same instrument; where at least MIN_MATCHED training
+  captions reached the model as the prompt's own ids, that matched subset is compared too;
+- the MAD score (DALL-Eval / HEIM style) uses only substantive categories (not none/unclear/mixed), as they do;
+- instrument correction inverts the validation confusion matrix; a class with no validation items gets an
+  identity row (assumed read correctly) and is listed, and "unclear" is kept as its own class, so unclear
+  readings that validation attributes to a real class are moved back to it;
+- the multiple-testing family is every cell: its G-test against the reference (or, without one, its MAD test
+  against a balanced model).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+from crayonbox.errors import CrayonboxError
+from crayonbox.lab import stats
+from crayonbox.lab.instruments.base import NONE, UNCLEAR
+from crayonbox.lab.measure import Measured
+from crayonbox.lab.store import RunStore
+
+MIN_MATCHED = 20  # training images needed before a matched-caption comparison is made
+NOT_SUBSTANTIVE = {NONE, UNCLEAR, "mixed"}
+BOOTSTRAP_DRAWS = 1000
+
+
+def _safe(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run a statistic; a CrayonboxError (e.g. a test with one category) becomes {"error": message}."""
+    try:
+        return fn(*args, **kwargs).to_dict()
+    except CrayonboxError as e:
+        return {"error": str(e)}
+
+
+def counts_of(labels: list[str], outcomes: tuple[str, ...]) -> np.ndarray:
+    """Counts per outcome, in outcome order; a label outside the outcomes is an instrument bug, so it raises."""
+    tally = Counter(labels)
+    unknown = set(tally) - set(outcomes)
+    if unknown:
+        raise CrayonboxError(f"instrument answered {sorted(unknown)}, which are not among its outcomes {outcomes}")
+    return np.array([tally[o] for o in outcomes], dtype=np.int64)
+
+
+def square_confusion(confusion: dict[str, Any], outcomes: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    """Validation counts as a square matrix over `outcomes`, empty rows replaced by identity (listed)."""
+    index = {label: i for i, label in enumerate(confusion["labels"])}
+    raw = np.asarray(confusion["counts"], dtype=np.int64)
+    k = len(outcomes)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    for i, a in enumerate(outcomes):
+        for j, b in enumerate(outcomes):
+            if a in index and b in index:
+                matrix[i, j] = raw[index[a], index[b]]
+    assumed = [outcomes[i] for i in range(k) if matrix[i].sum() == 0]
+    for i in range(k):
+        if matrix[i].sum() == 0:
+            matrix[i, i] = 1
+    return matrix, assumed
+
+
+def analyse_cell(counts: np.ndarray, outcomes: tuple[str, ...], reference: np.ndarray | None,
+                 matched: np.ndarray | None, confusion: dict[str, Any] | None, confidence: float,
+                 seed: int) -> dict[str, Any]:
+    """Every statistic of one cell (see module docstring)."""
+    n = int(counts.sum())
+    wilson = [stats.wilson_interval(int(c), n, confidence).to_dict() for c in counts]
+    cell: dict[str, Any] = {
+        "labels": list(outcomes), "counts": counts.tolist(), "n": n,
+        "shares": (counts / n).tolist(), "wilson": wilson,
+        "simultaneous": _safe(stats.simultaneous_intervals, counts, confidence, "goodman"),
+        "entropy": _safe(stats.entropy_summary, counts, confidence, BOOTSTRAP_DRAWS, seed),
+    }
+    substantive = [i for i, o in enumerate(outcomes) if o not in NOT_SUBSTANTIVE]
+    sub_counts = counts[substantive]
+    if len(substantive) >= 2 and sub_counts.sum() > 0:
+        cell["mad"] = {"labels": [outcomes[i] for i in substantive], **_safe(stats.mad_test, sub_counts, seed=seed)}
+    for name, ref in (("vs_reference", reference), ("vs_matched", matched)):
+        if ref is not None and ref.sum() > 0:
+            r = stats.Reference.from_counts(ref)
+            cell[name] = {"reference_counts": ref.tolist(), "reference_n": int(ref.sum()),
+                          "gaps": _safe(stats.reference_gaps, counts, r, confidence, simultaneous=True),
+                          "distance": _safe(stats.distance_to_reference, counts, r)}
+    if confusion is not None:
+        matrix, assumed = square_confusion(confusion, outcomes)
+        cell["corrected"] = {"assumed_exact": assumed, **_safe(stats.correct_for_confusion, counts, matrix,
+                                                                 confidence, BOOTSTRAP_DRAWS, seed)}
+    return cell
+
+
+def cell_p_value(cell: dict[str, Any]) -> tuple[float, str] | None:
+    """The cell's test for the multiplicity family: G vs reference, else MAD vs balanced."""
+    g = cell.get("vs_reference", {}).get("distance", {}).get("g_test", {})
+    if g.get("p_value") is not None:
+        return float(g["p_value"]), "g-test vs training reference"
+    mad = cell.get("mad", {})
+    if mad.get("p_value") is not None:
+        return float(mad["p_value"]), "MAD test vs balanced"
+    return None
+
+
+def prompt_table(store: RunStore, measured: Measured) -> list[dict[str, Any]]:
+    """Each probed prompt with the ids it became, and which other prompts collapse into the same ids."""
+    rows = [store.get_record(key) for key in store.record_keys("prompt:")]
+    by_ids: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_ids[json.dumps(row["ids"])].append(row["key"])
+    group_names = {ids: f"g{i}" for i, ids in enumerate(by_ids)}
+    for row in rows:
+        ids = json.dumps(row["ids"])
+        row["id_group"] = group_names[ids]
+        row["same_ids_as"] = [k for k in by_ids[ids] if k != row["key"]]
+        row["equals_unconditional"] = row["ids"] == row["uncond_ids"]
+        row["matched_reference_n"] = sum(1 for item in measured.reference if item.ids == row["ids"])
+    return rows
+
+
+def analyse(store: RunStore, measured: Measured, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """All statistics of a measured run, as a JSON-ready dict (written to metrics.json)."""
+    records = store.images()
+    prompts = prompt_table(store, measured)
+    ids_of = {row["key"]: row["ids"] for row in prompts}
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in records:
+        groups[(r.prompt_key, r.settings)].append(r.sha256)
+        ids_of.setdefault(r.prompt_key, r.token_ids)
+
+    reference_counts: dict[str, dict[str, list[int]]] = {}
+    cells = []
+    for key, info in measured.instruments.items():
+        for attribute, outcomes in info["outcomes"].items():
+            outcomes = tuple(outcomes)
+            ref_labels = measured.reference_labels.get(key, {})
+            reference = None
+            if ref_labels:
+                reference = counts_of([ref_labels[i.sha256][attribute] for i in measured.reference], outcomes)
+                reference_counts.setdefault(key, {})[attribute] = reference.tolist()
+            confusion = info.get("validation", {}).get("confusions", {}).get(attribute)
+            for (prompt_key, settings), shas in groups.items():
+                labels = [measured.run_labels[key][sha][attribute] for sha in shas]
+                matched = None
+                if ref_labels:
+                    same = [i for i in measured.reference if i.ids == ids_of[prompt_key]]
+                    if len(same) >= MIN_MATCHED:
+                        matched = counts_of([ref_labels[i.sha256][attribute] for i in same], outcomes)
+                cell = analyse_cell(counts_of(labels, outcomes), outcomes, reference, matched, confusion,
+                                    confidence, seed)
+                cells.append({"prompt_key": prompt_key, "settings": json.loads(settings),
+                              "instrument": key, "instrument_name": info["name"], "attribute": attribute, **cell})
+
+    tested = [(i, pv) for i, c in enumerate(cells) if (pv := cell_p_value(c)) is not None]
+    bh: dict[str, Any] = {"alpha": 0.05, "tests": len(tested)}
+    if tested:
+        result = stats.benjamini_hochberg([p for _, (p, _) in tested], 0.05,
+                                          [f"{cells[i]['prompt_key']} | {cells[i]['settings']['condition_scale']:g}"
+                                           f" | {cells[i]['instrument_name']}.{cells[i]['attribute']}"
+                                           for i, _ in tested])
+        for (i, (p, kind)), adj, rej in zip(tested, result.adjusted, result.rejected, strict=True):
+            cells[i]["test"] = {"p_value": p, "kind": kind, "bh_adjusted": float(adj), "bh_rejected": bool(rej)}
+        bh["discoveries"] = list(result.discoveries)
+    return {
+        "run": {"folder": str(store.folder), "images": len(records), "model_hash": store.get_meta("model_hash"),
+                "model_dir": store.get_meta("model_dir"), "confidence": confidence},
+        "notes": ["common random numbers: image i of every prompt and condition scale uses seed base + i, so "
+                  "comparisons between prompts and scales are paired (identical ids give identical images)"],
+        "prompts": prompts, "instruments": measured.instruments,
+        "reference": {"source": measured.reference_source, "n": len(measured.reference), "counts": reference_counts},
+        "cells": cells, "multiple_testing": bh, "dose_response": dose_responses(cells, confidence),
+        "clusters": measured.clusters,
+    }
+
+
+def dose_responses(cells: list[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
+    """Share of each label against condition scale, per prompt × instrument attribute × other settings."""
+    series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        other = json.dumps({k: v for k, v in cell["settings"].items() if k != "condition_scale"}, sort_keys=True)
+        series[(cell["prompt_key"], cell["instrument"], cell["attribute"], other)].append(cell)
+    out = []
+    for (prompt_key, instrument, attribute, other), group in series.items():
+        scales = sorted({c["settings"]["condition_scale"] for c in group})
+        if len(scales) < 2:
+            continue
+        group = sorted(group, key=lambda c: c["settings"]["condition_scale"])
+        x = [c["settings"]["condition_scale"] for c in group]
+        predictor = "log2" if min(x) > 0 else "linear"
+        for j, label in enumerate(group[0]["labels"]):
+            successes = [c["counts"][j] for c in group]
+            totals = [c["n"] for c in group]
+            if sum(successes) in (0, sum(totals)):
+                continue  # never or always seen: no slope to estimate
+            fit = _safe(stats.dose_response, x, successes, totals, predictor, confidence)
+            out.append({"prompt_key": prompt_key, "instrument": instrument, "attribute": attribute, "label": label,
+                        "other_settings": json.loads(other), **fit})
+    return out

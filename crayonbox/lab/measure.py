@@ -1,0 +1,295 @@
+"""Apply instruments to every image of a run and to the reference (training) images, validate the
+instruments, then compute the statistics (analysis.py) into RUN/metrics.json.
+
+    metrics = measure_run("RUN", MeasureConfig(reference="DATA", clusters=8))
+
+Labels are cached per image hash and instrument version in the run's SQLite, so re-measuring after a longer
+probe only measures the new images; reference labels, features and validation matrices are cached the same
+way. Instruments: "skin_tone" (pixel meter), "judge" (the world judge CNN, `judge=FOLDER`), "clip" (open_clip
+zero-shot, `clip_weights=FILE`), and "clusters" (the label-free track, always available).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crayonbox.errors import CrayonboxError
+from crayonbox.lab.instruments.base import Instrument
+from crayonbox.lab.instruments.clusters import ClusterModel, ColourLayoutFeatures, FeatureExtractor
+from crayonbox.lab.reference import (
+    ReferenceItem,
+    dataset_id,
+    iter_reference,
+    resolve_reference_dir,
+    validation_folder,
+    validation_renders,
+)
+from crayonbox.lab.store import RunStore
+
+INSTRUMENTS = ("skin_tone", "judge", "clip", "clusters")
+METRICS = "metrics.json"
+
+
+@dataclass
+class MeasureConfig:
+    """What to measure a run with, and against what."""
+
+    instruments: tuple[str, ...] = ("skin_tone", "clusters")  # add "judge" / "clip" when you have them
+    judge: Path | None = None  # trained judge folder (`crayonbox train judge`)
+    clip_arch: str = "ViT-B-32"  # open_clip architecture of the CLIP weights
+    clip_weights: Path | None = None  # .safetensors (or weights-only .pt) CLIP state dict
+    reference: Path | None = None  # training shard folder; None = the model's own, from its provenance
+    use_reference: bool = True  # False: compare with nothing but the uniform distribution
+    reference_limit: int = 2000  # training images measured (the first ones in shard order)
+    validation: Path | None = None  # labelled world folder; None = fresh renders of the world config
+    validation_n: int = 300
+    world_config: Path | None = None  # world config of the fresh validation renders (None: default world)
+    clusters: int = 8  # k of the label-free track
+    seed: int = 0  # k-means and bootstrap seed
+    confidence: float = 0.95
+    batch: int = 64  # images per instrument call
+
+    def validate(self) -> MeasureConfig:
+        unknown = [name for name in self.instruments if name not in INSTRUMENTS]
+        if unknown:
+            raise CrayonboxError(f"unknown instrument(s) {unknown}: choose from {', '.join(INSTRUMENTS)}")
+        if "judge" in self.instruments and self.judge is None:
+            raise CrayonboxError("the judge instrument needs --judge FOLDER (train one with `crayonbox train judge`)")
+        if "clip" in self.instruments and self.clip_weights is None:
+            raise CrayonboxError("the clip instrument needs --clip-weights FILE (no CLIP weights ship with crayonbox)")
+        if self.clusters < 2 or self.reference_limit < 0 or self.validation_n < 1 or self.batch < 1:
+            raise CrayonboxError("need --clusters ≥ 2, --reference-limit ≥ 0, --validation-n ≥ 1 and --batch ≥ 1")
+        return self
+
+
+@dataclass
+class Measured:
+    """Everything the statistics need, keyed by instrument key (name + version)."""
+
+    instruments: dict[str, dict[str, Any]]  # key → {"name", "outcomes": {attr: labels}, "validation": …}
+    run_labels: dict[str, dict[str, dict[str, str]]]  # key → sha256 → {attribute: label}
+    reference: list[ReferenceItem] = field(default_factory=list)
+    reference_labels: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    reference_source: str | None = None
+    clusters: dict[str, Any] = field(default_factory=dict)  # model, exemplars
+
+
+def instrument_key(instrument: Instrument) -> str:
+    """Cache key: the instrument's name plus a hash of its settings, so changed thresholds re-measure."""
+    config = getattr(instrument, "config", None)
+    digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
+    return f"{instrument.name}-{digest}"
+
+
+def build_instruments(config: MeasureConfig) -> list[Instrument]:
+    """The labelled instruments named in the config (the cluster track is built after features exist)."""
+    out: list[Instrument] = []
+    if "skin_tone" in config.instruments:
+        from crayonbox.lab.instruments.skin_tone import SkinToneMeter
+
+        out.append(SkinToneMeter())
+    if "judge" in config.instruments:
+        out.append(load_judge(Path(config.judge)))
+    if "clip" in config.instruments:
+        from crayonbox.lab.instruments.clip import ClipInstrument
+
+        out.append(ClipInstrument.from_weights(config.clip_arch, config.clip_weights))
+    return out
+
+
+def load_judge(folder: Path) -> Instrument:
+    """The world judge instrument from a trained judge folder."""
+    try:
+        from crayonbox.lab.instruments.judge import JudgeInstrument
+    except ImportError as e:
+        raise CrayonboxError(f"the judge instrument is not available in this install ({e})") from None
+    return JudgeInstrument.from_folder(folder)
+
+
+def label_images(store: RunStore, instrument: Instrument, key: str, shas: Sequence[str],
+                 paths: dict[str, str], batch: int, progress: bool) -> dict[str, dict[str, str]]:
+    """Labels of these images (sha → {attribute: label}), measuring and caching only the uncached ones."""
+    from tqdm.auto import tqdm
+
+    have = store.labels(key)
+    missing = list(store.iter_missing(shas, have))
+    bar = tqdm(total=len(missing), desc=f"measure {instrument.name}", unit="img", disable=not progress)
+    for start in range(0, len(missing), batch):
+        part = missing[start:start + batch]
+        labels = instrument.measure([store.load_image(paths[sha]) for sha in part])
+        new = dict(zip(part, labels, strict=True))
+        store.add_labels(key, new)
+        have.update(new)
+        bar.update(len(part))
+    bar.close()
+    return {sha: have[sha] for sha in shas}
+
+
+def embed_images(store: RunStore, extractor: FeatureExtractor, shas: Sequence[str], paths: dict[str, str],
+                 batch: int, progress: bool) -> np.ndarray:
+    """Feature rows for these images, computing and caching only the uncached ones."""
+    from tqdm.auto import tqdm
+
+    have = store.features(extractor.name)
+    missing = list(store.iter_missing(shas, have))
+    for start in tqdm(range(0, len(missing), batch), desc="features", unit="batch", disable=not progress):
+        part = missing[start:start + batch]
+        vectors = extractor.embed([store.load_image(paths[sha]) for sha in part])
+        new = dict(zip(part, vectors, strict=True))
+        store.add_features(extractor.name, new)
+        have.update(new)
+    return np.stack([have[sha] for sha in shas]) if shas else np.zeros((0, 1), np.float32)
+
+
+def load_reference(store: RunStore, folder: Path, limit: int, progress: bool) -> list[ReferenceItem]:
+    """The reference items of the run (stored as PNGs in it the first time), cached as a record."""
+    from tqdm.auto import tqdm
+
+    from crayonbox.lab.probe import load_tokenizer
+
+    record = f"reference-items:{dataset_id(folder, limit)}"
+    cached = store.get_record(record)
+    if cached is not None:
+        return [ReferenceItem(**row) for row in cached]
+    model_dir = store.get_meta("model_dir")
+    tokenizer = load_tokenizer(Path(model_dir)) if model_dir and Path(model_dir).is_dir() else None
+    items = [item for item, _ in tqdm(iter_reference(folder, store.folder, limit, tokenizer), total=limit,
+                                      desc="reference images", unit="img", disable=not progress)]
+    if not items:
+        raise CrayonboxError(f"--reference {folder} has no readable images")
+    store.put_record(record, [item.__dict__ for item in items])
+    return items
+
+
+def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureConfig,
+             cache: dict[str, Any]) -> dict[str, Any]:
+    """Confusion matrices of one instrument on labelled held-out renders (cached in the run)."""
+    source = str(config.validation) if config.validation else f"renders:{config.world_config}:{config.validation_n}"
+    record = f"validation:{key}:{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+    found = store.get_record(record)
+    if found is not None:
+        return found
+    try:
+        if "data" not in cache:
+            cache["data"] = (validation_folder(config.validation, config.validation_n) if config.validation
+                             else validation_renders(config.validation_n, config.world_config))
+        images, truths, where = cache["data"]
+        confusions = instrument.validate_world(images, truths)
+        result = {"source": where, "confusions": {a: c.to_dict() for a, c in confusions.items()}}
+    except CrayonboxError as e:
+        return {"source": source, "error": str(e)}  # not cached: fixable (e.g. install the font), so retried
+    store.put_record(record, result)
+    return result
+
+
+def fit_clusters(store: RunStore, run_shas: list[str], paths: dict[str, str], reference: list[ReferenceItem],
+                 extractor: FeatureExtractor, config: MeasureConfig,
+                 progress: bool) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """Fit k-means on run + reference features; labels for both, plus exemplars and the model."""
+    shas = list(dict.fromkeys(run_shas + [item.sha256 for item in reference]))
+    features = embed_images(store, extractor, shas, paths, config.batch, progress)
+    model = ClusterModel.fit(features, config.clusters, extractor.name, config.seed)
+    labels = dict(zip(shas, ({"cluster": c} for c in model.assign(features)), strict=True))
+    run_set = set(run_shas)
+    run_rows = [i for i, sha in enumerate(shas) if sha in run_set]
+    ref_rows = [i for i, sha in enumerate(shas) if sha not in run_set]
+    info = {"model": model.to_dict(), "extractor": extractor.name,
+            "exemplars": model.exemplars([shas[i] for i in run_rows], features[run_rows]),
+            "reference_exemplars": model.exemplars([shas[i] for i in ref_rows], features[ref_rows])
+            if ref_rows else {}}
+    return labels, info
+
+
+def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Measured:
+    """Measure the run's images and the reference with every instrument (using the caches)."""
+    records = store.images()
+    if not records:
+        raise CrayonboxError(f"{store.folder} holds no images yet: run `crayonbox lab probe --out {store.folder}`")
+    paths = {r.sha256: r.path for r in records}
+    run_shas = list(paths)
+    reference: list[ReferenceItem] = []
+    source = None
+    folder = resolve_reference_dir(config.reference, store.get_meta("model_dir")) if config.use_reference else None
+    if folder is not None and config.reference_limit > 0:
+        reference = load_reference(store, folder, config.reference_limit, progress)
+        source = f"first {len(reference)} images of {folder}"
+        paths.update({item.sha256: item.path for item in reference})
+    ref_shas = list(dict.fromkeys(item.sha256 for item in reference))
+
+    measured = Measured({}, {}, reference, {}, source)
+    validation_cache: dict[str, Any] = {}
+    extractor: FeatureExtractor = ColourLayoutFeatures()
+    for instrument in build_instruments(config):
+        key = instrument_key(instrument)
+        measured.instruments[key] = {"name": instrument.name, "outcomes": instrument.outcomes(),
+                                     "validation": validate(store, instrument, key, config, validation_cache)}
+        measured.run_labels[key] = label_images(store, instrument, key, run_shas, paths, config.batch, progress)
+        if reference:
+            measured.reference_labels[key] = label_images(store, instrument, key, ref_shas, paths, config.batch,
+                                                          progress)
+        if hasattr(instrument, "embed") and hasattr(instrument, "embedding_name"):
+            extractor = _JudgeFeatures(instrument)  # a judge's penultimate features beat colour histograms
+    if "clusters" in config.instruments:
+        labels, info = fit_clusters(store, run_shas, paths, reference, extractor, config, progress)
+        key = f"clusters-{info['extractor']}-k{config.clusters}"
+        measured.instruments[key] = {"name": "clusters", "outcomes": {"cluster": ClusterModel(
+            extractor.name, np.asarray(info["model"]["centroids"]), config.seed).labels},
+            "validation": {"source": "label-free: no ground truth; judge it by the exemplars"}}
+        measured.run_labels[key] = {sha: labels[sha] for sha in run_shas}
+        measured.reference_labels[key] = {sha: labels[sha] for sha in ref_shas}
+        measured.clusters = info
+    return measured
+
+
+@dataclass
+class _JudgeFeatures:
+    """Adapter: a judge's `embed` as a FeatureExtractor."""
+
+    judge: Any
+
+    @property
+    def name(self) -> str:
+        return str(self.judge.embedding_name)
+
+    def embed(self, images: Sequence[Any]) -> np.ndarray:
+        return np.asarray(self.judge.embed(images), dtype=np.float32)
+
+
+def measure_run(run: str | Path, config: MeasureConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Measure a run and write RUN/metrics.json (atomically); returns the metrics."""
+    from crayonbox.lab.analysis import analyse
+    from crayonbox.lab.dedupe import dedupe_run
+
+    config = (config or MeasureConfig()).validate()
+    with RunStore.open(run) as store:
+        measured = collect(store, config, progress)
+        metrics = analyse(store, measured, config.confidence, config.seed)
+        metrics["dedupe"] = dedupe_run(store, progress=progress)
+        metrics["measure_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}
+        write_metrics(store.folder, metrics)
+    return metrics
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:
+    """RUN/metrics.json, written atomically (tmp + rename)."""
+    path = Path(folder) / METRICS
+    tmp = path.with_name(f".{METRICS}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any]:
+    """RUN/metrics.json, with an error that says to run `crayonbox lab measure` first."""
+    path = Path(folder) / METRICS
+    if not path.exists():
+        raise CrayonboxError(f"{folder} has no {METRICS}: run `crayonbox lab measure {folder}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
