@@ -35,10 +35,11 @@ def random_small_model(folder: Path) -> Path:
     from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
 
     torch.manual_seed(0)
-    captions = [f"a {c} {o} on a {b} background" for c in ("red", "blue", "small") for o in ("dog", "woman", "sari")
-                for b in ("yellow", "white")] * 4
-    tokenizer = train_bpe(captions, folder / "tokenizer-src", BPETrainingConfig(vocab_size=300, show_progress=False),
-                          NormalizerConfig(), text_length=MODEL_PRESETS["small"].text_length)
+    captions = [f"a {c} {o} on a {b} background" for c in ("red", "blue", "small")
+                for o in ("dog", "woman", "sari") for b in ("yellow", "white")] * 4
+    tokenizer = train_bpe(captions, folder / "tokenizer-src",
+                          BPETrainingConfig(vocab_size=300, show_progress=False), NormalizerConfig(),
+                          text_length=MODEL_PRESETS["small"].text_length)
     bart = DalleBart(MODEL_PRESETS["small"])
     bart.init_weights(0.02)
     pipe = Pipeline(bart, VQGAN(VQGAN_PRESETS["small"]), tokenizer, SamplingSettings())
@@ -55,11 +56,12 @@ def cpu_seconds() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model folder (default: the shipped default model)")
-    parser.add_argument("--random-small", action="store_true", help="bench a random model at the small presets")
+    parser.add_argument("--random-small", action="store_true",
+                        help="bench a random model at the small presets")
     parser.add_argument("-n", type=int, default=1000, help="images (default 1000)")
     parser.add_argument("--prompt", default="", help='prompt to repeat (default "", the blank prompt)')
     parser.add_argument("--condition-scale", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--batch-images", type=int, default=256)
     parser.add_argument("--out", help="keep the run here (default: a temporary folder)")
@@ -73,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.random_small:
             model = random_small_model(Path(tmp))
         config = ProbeConfig(model=model, prompts=[PromptSpec(args.prompt, "bench")], n=args.n,
-                             condition_scales=(args.condition_scale,), workers=args.workers, threads=args.threads,
-                             batch_images=args.batch_images)
+                             condition_scales=(args.condition_scale,), workers=args.workers,
+                             threads=args.threads, batch_images=args.batch_images)
         out = Path(args.out) if args.out else Path(tmp) / "run"
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         try:
@@ -86,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {'random small presets' if args.random_small else model or 'default'}; "
           f"workers {args.workers}, threads {args.threads or 'default'}, batch {args.batch_images}")
     print(f"{summary.generated} images of {args.prompt!r} at scale {args.condition_scale:g} in "
-          f"{wall:.1f} s: {summary.generated / wall:.2f} images/s wall, {cpu / max(1, summary.generated):.3f} "
-          f"CPU s/image; 5,000 would take {5000 * wall / max(1, summary.generated) / 60:.1f} min")
+          f"{wall:.1f} s: {summary.generated / wall:.2f} images/s wall, "
+          f"{cpu / max(1, summary.generated):.3f} CPU s/image; 5,000 would take "
+          f"{5000 * wall / max(1, summary.generated) / 60:.1f} min")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -31,13 +32,25 @@ def main() -> None:
     config.size = args.size
     with tempfile.TemporaryDirectory(prefix="crayonbox-world-bench-") as tmp:
         out = args.keep or Path(tmp)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         build_world(config, out, n=args.n, workers=args.workers, seed=0)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         size = sum(p.stat().st_size for p in out.iterdir())
+    load = os.getloadavg()[0]
     print(f"world build: {args.n} items at {args.size}x{args.size}, {args.workers} workers, "
-          f"{os.cpu_count()} CPUs visible: {seconds:.1f} s, {args.n / seconds:.0f} items/s, "
-          f"{size / 2**20:.0f} MiB on disk ({size / args.n / 1024:.1f} KiB/item)")
+          f"{os.cpu_count()} CPUs visible, load {load:.1f}: {seconds:.1f} s wall, "
+          f"{args.n / seconds:.0f} items/s")
+    # On a shared machine wall time depends on the neighbours; CPU time does not (much), so also say what
+    # the build costs in CPU and what that means on `workers` otherwise idle cores.
+    idle_rate = args.n / (cpu / args.workers)
+    print(f"cpu: {cpu:.1f} s ({cpu / args.n * 1000:.2f} ms/item) → {idle_rate:.0f} items/s on "
+          f"{args.workers} idle cores; {size / 2**20:.0f} MiB on disk ({size / args.n / 1024:.1f} KiB/item)")
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the build's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """From labels to numbers: per prompt × sampler settings × instrument attribute ("a cell"), the shares with
 intervals, the comparison with the training images, diversity, the published-style score with its noise floor,
 the share corrected for instrument error; then Benjamini–Hochberg across all cells and the guidance
-dose–response. Every number comes from crayonbox.lab.stats; this module only decides what is compared with what.
+dose–response. Every number comes from crayonbox.lab.stats; this module only decides what is compared with
+what.
 
 Choices, each stated in the report:
 - "none" and "unclear" are categories like any other (never dropped), so n is always every image;
 - intervals on all K shares of a cell are simultaneous (Goodman), and so are the gaps to the reference;
 - the reference is the training images measured by the same instrument; where at least MIN_MATCHED training
   captions reached the model as the prompt's own ids, that matched subset is compared too;
-- the MAD score (DALL-Eval / HEIM style) uses only substantive categories (not none/unclear/mixed), as they do;
+- the MAD score (DALL-Eval / HEIM style) uses only substantive categories (not none/unclear/mixed), as
+  they do;
 - instrument correction inverts the validation confusion matrix; a class with no validation items gets an
   identity row (assumed read correctly) and is listed, and "unclear" is kept as its own class, so unclear
   readings that validation attributes to a real class are moved back to it;
@@ -44,11 +46,12 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def counts_of(labels: list[str], outcomes: tuple[str, ...]) -> np.ndarray:
-    """Counts per outcome, in outcome order; a label outside the outcomes is an instrument bug, so it raises."""
+    """Counts per outcome, in outcome order; a label outside the outcomes is an instrument bug: it raises."""
     tally = Counter(labels)
     unknown = set(tally) - set(outcomes)
     if unknown:
-        raise CrayonboxError(f"instrument answered {sorted(unknown)}, which are not among its outcomes {outcomes}")
+        raise CrayonboxError(f"instrument answered {sorted(unknown)}, which are not among its outcomes "
+                             f"{outcomes}")
     return np.array([tally[o] for o in outcomes], dtype=np.int64)
 
 
@@ -84,7 +87,8 @@ def analyse_cell(counts: np.ndarray, outcomes: tuple[str, ...], reference: np.nd
     substantive = [i for i, o in enumerate(outcomes) if o not in NOT_SUBSTANTIVE]
     sub_counts = counts[substantive]
     if len(substantive) >= 2 and sub_counts.sum() > 0:
-        cell["mad"] = {"labels": [outcomes[i] for i in substantive], **_safe(stats.mad_test, sub_counts, seed=seed)}
+        cell["mad"] = {"labels": [outcomes[i] for i in substantive],
+                       **_safe(stats.mad_test, sub_counts, seed=seed)}
     for name, ref in (("vs_reference", reference), ("vs_matched", matched)):
         if ref is not None and ref.sum() > 0:
             r = stats.Reference.from_counts(ref)
@@ -155,26 +159,27 @@ def analyse(store: RunStore, measured: Measured, confidence: float = 0.95, seed:
                         matched = counts_of([ref_labels[i.sha256][attribute] for i in same], outcomes)
                 cell = analyse_cell(counts_of(labels, outcomes), outcomes, reference, matched, confusion,
                                     confidence, seed)
-                cells.append({"prompt_key": prompt_key, "settings": json.loads(settings),
-                              "instrument": key, "instrument_name": info["name"], "attribute": attribute, **cell})
+                cells.append({"prompt_key": prompt_key, "settings": json.loads(settings), "instrument": key,
+                              "instrument_name": info["name"], "attribute": attribute, **cell})
 
     tested = [(i, pv) for i, c in enumerate(cells) if (pv := cell_p_value(c)) is not None]
     bh: dict[str, Any] = {"alpha": 0.05, "tests": len(tested)}
     if tested:
-        result = stats.benjamini_hochberg([p for _, (p, _) in tested], 0.05,
-                                          [f"{cells[i]['prompt_key']} | {cells[i]['settings']['condition_scale']:g}"
-                                           f" | {cells[i]['instrument_name']}.{cells[i]['attribute']}"
-                                           for i, _ in tested])
+        names = [f"{c['prompt_key']} | {c['settings']['condition_scale']:g} | {c['instrument_name']}."
+                 f"{c['attribute']}" for c in (cells[i] for i, _ in tested)]
+        result = stats.benjamini_hochberg([p for _, (p, _) in tested], 0.05, names)
         for (i, (p, kind)), adj, rej in zip(tested, result.adjusted, result.rejected, strict=True):
-            cells[i]["test"] = {"p_value": p, "kind": kind, "bh_adjusted": float(adj), "bh_rejected": bool(rej)}
+            cells[i]["test"] = {"p_value": p, "kind": kind, "bh_adjusted": float(adj),
+                                "bh_rejected": bool(rej)}
         bh["discoveries"] = list(result.discoveries)
     return {
-        "run": {"folder": str(store.folder), "images": len(records), "model_hash": store.get_meta("model_hash"),
-                "model_dir": store.get_meta("model_dir"), "confidence": confidence},
+        "run": {"folder": str(store.folder), "images": len(records), "confidence": confidence,
+                "model_hash": store.get_meta("model_hash"), "model_dir": store.get_meta("model_dir")},
         "notes": ["common random numbers: image i of every prompt and condition scale uses seed base + i, so "
                   "comparisons between prompts and scales are paired (identical ids give identical images)"],
         "prompts": prompts, "instruments": measured.instruments,
-        "reference": {"source": measured.reference_source, "n": len(measured.reference), "counts": reference_counts},
+        "reference": {"source": measured.reference_source, "n": len(measured.reference),
+                      "counts": reference_counts},
         "cells": cells, "multiple_testing": bh, "dose_response": dose_responses(cells, confidence),
         "clusters": measured.clusters,
     }
@@ -184,7 +189,8 @@ def dose_responses(cells: list[dict[str, Any]], confidence: float) -> list[dict[
     """Share of each label against condition scale, per prompt × instrument attribute × other settings."""
     series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for cell in cells:
-        other = json.dumps({k: v for k, v in cell["settings"].items() if k != "condition_scale"}, sort_keys=True)
+        other = json.dumps({k: v for k, v in cell["settings"].items() if k != "condition_scale"},
+                           sort_keys=True)
         series[(cell["prompt_key"], cell["instrument"], cell["attribute"], other)].append(cell)
     out = []
     for (prompt_key, instrument, attribute, other), group in series.items():
@@ -200,6 +206,6 @@ def dose_responses(cells: list[dict[str, Any]], confidence: float) -> list[dict[
             if sum(successes) in (0, sum(totals)):
                 continue  # never or always seen: no slope to estimate
             fit = _safe(stats.dose_response, x, successes, totals, predictor, confidence)
-            out.append({"prompt_key": prompt_key, "instrument": instrument, "attribute": attribute, "label": label,
-                        "other_settings": json.loads(other), **fit})
+            out.append({"prompt_key": prompt_key, "instrument": instrument, "attribute": attribute,
+                        "label": label, "other_settings": json.loads(other), **fit})
     return out

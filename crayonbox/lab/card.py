@@ -39,26 +39,30 @@ def model_section(folder: Path, meta: dict[str, Any], weights_hash: str) -> list
     prov = meta.get("provenance", {})
     lines = [f"# Model card: {folder.name}", "", "## Model", "",
              f"- Weights sha256 (safetensors): `{weights_hash}`",
-             f"- Transformer: d_model {bart['d_model']}, {bart['encoder_layers']}+{bart['decoder_layers']} layers, "
-             f"{bart['image_length']} image tokens ({bart['image_vocab_size']} codes), text length "
+             f"- Transformer: d_model {bart['d_model']}, {bart['encoder_layers']}+{bart['decoder_layers']} "
+             f"layers, {bart['image_length']} image tokens ({bart['image_vocab_size']} codes), text length "
              f"{bart['text_length']}, text vocabulary {bart['text_vocab_size']}",
              f"- VQGAN: {vqgan['resolution']} px, {vqgan['n_embed']} codes",
              f"- Text normaliser: {mode}",
              f"- Sampler defaults: {', '.join(f'{k} {v}' for k, v in meta.get('sampler', {}).items())}"]
     if prov:
         lines += ["", "## Training", ""]
-        for key in ("trained_by", "converted_from", "steps", "samples_seen", "final_train_loss", "final_eval_loss",
-                    "reference_data", "tokens"):
+        for key in ("trained_by", "converted_from", "steps", "samples_seen", "final_train_loss",
+                    "final_eval_loss", "reference_data", "tokens"):
             if key in prov:
                 lines.append(f"- {key.replace('_', ' ')}: {md(prov[key])}")
     return lines
 
 
+def text_label(prompt: dict[str, Any]) -> str:
+    """A prompt record as readers should see it: repr, or <unconditional ids> for the control."""
+    return "<unconditional ids>" if prompt["input_mode"] == "unconditional-ids" else repr(prompt["prompt"])
+
+
 def headline_rows(metrics: dict[str, Any]) -> list[str]:
     """Markdown rows: for null and neutral prompts, each instrument attribute's most common outcome."""
     family = {p["key"]: p["family"] for p in metrics.get("prompts", [])}
-    label = {p["key"]: ("<unconditional ids>" if p["input_mode"] == "unconditional-ids" else repr(p["prompt"]))
-             for p in metrics.get("prompts", [])}
+    label = {p["key"]: text_label(p) for p in metrics.get("prompts", [])}
     seen_groups: set[tuple] = set()
     group = {p["key"]: p["id_group"] for p in metrics.get("prompts", [])}
     rows = []
@@ -89,10 +93,11 @@ def measured_section(metrics: dict[str, Any], run: Path) -> list[str]:
     run_info, ref = metrics["run"], metrics["reference"]
     dd = metrics.get("dedupe", {}).get("run", {})
     lines = ["", "## Measured behaviour (crayonbox lab)", "",
-             f"From lab run `{run}`: {run_info['images']} images; {dd.get('unique_perceptual', '–')} perceptually "
-             f"unique. Reference: {ref.get('source') or 'none'}. Intervals are {run_info['confidence']:.0%} "
-             "simultaneous over each attribute's outcomes; \"differs\" means the G-test against the training images "
-             "survives Benjamini–Hochberg at FDR 5 % across every prompt × scale × attribute.", "",
+             f"From lab run `{run}`: {run_info['images']} images; {dd.get('unique_perceptual', '–')} "
+             f"perceptually unique. Reference: {ref.get('source') or 'none'}. Intervals are "
+             f"{run_info['confidence']:.0%} simultaneous over each attribute's outcomes; \"differs\" means "
+             "the G-test against the training images survives Benjamini–Hochberg at FDR 5 % across every "
+             "prompt × scale × attribute.", "",
              "### What the null prompts really are", ""]
     for p in metrics.get("prompts", []):
         if p["family"] == "null":
@@ -102,25 +107,29 @@ def measured_section(metrics: dict[str, Any], run: Path) -> list[str]:
     lines += ["", "### Most common outcome per prompt", "",
               "| prompt | scale | attribute | outcome | share [CI] | training share | differs | n |",
               "|---|---|---|---|---|---|---|---|", *headline_rows(metrics)]
-    slopes = [r for r in metrics.get("dose_response", []) if "slope" in r and r["slope_low"] * r["slope_high"] > 0]
+    slopes = [r for r in metrics.get("dose_response", [])
+              if "slope" in r and r["slope_low"] * r["slope_high"] > 0]
     lines += ["", "### What guidance changes", ""]
     if slopes:
-        lines += ["Outcomes whose share changes with condition scale (odds ratio per doubling, CI excludes 1):", ""]
+        lines += ["Outcomes whose share changes with condition scale (odds ratio per doubling, CI excludes "
+                  "1):", ""]
+        names = {p["key"]: text_label(p) for p in metrics.get("prompts", [])}
         for r in sorted(slopes, key=lambda r: -abs(r["slope"]))[:12]:
-            lines.append(f"- {md(r['prompt_key'])} · {md(r['instrument'].split('-')[0])}.{md(r['attribute'])} = "
-                         f"{md(r['label'])}: {' → '.join(pct(s) for s in r['shares'])} at scales "
+            lines.append(f"- `{md(names.get(r['prompt_key'], r['prompt_key']))}` · "
+                         f"{md(r['instrument'].split('-')[0])}.{md(r['attribute'])} = {md(r['label'])}: "
+                         f"{' → '.join(pct(s) for s in r['shares'])} at scales "
                          f"{', '.join(f'{s:g}' for s in r['scales'])} (OR {r['odds_ratio']:.2f})")
     else:
         lines.append("No outcome's share changed detectably with condition scale in this run.")
     lines += ["", "### How far the instruments can be trusted", ""]
-    for key, info in metrics["instruments"].items():
+    for info in metrics["instruments"].values():
         v = info.get("validation", {})
         if "confusions" in v:
             for attribute, c in v["confusions"].items():
                 recall = ", ".join(f"{k} {pct(x)}" for k, x in c["recall"].items())
-                lines.append(f"- {md(info['name'])}.{md(attribute)}: accuracy {pct(c['accuracy'])} on {c['n']} "
-                             f"held-out renders ({md(v['source'])}); recall per true class: {md(recall)}; unclear "
-                             f"{pct(c['unclear_rate'])}")
+                lines.append(f"- {md(info['name'])}.{md(attribute)}: accuracy {pct(c['accuracy'])} on "
+                             f"{c['n']} held-out renders ({md(v['source'])}); recall per true class: "
+                             f"{md(recall)}; unclear {pct(c['unclear_rate'])}")
         else:
             lines.append(f"- {md(info['name'])}: {md(v.get('error') or v.get('source', 'not validated'))}")
     return lines
@@ -134,15 +143,18 @@ def build_card(model: str | Path, run: str | Path | None = None) -> str:
     lines = model_section(folder, meta, weights_hash)
     if run is None:
         lines += ["", "## Measured behaviour", "", "Not measured yet. To measure it:", "",
-                  f"    crayonbox lab probe --model {folder} --prompts null,neutral -n 400 --condition-scale 1,3,10 "
-                  "--out RUN", "    crayonbox lab measure RUN", f"    crayonbox lab card {folder} --run RUN"]
+                  f"    crayonbox lab probe --model {folder} --prompts null,neutral -n 400 "
+                  "--condition-scale 1,3,10 --out RUN", "    crayonbox lab measure RUN",
+                  f"    crayonbox lab card {folder} --run RUN"]
     else:
         metrics = read_metrics(run)
         if metrics["run"].get("model_hash") != weights_hash:
-            raise CrayonboxError(f"run {run} measured other weights (hash {str(metrics['run'].get('model_hash'))[:12]}…, "
-                                 f"this model {weights_hash[:12]}…): probe this model first")
+            measured = str(metrics["run"].get("model_hash"))[:12]
+            raise CrayonboxError(f"run {run} measured other weights (hash {measured}…, this model "
+                                 f"{weights_hash[:12]}…): probe this model first")
         lines += measured_section(metrics, Path(run))
-        lines += ["", "## Reproduce", "", f"    crayonbox lab measure {run}", f"    crayonbox lab report {run}"]
+        lines += ["", "## Reproduce", "", f"    crayonbox lab measure {run}",
+                  f"    crayonbox lab report {run}"]
     return "\n".join(lines) + "\n"
 
 

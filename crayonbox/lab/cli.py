@@ -18,7 +18,8 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,3,10, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,3,10, got "
+                                         f"{text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("give at least one condition scale")
     return values
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     probe = lab_sub.add_parser("probe", help="generate many images per prompt and condition scale into a run")
     probe.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
-    probe.add_argument("--prompts", required=True, help="families (null, neutral, attire, person, animal, food, "
-                       "object) and/or prompt files, comma-separated")
+    probe.add_argument("--prompts", required=True, help="families (null, neutral, attire, person, animal, "
+                       "food, object) and/or prompt files, comma-separated")
     probe.add_argument("-n", type=int, default=400, help="images per prompt and scale (default 400)")
     probe.add_argument("--condition-scale", type=_floats, default=(1.0, 3.0, 10.0), help="e.g. 1,3,10")
     probe.add_argument("--top-k", type=int, default=None)
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--temperature", type=float, default=None)
     probe.add_argument("--seed", type=int, default=0, help="image i of every prompt uses seed+i (default 0)")
     probe.add_argument("--out", type=Path, required=True, help="run folder (created, or resumed)")
-    probe.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    probe.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     probe.add_argument("--threads", type=int, default=None, help="torch threads per process")
     probe.add_argument("--batch-images", type=int, default=256, help="images decoded together")
     probe.add_argument("--world-config", type=Path, default=None, help="world config for the world families")
@@ -50,18 +51,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     measure = lab_sub.add_parser("measure", help="apply instruments to a run and compute the statistics")
     measure.add_argument("run", type=Path)
     measure.add_argument("--instruments", default="skin_tone,clusters",
-                         help="comma-separated: skin_tone, judge, clip, clusters (default skin_tone,clusters)")
+                         help="comma-separated: skin_tone, judge, clip, clusters "
+                              "(default skin_tone,clusters)")
     measure.add_argument("--judge", type=Path, default=None, help="trained judge folder (for the judge)")
     measure.add_argument("--clip-weights", type=Path, default=None, help="CLIP state dict (.safetensors)")
     measure.add_argument("--clip-arch", default="ViT-B-32", help="open_clip architecture of those weights")
     measure.add_argument("--reference", type=Path, default=None,
-                         help="training shard folder (default: the model's training data, from its provenance)")
+                         help="training shard folder (default: the model's training data, from its "
+                              "provenance)")
     measure.add_argument("--no-reference", action="store_true", help="compare with a balanced model only")
     measure.add_argument("--reference-limit", type=int, default=2000, help="training images to measure")
     measure.add_argument("--validation", type=Path, default=None,
                          help="labelled world folder (default: fresh renders of the world config)")
     measure.add_argument("--validation-n", type=int, default=300)
-    measure.add_argument("--world-config", type=Path, default=None, help="world config of the validation renders")
+    measure.add_argument("--world-config", type=Path, default=None,
+                         help="world config of the validation renders")
     measure.add_argument("--clusters", type=int, default=8, help="k of the label-free clusters (default 8)")
     measure.add_argument("--seed", type=int, default=0)
     measure.add_argument("--quiet", action="store_true")
@@ -87,9 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_probe_command(args: argparse.Namespace) -> int:
     from crayonbox.lab.probe import ProbeConfig, run_probe
 
-    config = ProbeConfig(model=args.model, prompts=[args.prompts], n=args.n, condition_scales=args.condition_scale,
-                         top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, seed=args.seed,
-                         workers=args.workers, threads=args.threads, batch_images=args.batch_images,
+    config = ProbeConfig(model=args.model, prompts=[args.prompts], n=args.n,
+                         condition_scales=args.condition_scale, top_k=args.top_k, top_p=args.top_p,
+                         temperature=args.temperature, seed=args.seed, workers=args.workers,
+                         threads=args.threads, batch_images=args.batch_images,
                          world_config=args.world_config, verify=args.verify)
     summary = run_probe(config, args.out, progress=not args.quiet)
     print(f"{summary.run}: {summary.generated} new images ({summary.already_stored} already stored, "
@@ -104,11 +109,13 @@ def run_measure_command(args: argparse.Namespace) -> int:
         instruments=tuple(p.strip() for p in args.instruments.split(",") if p.strip()), judge=args.judge,
         clip_arch=args.clip_arch, clip_weights=args.clip_weights, reference=args.reference,
         use_reference=not args.no_reference, reference_limit=args.reference_limit, validation=args.validation,
-        validation_n=args.validation_n, world_config=args.world_config, clusters=args.clusters, seed=args.seed)
+        validation_n=args.validation_n, world_config=args.world_config, clusters=args.clusters,
+        seed=args.seed)
     metrics = measure_run(args.run, config, progress=not args.quiet)
     found = metrics["multiple_testing"].get("discoveries", [])
-    print(f"{args.run}/metrics.json: {len(metrics['cells'])} cells, {metrics['reference']['n']} reference images, "
-          f"{len(found)} of {metrics['multiple_testing']['tests']} tests significant after Benjamini–Hochberg")
+    print(f"{args.run}/metrics.json: {len(metrics['cells'])} cells, {metrics['reference']['n']} reference "
+          f"images, {len(found)} of {metrics['multiple_testing']['tests']} tests significant after "
+          "Benjamini–Hochberg")
     return 0
 
 

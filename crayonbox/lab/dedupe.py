@@ -93,7 +93,8 @@ def near_duplicate_groups(bits: np.ndarray, max_distance: int = DEFAULT_MAX_DIST
     return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
-def dedupe(shas: list[str], bits: dict[str, np.ndarray], max_distance: int = DEFAULT_MAX_DISTANCE) -> DedupeResult:
+def dedupe(shas: list[str], bits: dict[str, np.ndarray],
+           max_distance: int = DEFAULT_MAX_DISTANCE) -> DedupeResult:
     """Unique counts of a list of images (one entry per image, repeats allowed)."""
     if not shas:
         return DedupeResult(0, 0, 0, max_distance, 0)
@@ -101,8 +102,9 @@ def dedupe(shas: list[str], bits: dict[str, np.ndarray], max_distance: int = DEF
     groups = near_duplicate_groups(np.stack([bits[s] for s in distinct]), max_distance)
     group_of = dict(zip(distinct, groups.tolist(), strict=True))
     sizes = np.bincount([group_of[s] for s in shas])
-    return DedupeResult(images=len(shas), unique_exact=len(distinct), unique_perceptual=int((sizes > 0).sum()),
-                        max_distance=max_distance, largest_group=int(sizes.max()))
+    return DedupeResult(images=len(shas), unique_exact=len(distinct),
+                        unique_perceptual=int((sizes > 0).sum()), max_distance=max_distance,
+                        largest_group=int(sizes.max()))
 
 
 def dedupe_run(store: RunStore, max_distance: int = DEFAULT_MAX_DISTANCE,

@@ -1,7 +1,7 @@
 """Prompt families the lab probes, and prompt files users bring.
 
-A probe names what to send with `--prompts`: built-in family names ("null", "neutral", "attire", …), paths of
-UTF-8 files with one prompt per line, or several of either separated by commas.
+A probe names what to send with `--prompts`: built-in family names ("null", "neutral", "attire", …),
+paths of UTF-8 files with one prompt per line, or several of either separated by commas.
 
 The null family is the blank-prompt mystery (bias-measurement.md §1): "", " " and lone punctuation all
 normalise to " " and reach the model as `<s> Ġ </s>`, while the unconditional branch of guidance is the raw
@@ -96,17 +96,18 @@ def read_prompt_file(path: Path) -> list[PromptSpec]:
         text = raw.decode("utf-8-sig")  # tolerate a BOM written by Windows editors
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise CrayonboxError(f"prompt file {path} is not UTF-8 (bad byte {raw[e.start]:#04x} on line {line}); "
-                             "re-save it as UTF-8") from None
+        raise CrayonboxError(f"prompt file {path} is not UTF-8 (bad byte {raw[e.start]:#04x} on line "
+                             f"{line}); re-save it as UTF-8") from None
     prompts = [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise CrayonboxError(f"prompt file {path} has no prompts: write one prompt per line")
     return [PromptSpec(p, path.name) for p in prompts]
 
 
-def expand_prompts(names: str | Iterable[str | PromptSpec], world_config: Path | None = None) -> list[PromptSpec]:
-    """Family names, prompt files and PromptSpecs (a list, or one comma-separated string) → unique PromptSpecs,
-    in order.
+def expand_prompts(names: str | Iterable[str | PromptSpec],
+                   world_config: Path | None = None) -> list[PromptSpec]:
+    """Family names, prompt files and PromptSpecs (a list, or one comma-separated string) → unique
+    PromptSpecs, in order.
 
     A name is read as a file when such a file exists, else as a family; an unknown family that is not a file
     either is an error naming both possibilities. PromptSpecs pass through (for exact prompts from code)."""

@@ -62,11 +62,14 @@ class MeasureConfig:
         if unknown:
             raise CrayonboxError(f"unknown instrument(s) {unknown}: choose from {', '.join(INSTRUMENTS)}")
         if "judge" in self.instruments and self.judge is None:
-            raise CrayonboxError("the judge instrument needs --judge FOLDER (train one with `crayonbox train judge`)")
+            raise CrayonboxError("the judge instrument needs --judge FOLDER (train one with "
+                                 "`crayonbox train judge`)")
         if "clip" in self.instruments and self.clip_weights is None:
-            raise CrayonboxError("the clip instrument needs --clip-weights FILE (no CLIP weights ship with crayonbox)")
+            raise CrayonboxError("the clip instrument needs --clip-weights FILE (no CLIP weights ship with "
+                                 "crayonbox)")
         if self.clusters < 2 or self.reference_limit < 0 or self.validation_n < 1 or self.batch < 1:
-            raise CrayonboxError("need --clusters ≥ 2, --reference-limit ≥ 0, --validation-n ≥ 1 and --batch ≥ 1")
+            raise CrayonboxError("need --clusters ≥ 2, --reference-limit ≥ 0, --validation-n ≥ 1 and "
+                                 "--batch ≥ 1")
         return self
 
 
@@ -172,7 +175,8 @@ def load_reference(store: RunStore, folder: Path, limit: int, progress: bool) ->
 def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureConfig,
              cache: dict[str, Any]) -> dict[str, Any]:
     """Confusion matrices of one instrument on labelled held-out renders (cached in the run)."""
-    source = str(config.validation) if config.validation else f"renders:{config.world_config}:{config.validation_n}"
+    source = (str(config.validation) if config.validation
+              else f"renders:{config.world_config}:{config.validation_n}")
     record = f"validation:{key}:{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     found = store.get_record(record)
     if found is not None:
@@ -212,12 +216,15 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
     """Measure the run's images and the reference with every instrument (using the caches)."""
     records = store.images()
     if not records:
-        raise CrayonboxError(f"{store.folder} holds no images yet: run `crayonbox lab probe --out {store.folder}`")
+        raise CrayonboxError(f"{store.folder} holds no images yet: run "
+                             f"`crayonbox lab probe --out {store.folder}`")
     paths = {r.sha256: r.path for r in records}
     run_shas = list(paths)
     reference: list[ReferenceItem] = []
     source = None
-    folder = resolve_reference_dir(config.reference, store.get_meta("model_dir")) if config.use_reference else None
+    folder = None
+    if config.use_reference:
+        folder = resolve_reference_dir(config.reference, store.get_meta("model_dir"))
     if folder is not None and config.reference_limit > 0:
         reference = load_reference(store, folder, config.reference_limit, progress)
         source = f"first {len(reference)} images of {folder}"
@@ -231,10 +238,11 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
         key = instrument_key(instrument)
         measured.instruments[key] = {"name": instrument.name, "outcomes": instrument.outcomes(),
                                      "validation": validate(store, instrument, key, config, validation_cache)}
-        measured.run_labels[key] = label_images(store, instrument, key, run_shas, paths, config.batch, progress)
+        measured.run_labels[key] = label_images(store, instrument, key, run_shas, paths, config.batch,
+                                                progress)
         if reference:
-            measured.reference_labels[key] = label_images(store, instrument, key, ref_shas, paths, config.batch,
-                                                          progress)
+            measured.reference_labels[key] = label_images(store, instrument, key, ref_shas, paths,
+                                                          config.batch, progress)
         if hasattr(instrument, "embed") and hasattr(instrument, "embedding_name"):
             extractor = _JudgeFeatures(instrument)  # a judge's penultimate features beat colour histograms
     if "clusters" in config.instruments:
@@ -263,7 +271,8 @@ class _JudgeFeatures:
         return np.asarray(self.judge.embed(images), dtype=np.float32)
 
 
-def measure_run(run: str | Path, config: MeasureConfig | None = None, progress: bool = True) -> dict[str, Any]:
+def measure_run(run: str | Path, config: MeasureConfig | None = None,
+                progress: bool = True) -> dict[str, Any]:
     """Measure a run and write RUN/metrics.json (atomically); returns the metrics."""
     from crayonbox.lab.analysis import analyse
     from crayonbox.lab.dedupe import dedupe_run
@@ -273,7 +282,8 @@ def measure_run(run: str | Path, config: MeasureConfig | None = None, progress: 
         measured = collect(store, config, progress)
         metrics = analyse(store, measured, config.confidence, config.seed)
         metrics["dedupe"] = dedupe_run(store, progress=progress)
-        metrics["measure_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}
+        metrics["measure_config"] = {k: str(v) if isinstance(v, Path) else v
+                                     for k, v in config.__dict__.items()}
         write_metrics(store.folder, metrics)
     return metrics
 
@@ -282,7 +292,8 @@ def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:
     """RUN/metrics.json, written atomically (tmp + rename)."""
     path = Path(folder) / METRICS
     tmp = path.with_name(f".{METRICS}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    text = json.dumps(metrics, indent=1, ensure_ascii=False, allow_nan=False)
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -39,14 +39,16 @@ class ProbeConfig:
 
     model: Path | None = None  # model folder; None = crayonbox.default_model_dir()
     prompts: list[str | PromptSpec] = field(default_factory=lambda: ["null"])  # families, files, PromptSpecs
-    n: int = 400  # images per prompt per condition scale (≥ 400 gives ±5 % intervals, bias-measurement §5.4)
+    n: int = 400  # images per prompt and condition scale (≥ 400: ±5 % intervals, bias-measurement §5.4)
     condition_scales: tuple[float, ...] = (1.0, 3.0, 10.0)
     top_k: int | None = None
     top_p: float | None = None
     temperature: float | None = None
     seed: int = 0  # image i of every prompt and scale uses seed + i
-    workers: int = 1  # processes; 1 = this process with `threads` torch threads
-    threads: int | None = None  # torch threads per process (None: torch's default when workers = 1, else 1)
+    # Processes. On 2 shared cores, 2 one-thread workers beat 1 two-thread process 2.4× in CPU s/image
+    # (bench/probe.py: 0.150 vs 0.364): the decode loop is many small ops that threads cannot split well.
+    workers: int = 2
+    threads: int | None = None  # torch threads per process (None: 1 with workers, torch's default without)
     batch_images: int = 256  # images decoded together (each takes 2 cache rows under guidance)
     world_config: Path | None = None  # world config for the attire/person/… families (None: the default)
     verify: bool = False  # first check every stored row's PNG and redraw the missing ones
@@ -183,9 +185,10 @@ class ProbeWorker:
             sha, rel = stored[row]
             records.append(ImageRecord(
                 prompt=spec.prompt, input_mode=spec.input_mode, family=spec.family, normalized=enc.normalized,
-                token_ids=_real_ids(enc), uncond_ids=_real_ids(self.uncond), condition_scale=s.condition_scale,
-                top_k=s.top_k, top_p=s.top_p, temperature=s.temperature, seed=self.seed + task.index,
-                image_index=task.index, model_hash=self.weights_hash, sha256=sha, path=rel, image_tokens=grid))
+                token_ids=_real_ids(enc), uncond_ids=_real_ids(self.uncond),
+                condition_scale=s.condition_scale, top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
+                seed=self.seed + task.index, image_index=task.index, model_hash=self.weights_hash, sha256=sha,
+                path=rel, image_tokens=grid))
         return records
 
     def decode_tokens(self, tasks: list[Task]) -> torch.Tensor:
@@ -193,8 +196,8 @@ class ProbeWorker:
         used = sorted({t.spec for t in tasks})
         states, mask = self.pipe.encode_text([self.encodings[i] for i in used])
         row = {spec: r for r, spec in enumerate(used)}
-        jobs = [ImageJob(states[row[t.spec]], mask[row[t.spec]], self.seed + t.index, self.settings[t.settings],
-                         tag=i) for i, t in enumerate(tasks)]
+        jobs = [ImageJob(states[row[t.spec]], mask[row[t.spec]], self.seed + t.index,
+                         self.settings[t.settings], tag=i) for i, t in enumerate(tasks)]
         decoding = self.pipe.new_decoding(sum(decoding_rows(j) for j in jobs))
         # Cross-attention only needs the longest real prompt, not all text_length slots: for blank prompts
         # (3 ids of 64) this removes most of the attention cost. Decoding sizes its cache from `text_len`.
@@ -250,8 +253,9 @@ def record_prompts(store: RunStore, tokenizer: Tokenizer, specs: list[PromptSpec
             enc = encode_spec(tokenizer, spec)
             store.put_record(f"prompt:{spec.key}", {
                 "key": spec.key, "prompt": spec.prompt, "family": spec.family, "input_mode": spec.input_mode,
-                "label": spec.label, "normalized": enc.normalized, "ids": _real_ids(enc), "tokens": enc.tokens,
-                "notes": enc.notes, "uncond_ids": _real_ids(uncond), "uncond_tokens": uncond.tokens})
+                "label": spec.label, "normalized": enc.normalized, "ids": _real_ids(enc),
+                "tokens": enc.tokens, "notes": enc.notes, "uncond_ids": _real_ids(uncond),
+                "uncond_tokens": uncond.tokens})
 
 
 def chunked(tasks: list[Task], size: int) -> list[list[Task]]:
@@ -274,8 +278,8 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
         todo, have = plan_tasks(specs, settings, config.n, config.seed, store.existing_keys())
         record_prompts(store, load_tokenizer(folder), specs)
         store.put_record(f"probe:{time.strftime('%Y%m%dT%H%M%S')}:{os.getpid()}",
-                         {"config": _jsonable(config), "model": str(folder.resolve()), "planned": len(todo) + have,
-                          "already_stored": have, "redrawn_missing_png": redraw,
+                         {"config": _jsonable(config), "model": str(folder.resolve()),
+                          "planned": len(todo) + have, "already_stored": have, "redrawn_missing_png": redraw,
                           "common_random_numbers": True})
         start, generated = time.perf_counter(), 0
         bar = tqdm(total=len(todo) + have, initial=have, unit="img", desc="probe", disable=not progress)
@@ -308,4 +312,5 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
 def _jsonable(config: ProbeConfig) -> dict[str, Any]:
     data = asdict(config)
     data["prompts"] = [p.key if isinstance(p, PromptSpec) else p for p in config.prompts]
-    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+            for k, v in data.items()}

@@ -55,7 +55,8 @@ def resolve_reference_dir(given: str | Path | None, model_dir: str | Path | None
         return folder
     if model_dir is None or not (Path(model_dir) / "pipeline.json").exists():
         return None
-    provenance = json.loads((Path(model_dir) / "pipeline.json").read_text(encoding="utf-8")).get("provenance", {})
+    meta = json.loads((Path(model_dir) / "pipeline.json").read_text(encoding="utf-8"))
+    provenance = meta.get("provenance", {})
     if provenance.get("reference_data"):
         return Path(provenance["reference_data"])
     tokens = provenance.get("tokens")
@@ -131,6 +132,6 @@ def validation_folder(folder: Path, n: int) -> tuple[list[Image.Image], list[dic
             images.append(decode_image(item))
             truths.append(item.meta["world"])
     if not images:
-        raise CrayonboxError(f"--validation {folder} has no labelled items (meta['world'] ground truth); give a "
-                             "folder made by `crayonbox world build`")
+        raise CrayonboxError(f"--validation {folder} has no labelled items (meta['world'] ground truth); "
+                             "give a folder made by `crayonbox world build`")
     return images, truths, f"{len(images)} labelled items of {folder}"

@@ -27,13 +27,17 @@ from crayonbox.lab.store import RunStore
 GRID_IMAGES = 16  # images per sample grid (the first seeds, so grids line up across prompts and scales)
 
 
+UNCONDITIONAL_HTML = "<code>&lt;unconditional ids&gt;</code>"
+
+
 def prompt_labels(metrics: dict[str, Any]) -> dict[str, str]:
     """prompt key → escaped HTML label."""
-    out = {}
-    for row in metrics.get("prompts", []):
-        out[row["key"]] = "<code>&lt;unconditional ids&gt;</code>" if row["input_mode"] == "unconditional-ids" \
-            else show_prompt(row["prompt"])
-    return out
+    return {row["key"]: html_label(row) for row in metrics.get("prompts", [])}
+
+
+def html_label(row: dict[str, Any]) -> str:
+    """A prompt record as escaped HTML."""
+    return UNCONDITIONAL_HTML if row["input_mode"] == "unconditional-ids" else show_prompt(row["prompt"])
 
 
 def id_groups(metrics: dict[str, Any]) -> dict[str, list[str]]:
@@ -63,8 +67,7 @@ def group_label(labels: dict[str, str], groups: dict[str, list[str]], key: str) 
 
 def label_of(labels: dict[str, str], key: str) -> str:
     mode, _, prompt = key.partition(":")
-    return labels.get(key) or ("<code>&lt;unconditional ids&gt;</code>" if mode == "unconditional-ids"
-                               else show_prompt(prompt))
+    return labels.get(key) or (UNCONDITIONAL_HTML if mode == "unconditional-ids" else show_prompt(prompt))
 
 
 def summary_section(metrics: dict[str, Any], records: list[Any]) -> str:
@@ -72,7 +75,8 @@ def summary_section(metrics: dict[str, Any], records: list[Any]) -> str:
     scales = sorted({r.condition_scale for r in records})
     rows = [("images", run["images"]), ("prompts", len({r.prompt_key for r in records})),
             ("condition scales", ", ".join(f"{s:g}" for s in scales)),
-            ("unique images (exact / perceptual)", f"{dd.get('unique_exact', '–')} / {dd.get('unique_perceptual', '–')}"),
+            ("unique images (exact / perceptual)",
+             f"{dd.get('unique_exact', '–')} / {dd.get('unique_perceptual', '–')}"),
             ("model hash", run.get("model_hash")), ("model folder", run.get("model_dir")),
             ("reference", ref.get("source") or "none (compared with a balanced model only)"),
             ("intervals", f"{run['confidence']:.0%}, simultaneous over each attribute's outcomes (Goodman)")]
@@ -88,8 +92,7 @@ def tokens_section(metrics: dict[str, Any]) -> str:
     rows, classes = [], []
     for group, members in groups.items():
         first = members[0]
-        prompts = " ".join("<code>&lt;unconditional ids&gt;</code>" if m["input_mode"] == "unconditional-ids"
-                           else show_prompt(m["prompt"]) for m in members)
+        prompts = " ".join(html_label(m) for m in members)
         rows.append((esc(group), prompts, show_prompt(first["normalized"]),
                      f"<code>{esc(' '.join(first['tokens']))}</code>", f"<code>{esc(first['ids'])}</code>",
                      "yes" if first["equals_unconditional"] else "no", first.get("matched_reference_n", 0)))
@@ -97,18 +100,19 @@ def tokens_section(metrics: dict[str, Any]) -> str:
     if not rows:
         return ""
     uncond = metrics["prompts"][0]
-    head = (f"<h2>What each prompt really became</h2><p>Prompts in one row reach the model as the same ids, so "
-            f"with the same seeds they give identical images. The unconditional branch of guidance is "
-            f"<code>{esc(' '.join(uncond['uncond_tokens']))}</code> = <code>{esc(uncond['uncond_ids'])}</code>."
-            "</p>")
-    return head + table(["group", "prompts", "normalised", "tokens", "ids", "= unconditional", "training images "
-                         "with these ids"], rows, raw_columns=(0, 1, 2, 3, 4), row_classes=classes)
+    head = ("<h2>What each prompt really became</h2><p>Prompts in one row reach the model as the same ids, "
+            "so with the same seeds they give identical images. The unconditional branch of guidance is "
+            f"<code>{esc(' '.join(uncond['uncond_tokens']))}</code> = "
+            f"<code>{esc(uncond['uncond_ids'])}</code>.</p>")
+    headers = ["group", "prompts", "normalised", "tokens", "ids", "= unconditional",
+               "training images with these ids"]
+    return head + table(headers, rows, raw_columns=(0, 1, 2, 3, 4), row_classes=classes)
 
 
 def instruments_section(metrics: dict[str, Any]) -> str:
-    parts = ["<h2>Instruments and their validation</h2><p>Confusion matrices on labelled held-out renders: rows "
-             "are the truth, columns the instrument's reading. \"none\" and \"unclear\" are outcomes, never "
-             "dropped.</p>"]
+    parts = ["<h2>Instruments and their validation</h2><p>Confusion matrices on labelled held-out renders: "
+             "rows are the truth, columns the instrument's reading. \"none\" and \"unclear\" are outcomes, "
+             "never dropped.</p>"]
     for key, info in metrics["instruments"].items():
         validation = info.get("validation", {})
         parts.append(f"<h3>{esc(info['name'])} <span class=\"note\">({esc(key)})</span></h3>"
@@ -154,10 +158,10 @@ def shares_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
     for cell in metrics["cells"]:
         by_attr[(cell["instrument"], cell["attribute"])][cell["prompt_key"]].append(cell)
     parts = ["<h2>Shares against the training images</h2><p>Bars: share of the model's images with the "
-             "simultaneous interval; diamonds: the same instrument on training images. Table: the most common "
-             "outcome, distances to the reference with the G-test (Benjamini–Hochberg adjusted across every "
-             "cell), Miller–Madow entropy, the published-style MAD with its noise floor at the same n, and the "
-             "share corrected for instrument error.</p>"]
+             "simultaneous interval; diamonds: the same instrument on training images. Table: the "
+             "most common outcome, distances to the reference with the G-test (Benjamini–Hochberg "
+             "adjusted across every cell), Miller–Madow entropy, the published-style MAD with its noise "
+             "floor at the same n, and the share corrected for instrument error.</p>"]
     for (instrument, attribute), prompts in by_attr.items():
         reference = metrics["reference"]["counts"].get(instrument, {}).get(attribute)
         parts.append(f"<h3>{esc(instrument)} · {esc(attribute)}</h3><div class=\"grid\">")
@@ -165,36 +169,39 @@ def shares_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
         groups = id_groups(metrics)
         for key in shown_once(prompts, groups):
             cells = prompts[key]
-            title = f"{key.partition(':')[2]!r}" if not key.startswith("unconditional") else "<unconditional ids>"
+            title = "<unconditional ids>" if key.startswith("unconditional") else repr(key.partition(":")[2])
             parts.append(plot(shares_figure(cells, reference, f"{title} · {attribute}"), f"shares {key}"))
-            rows += [cell_row(group_label(labels, groups, key), c) for c in sorted(cells, key=lambda c: c["settings"]
-                                                                         ["condition_scale"])]
+            by_scale = sorted(cells, key=lambda c: c["settings"]["condition_scale"])
+            rows += [cell_row(group_label(labels, groups, key), c) for c in by_scale]
         parts.append("</div>")
-        parts.append(table(["prompt", "scale", "n", "top outcome", "share [CI]", "training share", "TV", "JS",
-                            "KL (null bias)", "G p (BH)", "entropy MM [CI]", "MAD (floor, p)", "corrected share"],
-                           rows, raw_columns=(0,)))
+        headers = ["prompt", "scale", "n", "top outcome", "share [CI]", "training share", "TV", "JS",
+                   "KL (null bias)", "G p (BH)", "entropy MM [CI]", "MAD (floor, p)", "corrected share"]
+        parts.append(table(headers, rows, raw_columns=(0,)))
     return "".join(parts)
+
+
+def pick(result: dict[str, Any], name: str, j: int) -> Any:
+    """Entry j of a per-outcome list in a statistics result (None when the statistic is absent or failed)."""
+    values = result.get(name)
+    return values[j] if isinstance(values, list) else None
 
 
 def cell_row(label: str, c: dict[str, Any]) -> list[Any]:
     """One table row summarising a cell by its most common outcome."""
     top = max(range(len(c["labels"])), key=lambda j: c["counts"][j])
-    sim = c.get("simultaneous", {})
-    ref = c.get("vs_reference", {})
+    sim, ref, test = c.get("simultaneous", {}), c.get("vs_reference", {}), c.get("test", {})
     dist, gaps = ref.get("distance", {}), ref.get("gaps", {})
-    test = c.get("test", {})
     ent, mad, corr = c.get("entropy", {}), c.get("mad", {}), c.get("corrected", {})
     return [label, c["settings"]["condition_scale"], c["n"], c["labels"][top],
-            interval(c["shares"][top], (sim.get("low") or [None] * (top + 1))[top],
-                     (sim.get("high") or [None] * (top + 1))[top]),
-            fmt((gaps.get("reference") or [None] * (top + 1))[top]),
-            dist.get("total_variation"), dist.get("jensen_shannon"),
+            interval(c["shares"][top], pick(sim, "low", top), pick(sim, "high", top)),
+            fmt(pick(gaps, "reference", top)), dist.get("total_variation"), dist.get("jensen_shannon"),
             f"{fmt(dist.get('kl'))} ({fmt(dist.get('kl_null_bias'))})" if dist else "–",
             f"{fmt(test.get('p_value'))} ({fmt(test.get('bh_adjusted'))})" if test else "–",
             interval(ent.get("miller_madow"), ent.get("low"), ent.get("high")),
-            f"{fmt(mad.get('mad'))} ({fmt(mad.get('null_mean'))}, {fmt(mad.get('p_value'))})" if "mad" in mad else "–",
-            interval((corr.get("estimate") or [None] * (top + 1))[top], (corr.get("low") or [None] * (top + 1))[top],
-                     (corr.get("high") or [None] * (top + 1))[top]) if "estimate" in corr else "–"]
+            f"{fmt(mad['mad'])} ({fmt(mad.get('null_mean'))}, {fmt(mad.get('p_value'))})"
+            if "mad" in mad else "–",
+            interval(pick(corr, "estimate", top), pick(corr, "low", top), pick(corr, "high", top))
+            if "estimate" in corr else "–"]
 
 
 def dose_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
@@ -214,14 +221,15 @@ def dose_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
         title = f"{key.partition(':')[2]!r} · {instrument.split('-')[0]}.{attribute}"
         figures.append(plot(dose_figure(group, title), f"dose-response {key}"))
     body = table(["prompt", "instrument", "outcome", "shares by scale", "slope per doubling [CI]", "p"],
-                 [(group_label(labels, same, r["prompt_key"]), r["instrument"].split("-")[0] + "." + r["attribute"],
-                   r["label"], " → ".join(fmt(s) for s in r["shares"]),
+                 [(group_label(labels, same, r["prompt_key"]),
+                   f"{r['instrument'].split('-')[0]}.{r['attribute']}", r["label"],
+                   " → ".join(fmt(s) for s in r["shares"]),
                    interval(r["slope"], r["slope_low"], r["slope_high"]), r["slope_p"]) for r in rows],
                  raw_columns=(0,))
-    return ("<h2>Guidance dose–response</h2><p>Share of each outcome against condition scale (binomial GLM on "
-            "log₂ scale: the slope is the change in log-odds per doubling of the scale). A slope whose interval "
-            f"excludes 0 is bias that guidance creates or removes.</p><div class=\"grid\">{''.join(figures)}</div>"
-            + body)
+    return ("<h2>Guidance dose–response</h2><p>Share of each outcome against condition scale (binomial GLM "
+            "on log₂ scale: the slope is the change in log-odds per doubling of the scale). A slope whose "
+            "interval excludes 0 is bias that guidance creates or removes.</p>"
+            f"<div class=\"grid\">{''.join(figures)}</div>" + body)
 
 
 def clusters_section(store: RunStore, metrics: dict[str, Any]) -> str:
@@ -242,9 +250,9 @@ def clusters_section(store: RunStore, metrics: dict[str, Any]) -> str:
             cells.append(img(make_grid(images, columns=len(images)), f"cluster {label}", 40 * len(images))
                          if images else "–")
         rows.append((esc(label), *cells))
-    return ("<h2>Label-free clusters</h2><p>k-means on " + esc(clusters["extractor"]) + " features of the model's "
-            "and the training images together (no labels involved). Exemplars are the images nearest each "
-            "centroid; the cluster shares per prompt are in the tables above.</p>"
+    return ("<h2>Label-free clusters</h2><p>k-means on " + esc(clusters["extractor"]) + " features of the "
+            "model's and the training images together (no labels involved). Exemplars are the images nearest "
+            "each centroid; the cluster shares per prompt are in the tables above.</p>"
             + table(["cluster", "model exemplars", "training exemplars"], rows, raw_columns=(0, 1, 2)))
 
 
@@ -277,13 +285,15 @@ def cell_csv_rows(metrics: dict[str, Any]) -> Iterable[list[Any]]:
         mode, _, prompt = c["prompt_key"].partition(":")
         sim, ref = c.get("simultaneous", {}), c.get("vs_reference", {})
         gaps, corr = ref.get("gaps", {}), c.get("corrected", {})
+        s = c["settings"]
         for j, label in enumerate(c["labels"]):
-            pick = (lambda d, name, j=j: (d.get(name) or [None] * len(c["labels"]))[j])
-            yield [prompt, mode, c["settings"]["condition_scale"], c["settings"]["top_k"], c["settings"]["top_p"],
-                   c["settings"]["temperature"], c["instrument"], c["attribute"], label, c["counts"][j], c["n"],
-                   c["shares"][j], pick(sim, "low"), pick(sim, "high"), pick(gaps, "reference"), pick(gaps, "gap"),
-                   pick(gaps, "gap_low"), pick(gaps, "gap_high"), pick(gaps, "ratio"), pick(corr, "estimate"),
-                   pick(corr, "low"), pick(corr, "high"), c.get("test", {}).get("bh_adjusted")]
+            yield [prompt, mode, s["condition_scale"], s["top_k"], s["top_p"], s["temperature"],
+                   c["instrument"], c["attribute"], label, c["counts"][j], c["n"], c["shares"][j],
+                   pick(sim, "low", j), pick(sim, "high", j), pick(gaps, "reference", j),
+                   pick(gaps, "gap", j), pick(gaps, "gap_low", j), pick(gaps, "gap_high", j),
+                   pick(gaps, "ratio", j),
+                   pick(corr, "estimate", j), pick(corr, "low", j), pick(corr, "high", j),
+                   c.get("test", {}).get("bh_adjusted")]
 
 
 def build_report(run: str | Path, out: str | Path | None = None) -> Path:
@@ -308,13 +318,14 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
                                   "instrument", "attribute", "outcome", "count", "n", "share", "low", "high",
                                   "training_share", "gap", "gap_low", "gap_high", "ratio", "corrected",
                                   "corrected_low", "corrected_high", "bh_adjusted_p"], cell_csv_rows(metrics))
-    write_csv(out / "dose_response.csv", ["prompt_key", "instrument", "attribute", "outcome", "scales", "shares",
-                                          "slope", "slope_low", "slope_high", "slope_p", "odds_ratio"],
+    write_csv(out / "dose_response.csv", ["prompt_key", "instrument", "attribute", "outcome", "scales",
+                                          "shares", "slope", "slope_low", "slope_high", "slope_p",
+                                          "odds_ratio"],
               ([r["prompt_key"], r["instrument"], r["attribute"], r["label"], json.dumps(r.get("scales")),
                 json.dumps(r.get("shares")), r.get("slope"), r.get("slope_low"), r.get("slope_high"),
                 r.get("slope_p"), r.get("odds_ratio")] for r in metrics.get("dose_response", [])))
-    write_csv(out / "prompts.csv", ["prompt", "input_mode", "family", "normalized", "ids", "tokens", "id_group",
-                                    "equals_unconditional", "notes"],
+    write_csv(out / "prompts.csv", ["prompt", "input_mode", "family", "normalized", "ids", "tokens",
+                                    "id_group", "equals_unconditional", "notes"],
               ([p["prompt"], p["input_mode"], p["family"], p["normalized"], json.dumps(p["ids"]),
                 " ".join(p["tokens"]), p["id_group"], p["equals_unconditional"], " | ".join(p["notes"])]
                for p in metrics.get("prompts", [])))

@@ -16,12 +16,14 @@ from typing import Any
 from PIL import Image
 
 CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222;
+       padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; } h3 { margin-bottom: .3em; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, .mono { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; word-break: break-all; }
+code, .mono { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap;
+              word-break: break-all; }
 img.pixel { image-rendering: pixelated; } .grid { display: flex; flex-wrap: wrap; gap: 14px; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #555; max-width: 420px; }
 .warn { color: #a40; } .ok { color: #060; } .note { color: #555; font-size: 13px; }
@@ -116,5 +118,6 @@ def plot(fig: Any, alt: str, caption: str = "") -> str:
 def page(title: str, sections: Sequence[str]) -> str:
     """The whole self-contained document."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(sections)}</body></html>\n")

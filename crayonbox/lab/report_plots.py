@@ -1,7 +1,8 @@
 """The report's two kinds of plot, drawn with matplotlib's Agg backend (no display needed):
 
 - shares: one bar per outcome and condition scale with its simultaneous interval, and the training
-  reference's share (with its Wilson interval) as a black diamond — "how far from the data, and is it noise";
+  reference's share (with its Wilson interval) as a black diamond: "how far from the data, and is it
+  noise";
 - dose–response: each outcome's share against condition scale with its Wilson band — "how much of the bias
   does guidance create".
 """
@@ -21,8 +22,8 @@ from crayonbox.lab import stats  # noqa: E402
 
 
 def plain(text: str) -> str:
-    """Text for a matplotlib title: `$` escaped so a prompt such as "$" is not read as mathtext, and characters
-    beyond the plot font (emoji) written as escapes instead of empty boxes."""
+    """Text for a matplotlib title: `$` escaped so a prompt such as "$" is not read as mathtext, and
+    characters beyond the plot font (emoji) written as escapes instead of empty boxes."""
     return text.encode("latin-1", "backslashreplace").decode("latin-1").replace("$", r"\$")
 
 
@@ -37,8 +38,9 @@ def shares_figure(cells: list[dict[str, Any]], reference: list[int] | None, titl
         share = np.asarray(cell["shares"])
         sim = cell.get("simultaneous", {})
         low, high = np.asarray(sim.get("low", share)), np.asarray(sim.get("high", share))
-        ax.bar(x + i * width, share, width, label=f"scale {cell['settings']['condition_scale']:g} (n={cell['n']})",
-               yerr=np.vstack([share - low, high - share]).clip(min=0), capsize=2, error_kw={"elinewidth": 0.8})
+        name = f"scale {cell['settings']['condition_scale']:g} (n={cell['n']})"
+        error = np.vstack([share - low, high - share]).clip(min=0)
+        ax.bar(x + i * width, share, width, label=name, yerr=error, capsize=2, error_kw={"elinewidth": 0.8})
     if reference:
         counts = np.asarray(reference)
         n = int(counts.sum())

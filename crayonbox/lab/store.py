@@ -1,4 +1,5 @@
-"""A lab run on disk: one SQLite database (WAL) with a row per image, and the images as content-addressed PNGs.
+"""A lab run on disk: one SQLite database (WAL) with a row per image, and the images as content-addressed
+PNGs.
 
     RUN/
       lab.sqlite            images, measurements (cached per image hash), features, and JSON records
@@ -8,8 +9,9 @@
 Why it survives `kill -9` with nothing lost or duplicated: a PNG is written first (tmp file + os.replace),
 then its row is inserted inside a transaction, and rows are unique on (prompt, input mode, sampler settings,
 seed). A kill between the two leaves only an orphan PNG that the resumed probe rewrites byte for byte; a kill
-inside a transaction rolls it back whole. WAL with synchronous=NORMAL and un-fsynced PNGs are durable against a
-killed process; a power cut could lose the last images, which `crayonbox lab probe --verify` finds and redraws.
+inside a transaction rolls it back whole. WAL with synchronous=NORMAL and un-fsynced PNGs are durable against
+a killed process; a power cut could lose the last images, which `crayonbox lab probe --verify` finds and
+redraws.
 
 A run belongs to one model: `bind_model` records the model's hash at creation and refuses any other.
 """
@@ -134,8 +136,8 @@ def content_path(sha: str) -> str:
 
 
 def write_png(folder: Path, image: Image.Image) -> tuple[str, str]:
-    """Store an image content-addressed under `folder`; returns (sha256, relative path). Atomic and idempotent:
-    an existing file with this hash is left alone (same bytes by construction)."""
+    """Store an image content-addressed under `folder`; returns (sha256, relative path). Atomic and
+    idempotent: an existing file with this hash is left alone (same bytes by construction)."""
     data = png_bytes(image)
     sha = hashlib.sha256(data).hexdigest()
     rel = content_path(sha)
@@ -160,14 +162,14 @@ class RunStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, folder: str | Path) -> RunStore:
-        """Open a run folder for writing, creating it when absent. Refuses a non-empty folder that is not a run,
-        so a typo in --out never writes into (or next to) someone's files."""
+        """Open a run folder for writing, creating it when absent. Refuses a non-empty folder that is not a
+        run, so a typo in --out never writes into (or next to) someone's files."""
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise CrayonboxError(f"{folder} is a file, not a run folder: pass a folder path to --out")
         if folder.is_dir() and not (folder / DB_NAME).exists() and any(folder.iterdir()):
-            raise CrayonboxError(f"{folder} is not empty and is not a lab run (no {DB_NAME}): choose a new or "
-                                 "empty --out folder")
+            raise CrayonboxError(f"{folder} is not empty and is not a lab run (no {DB_NAME}): choose a new "
+                                 "or empty --out folder")
         folder.mkdir(parents=True, exist_ok=True)
         return cls._connect(folder)
 
@@ -176,8 +178,8 @@ class RunStore:
         """Open an existing run folder."""
         folder = Path(folder)
         if not (folder / DB_NAME).exists():
-            raise CrayonboxError(f"{folder} is not a lab run (no {DB_NAME}); make one with `crayonbox lab probe "
-                                 f"--out {folder}`")
+            raise CrayonboxError(f"{folder} is not a lab run (no {DB_NAME}); make one with "
+                                 f"`crayonbox lab probe --out {folder}`")
         return cls._connect(folder)
 
     @classmethod
@@ -225,9 +227,9 @@ class RunStore:
             return
         if known != model_hash or self.get_meta("text_hash") != text_hash:
             raise CrayonboxError(
-                f"{self.folder} holds a run of another model ({self.get_meta('model_dir')}, hash {known[:12]}…); "
-                f"this model ({model_dir}) hashes to {model_hash[:12]}…. Use a new --out folder: a run never "
-                "mixes models, and nothing stored was changed")
+                f"{self.folder} holds a run of another model ({self.get_meta('model_dir')}, hash "
+                f"{known[:12]}…); this model ({model_dir}) hashes to {model_hash[:12]}…. Use a new --out "
+                "folder: a run never mixes models, and nothing stored was changed")
 
     def put_record(self, key: str, value: Any) -> None:
         """Store a JSON value (validation matrices, reference counts, probe plans) under `key`."""
@@ -308,7 +310,8 @@ class RunStore:
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO labels (sha256, instrument, attribute, label) "
                                 "VALUES (?, ?, ?, ?)",
-                                [(sha, instrument, a, lab) for sha, d in labels.items() for a, lab in d.items()])
+                                [(sha, instrument, a, lab) for sha, d in labels.items()
+                                 for a, lab in d.items()])
 
     def features(self, extractor: str) -> dict[str, np.ndarray]:
         """sha256 → float32 feature vector cached for this extractor."""
@@ -317,7 +320,8 @@ class RunStore:
 
     def add_features(self, extractor: str, vectors: dict[str, np.ndarray]) -> None:
         with self.transaction():
-            self.db.executemany("INSERT OR REPLACE INTO features (sha256, extractor, vector) VALUES (?, ?, ?)",
+            self.db.executemany("INSERT OR REPLACE INTO features (sha256, extractor, vector) "
+                                "VALUES (?, ?, ?)",
                                 [(sha, extractor, np.asarray(v, dtype=np.float32).tobytes())
                                  for sha, v in vectors.items()])
 

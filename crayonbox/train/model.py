@@ -49,17 +49,17 @@ class TrainConfig:
     vqgan: str = ""  # VQGAN folder from `crayonbox train vqgan` (or a model folder)
     out: str = ""  # the model folder to write
     preset: str = "small"  # transformer shape, see TRAIN_PRESETS
-    steps: int = 4000  # optimizer steps in all
+    steps: int = 4000  # optimizer steps in all; 0 = as many as fit in --max-minutes (speed measured early on)
     batch_size: int = 64  # global batch: rows per optimizer step, all processes together
     micro_batch: int = 0  # rows per forward pass and process (gradient accumulation); 0 = no accumulation
     learning_rate: float = 1e-3  # peak, reached after warmup
     min_lr_ratio: float = 0.1  # cosine decays to learning_rate × this
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear warmup from ~0 to learning_rate
     weight_decay: float = 0.01  # matrices and embeddings only
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9  # AdamW β1
+    beta2: float = 0.95  # AdamW β2 (nanoGPT's; forgets stale curvature faster than 0.999)
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    precision: str = "bfloat16"  # autocast dtype of the forward pass: bfloat16 | float32 (exact, slower)
+    precision: str = "float32"  # float32 | bfloat16 (autocast; pays only on CPUs with AVX-512 BF16 or AMX)
     blank_caption_prob: float = 0.0  # extra caption dropout per step, on top of the caption pipeline's
     eval_fraction: float = 0.02  # share of rows held out (by key hash) for the eval loss
     eval_rows: int = 1024  # at most this many held-out rows per evaluation
@@ -67,8 +67,8 @@ class TrainConfig:
     sample_every: int = 1000  # steps between sample grids (and at the end); 0 = only at the end
     sample_prompts: int = 8  # held-out captions drawn in each grid, plus the blank prompt
     checkpoint_every: int = 100  # steps between checkpoints (and at the end)
-    seed: int = 0
-    init_std: float = 0.02
+    seed: int = 0  # initial weights, batch order and extra caption dropout all follow it
+    init_std: float = 0.02  # std of the normal init of matrices and embeddings (dalle-mini's init_std)
     condition_scale: float = 10.0  # sampler default written to pipeline.json (and used for sample grids)
     top_k: int = 50  # sampler default written to pipeline.json
     export_dtype: str = "float32"  # dtype of the exported weights: float32 | float16 (half the size)
@@ -76,7 +76,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop (checkpoint + export) once this much training time has passed; 0 = off
     threads: int = 0  # torch threads per process; 0 = cores / processes
     device: str = "auto"  # auto | cpu | cuda
-    progress: bool = True
+    progress: bool = True  # tqdm progress bar
 
 
 @dataclass
@@ -117,8 +117,9 @@ def model_config(preset: str, tokenizer: Tokenizer, vqgan_cfg: VQGANConfig) -> M
 
 @dataclass
 class WarmupCosine:
-    """LR multiplier: linear warmup to 1, then cosine down to `floor` at `total` steps (nanoGPT's get_lr).
-    A callable object rather than a function, so LambdaLR's state_dict keeps its fields."""
+    """LR multiplier: linear warmup to 1, then cosine down to `floor` at `total` steps (nanoGPT's get_lr);
+    `total` 0 = not known yet (see `StepPlan`): hold the peak. A callable object rather than a function, so
+    LambdaLR's state_dict (and so the checkpoint) keeps its fields."""
 
     warmup: int
     total: int
@@ -127,8 +128,36 @@ class WarmupCosine:
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / (self.warmup + 1)
+        if self.total == 0:
+            return 1.0
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class StepPlan:
+    """The run's length: `--steps N`, or with `--steps 0` as many steps as fit in `--max-minutes`.
+
+    The speed is measured over this process's first min(warmup, 50) steps (the warmup's LR does not depend on
+    the total), then the total goes into the schedule, so the cosine ends exactly at the budget and a resumed
+    run keeps the same total (it is in the scheduler's state). All processes take rank 0's number.
+    """
+
+    shape: WarmupCosine
+    max_minutes: float
+    first_step: int  # where this process started (0, or the checkpoint's step)
+    reserve: float = 0.05  # share of the remaining time kept for evaluations, sample grids and the export
+
+    def update(self, done: int, seconds_here: float, elapsed: float, dist: Dist) -> None:
+        """Fix the total once enough steps were timed (no-op when it is known)."""
+        measured = done - self.first_step
+        if self.shape.total or measured < max(1, min(self.shape.warmup, 50)):
+            return
+        left = max(0.0, self.max_minutes * 60 - elapsed) * (1 - self.reserve)
+        total = torch.tensor([done + max(1, int(left / (seconds_here / measured)))], device=dist.device)
+        if dist.world > 1:
+            torch.distributed.broadcast(total, src=0)
+        self.shape.total = int(total)
 
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -249,8 +278,10 @@ def train(cfg: TrainConfig) -> dict:
     bart.init_weights(cfg.init_std)
     bart.to(dist.device).train()
     optimizer = configure_optimizer(bart, cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps,
-                                                                         cfg.min_lr_ratio))
+    shape = WarmupCosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
+    if cfg.steps == 0 and cfg.max_minutes <= 0:
+        raise CrayonboxError("--steps 0 means 'as many as fit in the time budget': give --max-minutes too")
     data_identity = {"global_batch": cfg.batch_size, "rows": len(train_data), "seed": cfg.seed}
     start, elapsed_before = 0, 0.0
     if cfg.resume and ckpt_path.exists():
@@ -260,9 +291,10 @@ def train(cfg: TrainConfig) -> dict:
                                  f"{data_identity}; resume with the same data, --batch-size and --seed")
         bart.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
+        schedule.load_state_dict(state["scheduler"])  # also restores shape.total
         ckpt.restore_rng(state["rng"])
         start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+    plan = StepPlan(shape, cfg.max_minutes, start)
     model: nn.Module = bart
     if dist.world > 1:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -283,12 +315,12 @@ def train(cfg: TrainConfig) -> dict:
             torch.distributed.barrier()
 
     # ---- the loop: step s reads global rows s·B … s·B+B−1; this process takes its contiguous slice
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train model", unit="step",
+    bar = tqdm(initial=start, total=shape.total or None, desc="train model", unit="step",
                disable=not (cfg.progress and dist.main))
     started, done, last_eval = time.perf_counter(), start, float("nan")
     mine = slice(dist.rank * local, (dist.rank + 1) * local)
-    for step in bar:
-        tick = time.perf_counter()
+    while shape.total == 0 or done < shape.total:
+        step, tick = done, time.perf_counter()
         rows = train_data.global_rows(step, cfg.batch_size)[mine]
         blank = blank_draws(cfg.seed, step, cfg.batch_size, cfg.blank_caption_prob)[mine]
         loss_sum = torch.zeros((), device=dist.device)
@@ -312,8 +344,11 @@ def train(cfg: TrainConfig) -> dict:
         row = {"step": done, "epoch": done * cfg.batch_size / len(train_data), "lr": lr, "loss": float(loss_sum),
                "grad_norm": float(grad_norm), "samples_per_s": cfg.batch_size / (time.perf_counter() - tick),
                "elapsed_s": round(elapsed, 3)}
+        plan.update(done, time.perf_counter() - started, elapsed, dist)
+        bar.total = shape.total or None
+        bar.update(1)
         out_of_time = time_is_up(cfg, elapsed, dist)
-        finished = done == cfg.steps or out_of_time
+        finished = done == shape.total or out_of_time
         if done % cfg.eval_every == 0 or finished:
             row["eval_loss"] = last_eval = evaluate_loss(model, eval_data, cfg, dist, micro)
         if dist.main:
@@ -334,7 +369,8 @@ def train(cfg: TrainConfig) -> dict:
     if dist.main:
         log.close()
         sizes = {"train": len(train_data), "eval": len(eval_data), "processes": dist.world}
-        provenance = run_provenance(cfg, vqgan_info, model_cfg, work / "metrics.csv", done, last_eval, sizes)
+        provenance = run_provenance(cfg, vqgan_info, model_cfg, work / "metrics.csv", done, shape.total, last_eval,
+                                    sizes)
         export_model(cfg, bart, vqgan, tokenizer, provenance)
     if dist.world > 1:
         torch.distributed.barrier()
@@ -353,13 +389,13 @@ def time_is_up(cfg: TrainConfig, elapsed: float, dist: Dist) -> bool:
 
 
 def run_provenance(cfg: TrainConfig, vqgan_info: dict, model_cfg: ModelConfig, metrics: Path, steps: int,
-                   eval_loss: float, sizes: dict) -> dict:
+                   planned: int, eval_loss: float, sizes: dict) -> dict:
     """What pipeline.json records about the run: data, sizes, steps, the loss curve (every evaluation)."""
     rows = ckpt.read_metrics(metrics)
     recent = [float(r["loss"]) for r in rows[-50:]]
     return {"trained_by": "crayonbox train model", "tokens": str(Path(cfg.tokens).resolve()),
             "tokenizer": str(Path(cfg.tokenizer).resolve()), "vqgan": vqgan_info, "rows": sizes,
-            "steps": steps, "planned_steps": cfg.steps, "stopped_early": steps < cfg.steps,
+            "steps": steps, "planned_steps": planned, "stopped_early": steps < planned,
             "samples_seen": steps * cfg.batch_size,
             "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
             "final_train_loss": sum(recent) / len(recent) if recent else None, "final_eval_loss": eval_loss,

@@ -41,26 +41,26 @@ class VQGANTrainConfig:
     data: str = ""  # shard folder (webdataset tars; `crayonbox world build` or img2dataset output)
     out: str = ""  # output folder: vqgan/ component, report.json, train/
     preset: str = "small"  # VQGAN shape (crayonbox.config.VQGAN_PRESETS)
-    steps: int = 3000
-    batch_size: int = 32
+    steps: int = 3000  # optimizer steps in all; 0 = as many as fit in --max-minutes (speed measured early on)
+    batch_size: int = 32  # images per step
     learning_rate: float = 1e-3  # peak; warmup then cosine to a tenth
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear warmup from ~0 to learning_rate
     l2_weight: float = 1.0  # reconstruction = L1 + l2_weight·L2 + edge_weight·|∇x − ∇x̂|
-    edge_weight: float = 0.5
+    edge_weight: float = 0.5  # weight of the image-gradient L1 (sharp sprite edges)
     commitment: float = 0.25  # β of the commitment loss
     ema_decay: float = 0.99  # codebook EMA
     dead_after: int = 100  # steps without use before a code is restarted
     kmeans_batches: int = 8  # batches of encoder outputs for the k-means init (0 = random init)
     precision: str = "float32"  # autocast dtype: float32 | bfloat16
     eval_fraction: float = 0.02  # share of images held out (by key hash) for PSNR and usage
-    eval_images: int = 512
-    eval_every: int = 250
-    checkpoint_every: int = 100
-    seed: int = 0
-    resume: bool = False
+    eval_images: int = 512  # at most this many held-out images per evaluation
+    eval_every: int = 250  # steps between evaluations (and at the end)
+    checkpoint_every: int = 100  # steps between checkpoints (and at the end)
+    seed: int = 0  # initial weights, k-means, batch order and code restarts all follow it
+    resume: bool = False  # continue from OUT/train/checkpoint.pt
     max_minutes: float = 0.0  # stop (checkpoint + export) after this much training time; 0 = off
     threads: int = 0  # torch threads; 0 = all cores
-    progress: bool = True
+    progress: bool = True  # tqdm progress bar
 
 
 def load_images(folder: str | Path, resolution: int, progress: bool = True) -> tuple[list[str], Tensor]:
@@ -221,7 +221,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     from tqdm import tqdm
 
     from crayonbox.model_folder import save_component
-    from crayonbox.train.model import WarmupCosine, autocast_for
+    from crayonbox.train.model import Dist, StepPlan, WarmupCosine, autocast_for
 
     if not (cfg.data and cfg.out):
         raise CrayonboxError("give --data (a shard folder) and --out")
@@ -250,7 +250,10 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     codebook = EMACodebook(model.quantize.embedding.weight.data, cfg.ema_decay)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   betas=(0.9, 0.99), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, cfg.steps, 0.1))
+    shape = WarmupCosine(cfg.warmup_steps, cfg.steps, 0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
+    if cfg.steps == 0 and cfg.max_minutes <= 0:
+        raise CrayonboxError("--steps 0 means 'as many as fit in the time budget': give --max-minutes too")
     restart_gen = torch.Generator().manual_seed(cfg.seed)
     identity = {"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed}
     start, elapsed_before = 0, 0.0
@@ -276,11 +279,11 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     ckpt.remove_stale_temporaries(work)
     log = ckpt.MetricsLog(work / "metrics.csv", METRICS, resume_step=start if cfg.resume else None)
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train vqgan", unit="step",
-               disable=not cfg.progress)
+    plan, single = StepPlan(shape, cfg.max_minutes, start), Dist(0, 1, torch.device("cpu"))
+    bar = tqdm(initial=start, total=shape.total or None, desc="train vqgan", unit="step", disable=not cfg.progress)
     started, done, report = time.perf_counter(), start, {}
-    for step in bar:
-        tick = time.perf_counter()
+    while shape.total == 0 or done < shape.total:
+        step, tick = done, time.perf_counter()
         x = to_unit(train_pixels[sampler.rows(step, cfg.batch_size)])
         with autocast_for(cfg.precision, x.device):
             z = model.encode_latent(x)
@@ -302,11 +305,14 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         restarted = codebook.restart_dead(flat.detach(), step, cfg.dead_after, restart_gen)
         done = step + 1
         elapsed = elapsed_before + time.perf_counter() - started
-        row = {"step": done, "lr": lr, "loss": float(loss), "l1": float(l1), "l2": float(l2), "edge": float(edge),
-               "commit": float(commit), "restarted": restarted, "elapsed_s": round(elapsed, 3),
-               "samples_per_s": cfg.batch_size / (time.perf_counter() - tick)}
+        row = {"step": done, "lr": lr, "restarted": restarted, "elapsed_s": round(elapsed, 3),
+               "samples_per_s": cfg.batch_size / (time.perf_counter() - tick),
+               **{k: v.item() for k, v in {"loss": loss, "l1": l1, "l2": l2, "edge": edge, "commit": commit}.items()}}
+        plan.update(done, time.perf_counter() - started, elapsed, single)
+        bar.total = shape.total or None
+        bar.update(1)
         out_of_time = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes * 60
-        finished = done == cfg.steps or out_of_time
+        finished = done == shape.total or out_of_time
         if done % cfg.eval_every == 0 or finished:
             report = evaluate(model, eval_pixels)
             row.update(report)
@@ -324,7 +330,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
 
     report = report or evaluate(model, eval_pixels)
     rows = ckpt.read_metrics(work / "metrics.csv")
-    report.update({"steps": done, "planned_steps": cfg.steps, "images": {"train": len(train_pixels),
+    report.update({"steps": done, "planned_steps": shape.total, "images": {"train": len(train_pixels),
                    "eval": len(eval_pixels)}, "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
                    "restarted_codes": sum(int(r["restarted"]) for r in rows), "data": str(Path(cfg.data).resolve()),
                    "config": dataclasses.asdict(cfg), "vqgan_config": vq_cfg.to_dict()})

@@ -16,8 +16,8 @@ def probed_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     from crayonbox.lab.probe import ProbeConfig, run_probe
 
     out = tmp_path_factory.mktemp("lab") / "run"
-    run_probe(ProbeConfig(model=tiny_model_dir, prompts=["null", "neutral"], n=PROBE_N, condition_scales=(1, 3),
-                          threads=1), out, progress=False)
+    run_probe(ProbeConfig(model=tiny_model_dir, prompts=["null", "neutral"], n=PROBE_N,
+                          condition_scales=(1, 3), threads=1), out, progress=False)
     return out
 
 

@@ -61,7 +61,8 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(path))
     loaded = ClipInstrument.from_weights("tiny", path, config=RANDOM_CONFIG)
     image = [Image.new("RGB", (40, 40), (120, 80, 60))]
-    assert np.allclose(loaded.probabilities(image)["attire"], source.probabilities(image)["attire"], atol=1e-5)
+    expected = source.probabilities(image)["attire"]
+    assert np.allclose(loaded.probabilities(image)["attire"], expected, atol=1e-5)
     torch.save({"state_dict": {"module.x": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(CrayonboxError, match="does not fit"):
         ClipInstrument.from_weights("tiny", tmp_path / "bad.pt", config=RANDOM_CONFIG)

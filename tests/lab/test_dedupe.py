@@ -37,7 +37,8 @@ def test_near_copies_group_and_different_pictures_do_not():
     groups = near_duplicate_groups(np.stack(list(bits.values())), max_distance=6)
     assert groups[0] == groups[1] == groups[2] and len(set(groups.tolist())) == 3
     result = dedupe(["a", "a", "a_noisy", "a_shifted", "b", "c"], bits, max_distance=6)
-    assert (result.images, result.unique_exact, result.unique_perceptual, result.largest_group) == (6, 5, 3, 4)
+    counts = (result.images, result.unique_exact, result.unique_perceptual, result.largest_group)
+    assert counts == (6, 5, 3, 4)
     assert abs(result.duplicate_share - 0.5) < 1e-12
     assert dedupe(["a", "b"], bits, max_distance=0).unique_perceptual == 2
 

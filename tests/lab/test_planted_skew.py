@@ -1,12 +1,13 @@
 """Planted skew: does the lab find a bias we put there on purpose, in the right direction and size?
 
-Fast version (always runs): "model images" are renders of a world whose people are skin tone 5 in 70 % of
-images, the "training images" renders of one where they are 30 %. Through the real pipeline of the lab
-(run store → measure with the skin meter → statistics against the reference), the measured gap must have the
-planted sign, exclude zero, and cover the true gap of the images actually drawn.
+"Model images" are renders of a world whose people are skin tone 5 in 70 % of images, the "training
+images" renders of one where they are 30 %. Through the real pipeline of the lab (run store → measure with
+the skin meter → statistics against the reference), the measured gap must have the planted sign, exclude
+zero, and cover the true gap of the images actually drawn.
 
-Slow version (`-m slow`): a model trained for a few minutes on a world with the same skew, probed with the
-blank prompt; it runs once crayonbox.train can make such a model in the time a test may take.
+What this does not yet cover: a *model trained* on the skewed world (the training code landed while this
+was written); see docs/lab.md for the end-to-end check to add once a few-minute recipe makes 64-px images
+whose skin colours the meter can read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
 import yaml
 
 from crayonbox.lab.measure import MeasureConfig, measure_run
@@ -24,12 +24,12 @@ N = 160
 
 
 def skewed_world(dark_share: float) -> dict:
-    """The default world reduced to one person per plain white image, tone 5 with `dark_share`, else tone 1."""
+    """The default world reduced to one person per plain white image: tone 5 with `dark_share`, else 1."""
     from crayonbox.data.world.config import DEFAULT_CONFIG
 
     data = copy.deepcopy(yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8")))
-    data.update(objects_per_scene={1: 1.0}, categories={"person": 1.0}, pool={"person": ["person"]}, weights={},
-                pair_with_person={}, cooccurrence={}, shard_size=N)
+    data.update(objects_per_scene={1: 1.0}, categories={"person": 1.0}, pool={"person": ["person"]},
+                weights={}, pair_with_person={}, cooccurrence={}, shard_size=N)
     data["person"] = {"gender": {"woman": 1, "man": 1}, "skin_tone": {5: dark_share, 1: 1 - dark_share}}
     data["background"] = {"kind": {"plain": 1}, "colour": {"white": 1}}
     data["layout"] = {"scale": {1: [0.7, 0.8]}, "jitter": 0.02}
@@ -61,8 +61,8 @@ def test_lab_recovers_a_planted_skin_tone_skew(tmp_path):
         records = []
         for i, item in enumerate(iter_items(tmp_path / "model_images")):
             sha, rel = write_png(run, decode_image(item))
-            records.append(ImageRecord("a person", "normalised", "planted", " a person", [0, 5, 2], [0, 2], 10.0,
-                                       50, 1.0, 1.0, i, i, "planted", sha, rel, []))
+            records.append(ImageRecord("a person", "normalised", "planted", " a person", [0, 5, 2], [0, 2],
+                                       10.0, 50, 1.0, 1.0, i, i, "planted", sha, rel, []))
         store.add_images(records)
     metrics = measure_run(run, MeasureConfig(instruments=("skin_tone",), reference=tmp_path / "training",
                                              validation_n=120), progress=False)
@@ -77,11 +77,3 @@ def test_lab_recovers_a_planted_skin_tone_skew(tmp_path):
     corrected = cell["corrected"]
     assert corrected["low"][five] <= tone_share(model_worlds, 5) <= corrected["high"][five]
 
-
-@pytest.mark.slow
-def test_trained_model_reproduces_a_planted_blank_prompt_skew(tmp_path):
-    train = pytest.importorskip("crayonbox.train.model")
-    if not hasattr(train, "train"):
-        pytest.skip("crayonbox.train.model.train is not available yet")
-    pytest.skip("needs a recipe that trains a 64-px model whose skin colours the meter can read in minutes; "
-                "see docs/lab.md (planted skew)")

@@ -87,9 +87,9 @@ def _key_to_sha(folder: Path) -> dict[tuple, str]:
 def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tiny_model_dir, tmp_path):
     run = tmp_path / "killed"
     n, scales = 40, "1,3"
-    command = [sys.executable, "-m", "crayonbox.cli", "lab", "probe", "--model", str(tiny_model_dir), "--prompts",
-               "null", "-n", str(n), "--condition-scale", scales, "--out", str(run), "--batch-images", "4",
-               "--threads", "1", "--quiet"]
+    command = [sys.executable, "-m", "crayonbox.cli", "lab", "probe", "--model", str(tiny_model_dir),
+               "--prompts", "null", "-n", str(n), "--condition-scale", scales, "--out", str(run),
+               "--batch-images", "8", "--workers", "1", "--threads", "1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rows, deadline = 0, time.time() + 120
@@ -110,7 +110,7 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tiny_model_dir,
     assert 60 <= rows < planned
 
     summary = run_probe(ProbeConfig(model=tiny_model_dir, prompts=["null"], n=n, condition_scales=(1, 3),
-                                    threads=1), run, progress=False)
+                                    workers=1, threads=1), run, progress=False)
     assert summary.already_stored >= 60 and summary.already_stored + summary.generated == planned
     with RunStore.open(run) as store:
         records = store.images()
@@ -118,15 +118,15 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tiny_model_dir,
         assert all((run / r.path).exists() for r in records)
     # The interrupted run holds exactly what an uninterrupted one makes, image for image.
     clean = tmp_path / "clean"
-    run_probe(ProbeConfig(model=tiny_model_dir, prompts=["null"], n=n, condition_scales=(1, 3), threads=1), clean,
-              progress=False)
+    run_probe(ProbeConfig(model=tiny_model_dir, prompts=["null"], n=n, condition_scales=(1, 3), workers=1,
+                          threads=1), clean, progress=False)
     assert _key_to_sha(run) == _key_to_sha(clean)
 
 
 def test_two_worker_processes_make_the_same_images(tiny_model_dir, probed_run, tmp_path):
     run = tmp_path / "workers"
-    summary = run_probe(ProbeConfig(model=tiny_model_dir, prompts=["neutral"], n=PROBE_N, condition_scales=(1, 3),
-                                    workers=2, batch_images=8), run, progress=False)
+    summary = run_probe(ProbeConfig(model=tiny_model_dir, prompts=["neutral"], n=PROBE_N,
+                                    condition_scales=(1, 3), workers=2, batch_images=8), run, progress=False)
     assert summary.generated == 5 * 2 * PROBE_N
     mine = _key_to_sha(run)
     shared = {k: v for k, v in _key_to_sha(probed_run).items() if k in mine}

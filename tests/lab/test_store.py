@@ -18,8 +18,9 @@ def _image(value: int) -> Image.Image:
 
 def _record(sha: str, path: str, seed: int = 5, scale: float = 3.0) -> ImageRecord:
     return ImageRecord(prompt="", input_mode="normalised", family="null", normalized=" ", token_ids=[0, 9, 2],
-                       uncond_ids=[0, 2], condition_scale=scale, top_k=16, top_p=1.0, temperature=1.0, seed=seed,
-                       image_index=seed, model_hash="m", sha256=sha, path=path, image_tokens=[1, 2, 3])
+                       uncond_ids=[0, 2], condition_scale=scale, top_k=16, top_p=1.0, temperature=1.0,
+                       seed=seed, image_index=seed, model_hash="m", sha256=sha, path=path,
+                       image_tokens=[1, 2, 3])
 
 
 def test_pngs_are_content_addressed_and_stored_once(tmp_path):
@@ -42,7 +43,8 @@ def test_rows_are_unique_on_prompt_settings_and_seed(tmp_path):
         assert store.count_images() == 2
         assert ("", "normalised", settings_key(3, 16, 1, 1), 6) in store.existing_keys()
         back = store.images()[0]
-        assert back.token_ids == [0, 9, 2] and back.image_tokens == [1, 2, 3] and back.prompt_key == "normalised:"
+        assert back.token_ids == [0, 9, 2] and back.image_tokens == [1, 2, 3]
+        assert back.prompt_key == "normalised:"
 
 
 def test_a_row_needs_its_png_on_disk(tmp_path):

@@ -50,7 +50,7 @@ def render_scene(world: World, scene: Scene, rng: np.random.Generator) -> np.nda
     size, bg = world.config.size, scene.background
     canvas = background(rng, bg["kind"], bg["colour"], bg["colour2"], size)
     for obj in scene.objects:
-        x0, y0, x1, _ = obj.bbox
+        x0, y0 = obj.bbox[:2]
         rgb, alpha = world.bank.sprite(obj.emoji.seq, sprite_side(obj.scale, size))
         paste(canvas, rgb, alpha, x0, y0)
     return to_uint8(canvas)
@@ -181,6 +181,8 @@ def build_world(config: WorldConfig, out: Path, n: int, workers: int = 2, seed: 
         with mp.get_context().Pool(workers, initializer=_init_worker, initargs=(config, seed)) as pool:
             for count in pool.imap_unordered(_build_shard, todo):
                 bar.update(count)
+            pool.close()  # let workers exit cleanly (the with-block alone would terminate them)
+            pool.join()
     bar.close()
     manifest["shards"] = len(tasks)
     return manifest

@@ -69,7 +69,7 @@ class OpenClip:
     """The two open_clip modules crayonbox uses."""
 
     model: types.ModuleType  # open_clip.model (CLIP)
-    tokenizer: types.ModuleType  # open_clip.tokenizer (SimpleTokenizer; its BPE vocabulary ships in the wheel)
+    tokenizer: types.ModuleType  # open_clip.tokenizer (SimpleTokenizer; its vocabulary ships in the wheel)
     config_dir: Path  # open_clip/model_configs
 
 
@@ -170,20 +170,21 @@ class ClipInstrument(Instrument):
     @classmethod
     def from_weights(cls, arch: str, weights: str | Path, config: dict[str, Any] | None = None,
                      **kwargs: Any) -> ClipInstrument:
-        """Build open_clip's `arch` (or an explicit open_clip `config`) and load the user's weights into it."""
+        """Build open_clip's `arch` (or an explicit open_clip `config`) and load the user's weights."""
         clip = import_open_clip()
         config = config or model_config(arch, clip)
         model = clip.model.CLIP(**config)
         missing, unexpected = model.load_state_dict(load_state(Path(weights)), strict=False)
         if missing or unexpected:
-            raise CrayonboxError(f"{weights} does not fit open_clip's {arch}: missing {missing[:3]}, unexpected "
-                                 f"{unexpected[:3]}")
-        return cls(model, clip.tokenizer.SimpleTokenizer(context_length=config["text_cfg"].get("context_length", 77)),
+            raise CrayonboxError(f"{weights} does not fit open_clip's {arch}: missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]}")
+        context = config["text_cfg"].get("context_length", 77)
+        return cls(model, clip.tokenizer.SimpleTokenizer(context_length=context),
                    config["vision_cfg"]["image_size"], name=f"clip-{arch}-{Path(weights).stem}", **kwargs)
 
     @classmethod
     def random(cls, seed: int = 0, **kwargs: Any) -> ClipInstrument:
-        """A small randomly initialised CLIP (ViT, 32 px): its labels are meaningless, its plumbing is real."""
+        """A small randomly initialised CLIP (ViT, 32 px): its labels mean nothing, its plumbing is real."""
         clip = import_open_clip()
         torch.manual_seed(seed)
         model = clip.model.CLIP(**RANDOM_CONFIG)

@@ -73,9 +73,10 @@ class ColourLayoutFeatures:
         angle = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned: an edge and its mirror are one direction
         direction = np.minimum((angle / np.pi * self.orientations).astype(int), self.orientations - 1)
         cell = self.side // self.grid
-        cell_index = (np.arange(self.side)[:, None] // cell) * self.grid + np.arange(self.side)[None, :] // cell
-        index = cell_index * self.orientations + direction
-        return np.bincount(index.ravel(), weights=magnitude.ravel(), minlength=self.grid**2 * self.orientations)
+        rows, columns = np.arange(self.side)[:, None] // cell, np.arange(self.side)[None, :] // cell
+        index = (rows * self.grid + columns) * self.orientations + direction
+        return np.bincount(index.ravel(), weights=magnitude.ravel(),
+                           minlength=self.grid**2 * self.orientations)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 4, iterations: int = 100) -> np.ndarray:
@@ -89,7 +90,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 4, iterations: 
         centroids = _plus_plus(x, k, rng)
         for _ in range(iterations):
             assign = _nearest(x, centroids)
-            moved = np.stack([x[assign == c].mean(0) if np.any(assign == c) else centroids[c] for c in range(k)])
+            moved = np.stack([x[assign == c].mean(0) if np.any(assign == c) else centroids[c]
+                              for c in range(k)])
             if np.allclose(moved, centroids):
                 break
             centroids = moved
@@ -143,7 +145,8 @@ class ClusterModel:
         x = np.asarray(features, np.float64)
         return np.sqrt(np.maximum(0, (x - self.centroids[_nearest(x, self.centroids)]) ** 2).sum(1))
 
-    def exemplars(self, keys: Sequence[str], features: np.ndarray, per_cluster: int = 6) -> dict[str, list[str]]:
+    def exemplars(self, keys: Sequence[str], features: np.ndarray,
+                  per_cluster: int = 6) -> dict[str, list[str]]:
         """The `per_cluster` keys nearest each centroid (distinct keys only)."""
         assigned, dist = self.assign(features), self.distances(features)
         out: dict[str, list[str]] = {label: [] for label in self.labels}
