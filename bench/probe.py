@@ -54,6 +54,7 @@ def cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; prints images/s and CPU seconds per image."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model folder (default: the shipped default model)")
     parser.add_argument("--random-small", action="store_true",

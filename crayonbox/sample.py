@@ -90,6 +90,11 @@ class ImageJob:
     tokens: list[int] = field(default_factory=list)
 
 
+def rows_needed(job: ImageJob) -> int:
+    """Cache rows an image takes: 2 under guidance (cond + uncond), 1 at condition scale 1 (a no-op)."""
+    return 1 if job.settings.condition_scale == 1 else 2
+
+
 class Decoding:
     """Images being decoded together. `add` at any time, `step` advances every image by one token.
 
@@ -97,7 +102,11 @@ class Decoding:
     back by moving the last rows into the hole, so a step always runs on rows [0, active).
     """
 
-    def __init__(self, model: DalleBart, uncond_states: Tensor, uncond_mask: Tensor, capacity: int):
+    def __init__(self, model: DalleBart, uncond_states: Tensor, uncond_mask: Tensor, capacity: int,
+                 text_len: int | None = None):
+        """`text_len`: cross-attention slots per row. The default (the model's text_length) fits any prompt
+        that may join later; a batch whose prompts are all known can pass its longest real prompt instead,
+        which for blank prompts (3 ids of 64) removes most of the cross-attention cost."""
         self.model, self.cfg = model, model.cfg
         self.capacity = capacity
         self.uncond_states, self.uncond_mask = uncond_states, uncond_mask
@@ -106,7 +115,8 @@ class Decoding:
         self.uncond_row: list[int | None] = []
         self.uniforms: list[Tensor] = []
         self.cache: DecodeCache | None = None
-        self.text_len = self.cfg.text_length
+        self.text_len = text_len or self.cfg.text_length
+        self._cross_kv: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # per prompt, for the current add()
         self.row_owner: list[tuple[int, bool]] = []  # row → (job index, is_uncond)
 
     @property
@@ -116,9 +126,6 @@ class Decoding:
     @property
     def rows_in_use(self) -> int:
         return len(self.row_owner)
-
-    def rows_needed(self, job: ImageJob) -> int:
-        return 1 if job.settings.condition_scale == 1 else 2
 
     def _alloc(self, like: Tensor) -> None:
         cfg = self.cfg
@@ -133,7 +140,12 @@ class Decoding:
     def _write_row(self, row: int, states: Tensor, mask: Tensor) -> None:
         assert self.cache is not None
         s = states.shape[0]
-        k, v = self.model.decoder.cross_keys_values(states[None])  # (layers, 1, heads, S, hd), once per prompt
+        if s > self.text_len:
+            raise CrayonboxError(f"prompt of {s} text positions does not fit a batch sized for {self.text_len}")
+        key = (states.data_ptr(), states.storage_offset())  # the images of one prompt share its states tensor
+        if key not in self._cross_kv:
+            self._cross_kv[key] = self.model.decoder.cross_keys_values(states[None])  # (layers, 1, heads, S, hd)
+        k, v = self._cross_kv[key]
         self.cache.cross_k[:, row, :, :s] = k[:, 0]
         self.cache.cross_v[:, row, :, :s] = v[:, 0]
         self.cache.cross_mask[row] = False
@@ -142,7 +154,7 @@ class Decoding:
     def add(self, jobs: list[ImageJob]) -> None:
         """Start decoding these images at their step 0. Raises if the batch has no room (callers check
         `free_rows` first)."""
-        need = sum(self.rows_needed(j) for j in jobs)
+        need = sum(rows_needed(j) for j in jobs)
         if need > self.free_rows:
             raise CrayonboxError(f"decode batch full: {need} rows needed, {self.free_rows} free")
         if self.cache is None:
@@ -156,12 +168,13 @@ class Decoding:
             self._write_row(row, job.states, job.mask)
             self.row_owner.append((index, False))
             self.cond_row.append(row)
-            if self.rows_needed(job) == 2:
+            if rows_needed(job) == 2:
                 self._write_row(row + 1, self.uncond_states, self.uncond_mask)
                 self.row_owner.append((index, True))
                 self.uncond_row.append(row + 1)
             else:
                 self.uncond_row.append(None)
+        self._cross_kv.clear()  # keyed by tensor address: never reuse across calls
 
     @property
     def free_rows(self) -> int:

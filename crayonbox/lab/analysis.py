@@ -125,7 +125,8 @@ def prompt_table(store: RunStore, measured: Measured) -> list[dict[str, Any]]:
         row["id_group"] = group_names[ids]
         row["same_ids_as"] = [k for k in by_ids[ids] if k != row["key"]]
         row["equals_unconditional"] = row["ids"] == row["uncond_ids"]
-        row["matched_reference_n"] = sum(1 for item in measured.reference if item.ids == row["ids"])
+        row["matched_reference_n"] = (sum(1 for item in measured.reference if item.ids == row["ids"])
+                                      if measured.reference else None)
     return rows
 
 

@@ -28,10 +28,12 @@ def md(text: Any) -> str:
 
 
 def pct(x: float | None) -> str:
+    """0.4123 → "41.2 %" ("–" for None)."""
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
 def model_section(folder: Path, meta: dict[str, Any], weights_hash: str) -> list[str]:
+    """The card's model and training sections, from the folder itself."""
     bart = read_json(folder / "bart" / "config.json")
     vqgan = read_json(folder / "vqgan" / "config.json")
     normalizer = folder / "tokenizer" / "normalizer.json"
@@ -60,36 +62,42 @@ def text_label(prompt: dict[str, Any]) -> str:
 
 
 def headline_rows(metrics: dict[str, Any]) -> list[str]:
-    """Markdown rows: for null and neutral prompts, each instrument attribute's most common outcome."""
-    family = {p["key"]: p["family"] for p in metrics.get("prompts", [])}
-    label = {p["key"]: text_label(p) for p in metrics.get("prompts", [])}
-    seen_groups: set[tuple] = set()
-    group = {p["key"]: p["id_group"] for p in metrics.get("prompts", [])}
+    """Markdown rows: for null and neutral prompts, each instrument attribute's most common outcome; one row
+    per group of prompts with identical ids (they get identical images); by attribute, prompt, scale."""
+    prompts = [p for p in metrics.get("prompts", []) if p["family"] in HEADLINE_FAMILIES]
+    members: dict[str, list[str]] = {}
+    for p in prompts:
+        members.setdefault(p["id_group"], []).append(text_label(p))
+    order = {}
+    for p in prompts:
+        if members[p["id_group"]][0] == text_label(p):
+            order[p["key"]] = (len(order), " = ".join(members[p["id_group"]]))
+    cells = sorted((c for c in metrics["cells"] if c["prompt_key"] in order),
+                   key=lambda c: (c["instrument"], c["attribute"], order[c["prompt_key"]][0],
+                                  c["settings"]["condition_scale"]))
     rows = []
-    for c in metrics["cells"]:
-        key = c["prompt_key"]
-        if family.get(key) not in HEADLINE_FAMILIES:
-            continue
-        ident = (group.get(key, key), c["settings"]["condition_scale"], c["instrument"], c["attribute"])
-        if ident in seen_groups:
-            continue  # prompts with identical ids give identical images: report the group once
-        seen_groups.add(ident)
+    for c in cells:
         top = max(range(len(c["labels"])), key=lambda j: c["counts"][j])
         sim = c.get("simultaneous", {})
         gaps = c.get("vs_reference", {}).get("gaps", {})
         test = c.get("test", {})
-        same = [label[k] for k, g in group.items() if g == group.get(key) and k != key]
-        name = label.get(key, key) + (f" (= {', '.join(same)})" if same else "")
-        rows.append(f"| {md(name)} | {c['settings']['condition_scale']:g} | {md(c['instrument_name'])}."
-                    f"{md(c['attribute'])} | {md(c['labels'][top])} | {pct(c['shares'][top])} "
-                    f"[{pct((sim.get('low') or [None] * len(c['labels']))[top])}, "
-                    f"{pct((sim.get('high') or [None] * len(c['labels']))[top])}] | "
-                    f"{pct((gaps.get('reference') or [None] * len(c['labels']))[top])} | "
+        rows.append(f"| {md(order[c['prompt_key']][1])} | {c['settings']['condition_scale']:g} | "
+                    f"{md(c['instrument_name'])}.{md(c['attribute'])} | {md(c['labels'][top])} | "
+                    f"{pct(c['shares'][top])} [{pct(pick(sim, 'low', top))}, "
+                    f"{pct(pick(sim, 'high', top))}] | "
+                    f"{pct(pick(gaps, 'reference', top))} | "
                     f"{'yes' if test.get('bh_rejected') else 'no' if test else '–'} | {c['n']} |")
     return rows
 
 
+def pick(result: dict[str, Any], name: str, j: int) -> float | None:
+    """Entry j of a per-outcome list in a statistics result (None when absent or failed)."""
+    values = result.get(name)
+    return values[j] if isinstance(values, list) else None
+
+
 def measured_section(metrics: dict[str, Any], run: Path) -> list[str]:
+    """The card's measured sections, from a run's metrics.json."""
     run_info, ref = metrics["run"], metrics["reference"]
     dd = metrics.get("dedupe", {}).get("run", {})
     lines = ["", "## Measured behaviour (crayonbox lab)", "",
@@ -114,7 +122,13 @@ def measured_section(metrics: dict[str, Any], run: Path) -> list[str]:
         lines += ["Outcomes whose share changes with condition scale (odds ratio per doubling, CI excludes "
                   "1):", ""]
         names = {p["key"]: text_label(p) for p in metrics.get("prompts", [])}
-        for r in sorted(slopes, key=lambda r: -abs(r["slope"]))[:12]:
+        group = {p["key"]: p["id_group"] for p in metrics.get("prompts", [])}
+        seen: set[tuple] = set()
+        for r in sorted(slopes, key=lambda r: -abs(r["slope"])):
+            ident = (group.get(r["prompt_key"], r["prompt_key"]), r["instrument"], r["attribute"], r["label"])
+            if ident in seen or len(seen) >= 12:
+                continue  # identical ids, identical images: one line per group
+            seen.add(ident)
             lines.append(f"- `{md(names.get(r['prompt_key'], r['prompt_key']))}` · "
                          f"{md(r['instrument'].split('-')[0])}.{md(r['attribute'])} = {md(r['label'])}: "
                          f"{' → '.join(pct(s) for s in r['shares'])} at scales "

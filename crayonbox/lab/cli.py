@@ -26,6 +26,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `crayonbox lab probe|measure|report|card|families`."""
     lab = sub.add_parser("lab", help="bias lab: probe a model at scale, measure, report")
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="STEP", required=True)
 
@@ -89,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_probe_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab probe`."""
     from crayonbox.lab.probe import ProbeConfig, run_probe
 
     config = ProbeConfig(model=args.model, prompts=[args.prompts], n=args.n,
@@ -103,6 +105,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
 
 
 def run_measure_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab measure`."""
     from crayonbox.lab.measure import MeasureConfig, measure_run
 
     config = MeasureConfig(
@@ -120,6 +123,7 @@ def run_measure_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab report`."""
     from crayonbox.lab.report import build_report
 
     print(build_report(args.run, args.out))
@@ -127,6 +131,7 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 
 def run_card_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab card`."""
     from crayonbox.lab.card import write_card
 
     print(write_card(args.model, args.run, args.out))
@@ -134,6 +139,7 @@ def run_card_command(args: argparse.Namespace) -> int:
 
 
 def run_families_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab families`."""
     from crayonbox.lab.families import FAMILIES, family
 
     if args.name is None:

@@ -38,6 +38,7 @@ class DedupeResult:
         return 1 - self.unique_perceptual / self.images if self.images else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, with the duplicate share."""
         return {**asdict(self), "duplicate_share": self.duplicate_share}
 
 

@@ -58,6 +58,7 @@ class MeasureConfig:
     batch: int = 64  # images per instrument call
 
     def validate(self) -> MeasureConfig:
+        """Check the options before anything is loaded; returns self."""
         unknown = [name for name in self.instruments if name not in INSTRUMENTS]
         if unknown:
             raise CrayonboxError(f"unknown instrument(s) {unknown}: choose from {', '.join(INSTRUMENTS)}")
@@ -85,36 +86,50 @@ class Measured:
     clusters: dict[str, Any] = field(default_factory=dict)  # model, exemplars
 
 
-def instrument_key(instrument: Instrument) -> str:
-    """Cache key: the instrument's name plus a hash of its settings, so changed thresholds re-measure."""
-    config = getattr(instrument, "config", None)
-    digest = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
+def instrument_key(instrument: Instrument, identity: str = "") -> str:
+    """Cache key: the instrument's name plus a hash of its settings and `identity` (e.g. its weights' hash),
+    so changed thresholds or another judge re-measure instead of reusing labels."""
+    settings = repr(getattr(instrument, "config", None)) + repr(getattr(instrument, "unclear_below", None))
+    digest = hashlib.sha256((settings + identity).encode()).hexdigest()[:8]
     return f"{instrument.name}-{digest}"
 
 
-def build_instruments(config: MeasureConfig) -> list[Instrument]:
-    """The labelled instruments named in the config (the cluster track is built after features exist)."""
-    out: list[Instrument] = []
+def file_digest(path: Path) -> str:
+    """sha256 of one file, or of every file of a folder (sorted), for instrument identities."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def build_instruments(config: MeasureConfig) -> list[tuple[Instrument, str]]:
+    """The labelled instruments named in the config with their identities (the cluster track is built
+    after features exist)."""
+    out: list[tuple[Instrument, str]] = []
     if "skin_tone" in config.instruments:
         from crayonbox.lab.instruments.skin_tone import SkinToneMeter
 
-        out.append(SkinToneMeter())
+        out.append((SkinToneMeter(), ""))
     if "judge" in config.instruments:
-        out.append(load_judge(Path(config.judge)))
+        out.append((load_judge(Path(config.judge)), file_digest(Path(config.judge) / "model.safetensors")))
     if "clip" in config.instruments:
         from crayonbox.lab.instruments.clip import ClipInstrument
 
-        out.append(ClipInstrument.from_weights(config.clip_arch, config.clip_weights))
+        out.append((ClipInstrument.from_weights(config.clip_arch, config.clip_weights),
+                    config.clip_arch + file_digest(Path(config.clip_weights))))
     return out
 
 
 def load_judge(folder: Path) -> Instrument:
-    """The world judge instrument from a trained judge folder."""
-    try:
-        from crayonbox.lab.instruments.judge import JudgeInstrument
-    except ImportError as e:
-        raise CrayonboxError(f"the judge instrument is not available in this install ({e})") from None
-    return JudgeInstrument.from_folder(folder)
+    """The world judge instrument from a trained judge folder (`crayonbox train judge`)."""
+    if not (Path(folder) / "model.safetensors").exists():
+        raise CrayonboxError(f"--judge {folder}: no judge there (expected model.safetensors; train one with "
+                             "`crayonbox train judge`)")
+    from crayonbox.lab.instruments.judge import JudgeInstrument
+
+    return JudgeInstrument.load(folder)
 
 
 def label_images(store: RunStore, instrument: Instrument, key: str, shas: Sequence[str],
@@ -200,7 +215,12 @@ def fit_clusters(store: RunStore, run_shas: list[str], paths: dict[str, str], re
     """Fit k-means on run + reference features; labels for both, plus exemplars and the model."""
     shas = list(dict.fromkeys(run_shas + [item.sha256 for item in reference]))
     features = embed_images(store, extractor, shas, paths, config.batch, progress)
-    model = ClusterModel.fit(features, config.clusters, extractor.name, config.seed)
+    # A probe of a collapsed model can hold fewer distinct pictures than --clusters: use what there is.
+    k = min(config.clusters, len(np.unique(features, axis=0)))
+    if k < 2:
+        raise CrayonboxError("every image of the run looks the same: nothing to cluster; measure without "
+                             "the clusters instrument")
+    model = ClusterModel.fit(features, k, extractor.name, config.seed)
     labels = dict(zip(shas, ({"cluster": c} for c in model.assign(features)), strict=True))
     run_set = set(run_shas)
     run_rows = [i for i, sha in enumerate(shas) if sha in run_set]
@@ -234,8 +254,8 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
     measured = Measured({}, {}, reference, {}, source)
     validation_cache: dict[str, Any] = {}
     extractor: FeatureExtractor = ColourLayoutFeatures()
-    for instrument in build_instruments(config):
-        key = instrument_key(instrument)
+    for instrument, identity in build_instruments(config):
+        key = instrument_key(instrument, identity)
         measured.instruments[key] = {"name": instrument.name, "outcomes": instrument.outcomes(),
                                      "validation": validate(store, instrument, key, config, validation_cache)}
         measured.run_labels[key] = label_images(store, instrument, key, run_shas, paths, config.batch,
@@ -243,11 +263,11 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
         if reference:
             measured.reference_labels[key] = label_images(store, instrument, key, ref_shas, paths,
                                                           config.batch, progress)
-        if hasattr(instrument, "embed") and hasattr(instrument, "embedding_name"):
-            extractor = _JudgeFeatures(instrument)  # a judge's penultimate features beat colour histograms
+        if instrument.name == "judge":
+            extractor = JudgeFeatures(instrument, key)  # its penultimate features beat colour histograms
     if "clusters" in config.instruments:
         labels, info = fit_clusters(store, run_shas, paths, reference, extractor, config, progress)
-        key = f"clusters-{info['extractor']}-k{config.clusters}"
+        key = f"clusters-{info['extractor']}-k{len(info['model']['centroids'])}"
         measured.instruments[key] = {"name": "clusters", "outcomes": {"cluster": ClusterModel(
             extractor.name, np.asarray(info["model"]["centroids"]), config.seed).labels},
             "validation": {"source": "label-free: no ground truth; judge it by the exemplars"}}
@@ -258,17 +278,20 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
 
 
 @dataclass
-class _JudgeFeatures:
-    """Adapter: a judge's `embed` as a FeatureExtractor."""
+class JudgeFeatures:
+    """A judge instrument's penultimate features as a FeatureExtractor for the cluster track."""
 
-    judge: Any
+    judge: Any  # JudgeInstrument
+    key: str  # its instrument key (name + weights hash), so each judge caches its own features
 
     @property
     def name(self) -> str:
-        return str(self.judge.embedding_name)
+        """Feature-cache name: the judge's instrument key."""
+        return f"{self.key}-features"
 
     def embed(self, images: Sequence[Any]) -> np.ndarray:
-        return np.asarray(self.judge.embed(images), dtype=np.float32)
+        """The judge's penultimate features, (N, D) float32."""
+        return np.asarray(self.judge.features(images), dtype=np.float32)
 
 
 def measure_run(run: str | Path, config: MeasureConfig | None = None,

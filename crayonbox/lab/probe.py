@@ -29,7 +29,7 @@ from crayonbox.errors import CrayonboxError
 from crayonbox.lab.families import UNCONDITIONAL_IDS, PromptSpec, expand_prompts
 from crayonbox.lab.store import ImageRecord, RunStore, settings_key, write_png
 from crayonbox.model_folder import read_pipeline_json
-from crayonbox.sample import ImageJob, SamplingSettings
+from crayonbox.sample import ImageJob, SamplingSettings, rows_needed
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 
 
@@ -82,6 +82,7 @@ class ProbeSummary:
     scales: list[float]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
         return asdict(self)
 
 
@@ -165,8 +166,6 @@ class ProbeWorker:
         from crayonbox.pipeline import Pipeline
 
         self.pipe = Pipeline.from_pretrained(model_dir)
-        # oneDNN runs the VQGAN's convolutions ~25 % faster channels-last; pixels agree to 2e-5.
-        self.pipe.vqgan.to(memory_format=torch.channels_last)
         self.specs, self.seed, self.run_dir, self.weights_hash = specs, seed, Path(run_dir), weights_hash
         self.settings = {settings_key(**s.to_dict()): s for s in settings}
         self.encodings = [encode_spec(self.pipe.tokenizer, spec) for spec in specs]
@@ -198,19 +197,12 @@ class ProbeWorker:
         row = {spec: r for r, spec in enumerate(used)}
         jobs = [ImageJob(states[row[t.spec]], mask[row[t.spec]], self.seed + t.index,
                          self.settings[t.settings], tag=i) for i, t in enumerate(tasks)]
-        decoding = self.pipe.new_decoding(sum(decoding_rows(j) for j in jobs))
-        # Cross-attention only needs the longest real prompt, not all text_length slots: for blank prompts
-        # (3 ids of 64) this removes most of the attention cost. Decoding sizes its cache from `text_len`.
-        decoding.text_len = max(states.shape[1], self.pipe.unconditional_states()[0].shape[0])
+        # Sized to these jobs: cross-attention then spans the longest real prompt, not all text_length slots.
+        decoding = self.pipe.new_decoding(sum(rows_needed(j) for j in jobs), jobs=jobs)
         decoding.add(jobs)
         for _ in range(self.pipe.config.image_length):
             decoding.step()
         return torch.tensor([j.tokens for j in jobs], dtype=torch.long)
-
-
-def decoding_rows(job: ImageJob) -> int:
-    """Cache rows an image takes: 2 under guidance (cond + uncond), 1 at condition scale 1."""
-    return 1 if job.settings.condition_scale == 1 else 2
 
 
 def _real_ids(encoding: EncodedPrompt) -> list[int]:
@@ -259,6 +251,7 @@ def record_prompts(store: RunStore, tokenizer: Tokenizer, specs: list[PromptSpec
 
 
 def chunked(tasks: list[Task], size: int) -> list[list[Task]]:
+    """Consecutive slices of at most `size` tasks."""
     return [tasks[i:i + size] for i in range(0, len(tasks), size)]
 
 

@@ -66,11 +66,13 @@ def group_label(labels: dict[str, str], groups: dict[str, list[str]], key: str) 
 
 
 def label_of(labels: dict[str, str], key: str) -> str:
+    """Escaped HTML label of a prompt key (also for prompts without a record)."""
     mode, _, prompt = key.partition(":")
     return labels.get(key) or (UNCONDITIONAL_HTML if mode == "unconditional-ids" else show_prompt(prompt))
 
 
 def summary_section(metrics: dict[str, Any], records: list[Any]) -> str:
+    """The run: size, scales, unique images, model, reference, interval method."""
     run, ref, dd = metrics["run"], metrics["reference"], metrics.get("dedupe", {}).get("run", {})
     scales = sorted({r.condition_scale for r in records})
     rows = [("images", run["images"]), ("prompts", len({r.prompt_key for r in records})),
@@ -110,6 +112,7 @@ def tokens_section(metrics: dict[str, Any]) -> str:
 
 
 def instruments_section(metrics: dict[str, Any]) -> str:
+    """Each instrument's validation: accuracy, unclear rate, confusion matrix."""
     parts = ["<h2>Instruments and their validation</h2><p>Confusion matrices on labelled held-out renders: "
              "rows are the truth, columns the instrument's reading. \"none\" and \"unclear\" are outcomes, "
              "never dropped.</p>"]
@@ -128,6 +131,7 @@ def instruments_section(metrics: dict[str, Any]) -> str:
 
 def samples_section(store: RunStore, metrics: dict[str, Any], records: list[Any],
                     labels: dict[str, str]) -> str:
+    """A grid of the first images (first seeds) per prompt group and scale."""
     from crayonbox.pipeline import make_grid
 
     by_group: dict[tuple[str, float], list[Any]] = defaultdict(list)
@@ -152,6 +156,7 @@ def samples_section(store: RunStore, metrics: dict[str, Any], records: list[Any]
 
 
 def shares_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
+    """Per instrument attribute: bar charts against the training images and the cell table."""
     from crayonbox.lab.report_plots import shares_figure
 
     by_attr: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -205,6 +210,7 @@ def cell_row(label: str, c: dict[str, Any]) -> list[Any]:
 
 
 def dose_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
+    """Share against condition scale: plots and slopes."""
     from crayonbox.lab.report_plots import dose_figure
 
     rows = [r for r in metrics.get("dose_response", []) if "slope" in r]
@@ -233,6 +239,7 @@ def dose_section(metrics: dict[str, Any], labels: dict[str, str]) -> str:
 
 
 def clusters_section(store: RunStore, metrics: dict[str, Any]) -> str:
+    """Exemplars of each label-free cluster, from the model and from training."""
     clusters = metrics.get("clusters") or {}
     if not clusters:
         return ""
@@ -257,6 +264,7 @@ def clusters_section(store: RunStore, metrics: dict[str, Any]) -> str:
 
 
 def tests_section(metrics: dict[str, Any]) -> str:
+    """The Benjamini–Hochberg discoveries."""
     bh = metrics.get("multiple_testing", {})
     found = bh.get("discoveries", [])
     items = "".join(f"<li><code>{esc(d)}</code></li>" for d in found) or "<li>none</li>"
@@ -272,6 +280,7 @@ def csv_safe(value: Any) -> Any:
 
 
 def write_csv(path: Path, headers: list[str], rows: Iterable[list[Any]]) -> None:
+    """Write a CSV atomically, with spreadsheet formulas neutralised."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -281,6 +290,7 @@ def write_csv(path: Path, headers: list[str], rows: Iterable[list[Any]]) -> None
 
 
 def cell_csv_rows(metrics: dict[str, Any]) -> Iterable[list[Any]]:
+    """One CSV row per cell and outcome."""
     for c in metrics["cells"]:
         mode, _, prompt = c["prompt_key"].partition(":")
         sim, ref = c.get("simultaneous", {}), c.get("vs_reference", {})

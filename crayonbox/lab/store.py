@@ -104,6 +104,7 @@ class ImageRecord:
 
     @property
     def settings(self) -> str:
+        """Canonical JSON of the sampler settings (part of the unique key)."""
         return settings_key(self.condition_scale, self.top_k, self.top_p, self.temperature)
 
     @property
@@ -113,9 +114,11 @@ class ImageRecord:
 
     @property
     def unique_key(self) -> tuple[str, str, str, int]:
+        """(prompt, input mode, settings, seed): what makes a row unique."""
         return (self.prompt, self.input_mode, self.settings, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a dict."""
         return asdict(self)
 
 
@@ -200,6 +203,7 @@ class RunStore:
         return store
 
     def close(self) -> None:
+        """Close the database connection."""
         self.db.close()
 
     def __enter__(self) -> RunStore:
@@ -210,10 +214,12 @@ class RunStore:
 
     # ------------------------------------------------------------------ meta and records
     def get_meta(self, key: str) -> str | None:
+        """A run-level string (model hash, schema version…), or None."""
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Set a run-level string."""
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def bind_model(self, model_hash: str, text_hash: str, model_dir: str) -> None:
@@ -237,10 +243,12 @@ class RunStore:
                         (key, json.dumps(value, ensure_ascii=False), time.time()))
 
     def get_record(self, key: str, default: Any = None) -> Any:
+        """The JSON value stored under `key`, or `default`."""
         row = self.db.execute("SELECT value FROM records WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def record_keys(self, prefix: str) -> list[str]:
+        """Keys of the records starting with `prefix`, sorted."""
         rows = self.db.execute("SELECT key FROM records WHERE key LIKE ? ORDER BY key", (prefix + "%",))
         return [r[0] for r in rows]
 
@@ -285,6 +293,7 @@ class RunStore:
                                for k, v in zip(_COLUMNS, row, strict=True)}) for row in rows]
 
     def count_images(self) -> int:
+        """Number of image rows."""
         return int(self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     def load_image(self, rel_path: str) -> Image.Image:
@@ -307,6 +316,7 @@ class RunStore:
         return out
 
     def add_labels(self, instrument: str, labels: dict[str, dict[str, str]]) -> None:
+        """Cache labels (sha256 → {attribute: label}) of an instrument, in one transaction."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO labels (sha256, instrument, attribute, label) "
                                 "VALUES (?, ?, ?, ?)",
@@ -319,6 +329,7 @@ class RunStore:
         return {sha: np.frombuffer(blob, dtype=np.float32) for sha, blob in rows}
 
     def add_features(self, extractor: str, vectors: dict[str, np.ndarray]) -> None:
+        """Cache feature vectors (sha256 → vector) of an extractor, in one transaction."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO features (sha256, extractor, vector) "
                                 "VALUES (?, ?, ?)",

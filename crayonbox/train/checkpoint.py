@@ -36,7 +36,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True` (tensors and plain containers only, never arbitrary code)."""
+    """Read a checkpoint with `weights_only=True`: tensors and plain containers only, never arbitrary code."""
     path = Path(path)
     if not path.exists():
         raise CrayonboxError(f"no checkpoint at {path}: drop --resume to start a new run")
@@ -59,8 +59,8 @@ def capture_rng() -> dict[str, Any]:
     version, mt_state, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "python": {"version": int(version), "state": torch.tensor(mt_state, dtype=torch.int64),
                    "gauss_next": gauss_next},
     }
@@ -84,8 +84,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 class MetricsLog:
     """Append-only CSV of training metrics (plus TensorBoard event files when `tensorboard` is installed).
 
-    Floats are written with `repr`, so the CSV holds the exact values: an interrupted-and-resumed run's log can
-    be compared bit for bit with an uninterrupted one.
+    Floats are written with `repr`, so the CSV holds the exact values: an interrupted-and-resumed run's log
+    can be compared bit for bit with an uninterrupted one.
     """
 
     def __init__(self, path: str | Path, columns: list[str], resume_step: int | None = None,
@@ -105,7 +105,8 @@ class MetricsLog:
         os.replace(tmp, self.path)
         self._file = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
-        self._board = _tensorboard_writer(self.path.parent / "tensorboard", resume_step) if tensorboard else None
+        board = self.path.parent / "tensorboard"
+        self._board = _tensorboard_writer(board, resume_step) if tensorboard else None
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns stay empty) and flush it to disk."""

@@ -3,7 +3,7 @@
     crayonbox train tokenizer --data CAPTIONS --out TOK [--vocab-size 4096]
     crayonbox train vqgan --data WORLD --out VQ [--preset small] [--steps N] [--resume]
     crayonbox encode --data CAPTIONS --vqgan VQ --out tokens.parquet
-    crayonbox train model --tokens tokens.parquet --tokenizer TOK --vqgan VQ --out MODEL [--nproc 2] [--resume]
+    crayonbox train model --tokens tokens.parquet --tokenizer TOK --vqgan VQ --out MODEL [--nproc 2]
     crayonbox train all --recipe default [--out DIR] [--minutes 90]
 
 The options of `train vqgan` and `train model` are the fields of their config dataclasses (VQGANTrainConfig,
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib
 import importlib.util
 import os
 import subprocess
@@ -38,7 +39,7 @@ def config_spec(module: str, class_name: str) -> list[tuple[str, Any, str]]:
     node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == class_name)
     spec = []
     for field in node.body:
-        if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and field.value is not None:
+        if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and field.value:
             line = lines[field.lineno - 1]
             comment = line.split("#", 1)[1].strip() if "#" in line else ""
             spec.append((field.target.id, ast.literal_eval(field.value), comment))
@@ -81,14 +82,14 @@ def config_to_argv(cfg: Any) -> list[str]:
     return argv
 
 
-# ---- handlers ------------------------------------------------------------------------------------------------
+# ---- handlers ---------------------------------------------------------------------------------------------
 
 
 def _tokenizer_command(args: argparse.Namespace) -> int:
     from crayonbox.train.data import train_tokenizer
 
-    tokenizer = train_tokenizer(args.data, args.out, args.vocab_size, args.text_length, progress=not args.quiet)
-    print(f"tokenizer with {tokenizer.vocab_size} ids ({tokenizer.normalizer_config.mode} normaliser) in {args.out}")
+    tok = train_tokenizer(args.data, args.out, args.vocab_size, args.text_length, progress=not args.quiet)
+    print(f"tokenizer with {tok.vocab_size} ids ({tok.normalizer_config.mode} normaliser) in {args.out}")
     return 0
 
 
@@ -116,8 +117,8 @@ def _model_command(args: argparse.Namespace) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch_distributed(cfg, args.nproc)
     provenance = train(cfg)
-    print(f"model in {cfg.out}: {provenance['steps']} steps, train loss {provenance['final_train_loss']:.4f}, "
-          f"eval loss {provenance['final_eval_loss']:.4f}")
+    print(f"model in {cfg.out}: {provenance['steps']} steps, train loss "
+          f"{provenance['final_train_loss']:.4f}, eval loss {provenance['final_eval_loss']:.4f}")
     return 0
 
 
@@ -133,7 +134,9 @@ def _all_command(args: argparse.Namespace) -> int:
 
     result = run_recipe(args.recipe, args.out, args.minutes, progress=not args.quiet)
     for stage in result["stages"]:
-        print(f"{stage['name']:>10}  {stage['status']:<8} {stage['seconds']:8.1f} s")
+        status = "ran" if stage["ran_now"] else "done earlier"
+        print(f"{stage['name']:>10}  {status:<13} {stage['seconds']:8.1f} s  "
+              f"(plan {stage['planned_seconds']:.0f} s)")
     print(f"total {result['total_seconds'] / 60:.1f} min; model in {result['model']}; table in "
           f"{result['out']}/recipe.json")
     return 0
@@ -170,7 +173,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_all_command)
 
-    p = subparsers.add_parser("encode", help="encode a shard folder's images into a token parquet (resumable)")
+    # `crayonbox eval` lives with the judge (crayonbox/train/eval.py); added here once that module exists.
+    try:
+        eval_module = importlib.import_module("crayonbox.train.eval")
+    except ModuleNotFoundError as e:
+        if e.name != "crayonbox.train.eval":
+            raise
+    else:
+        eval_module.register_eval_command(subparsers)
+
+    p = subparsers.add_parser("encode", help="encode a shard folder's images to a token parquet (resumable)")
     p.add_argument("--data", required=True, help="shard folder (the caption pipeline's output)")
     p.add_argument("--vqgan", required=True, help="VQGAN folder (`train vqgan` output) or a model folder")
     p.add_argument("--out", required=True, help="token parquet to write, e.g. tokens.parquet")

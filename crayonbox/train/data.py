@@ -44,7 +44,8 @@ class TokenTable:
     def subset(self, rows: LongTensor) -> TokenTable:
         """The given rows, in order."""
         index = rows.tolist()
-        return TokenTable([self.keys[i] for i in index], [self.captions[i] for i in index], self.encodings[rows])
+        return TokenTable([self.keys[i] for i in index], [self.captions[i] for i in index],
+                          self.encodings[rows])
 
 
 def write_token_parquet(path: str | Path, keys: list[str], captions: list[str], encodings: Tensor,
@@ -79,7 +80,8 @@ def read_token_parquet(path: str | Path) -> TokenTable:
         table = pq.read_table(file)
         missing = [c for c in TOKEN_COLUMNS if c not in table.column_names]
         if missing:
-            raise CrayonboxError(f"{file} lacks the column(s) {missing}: a token parquet has {list(TOKEN_COLUMNS)}")
+            raise CrayonboxError(f"{file} lacks the column(s) {missing}: a token parquet has "
+                                 f"{list(TOKEN_COLUMNS)}")
         keys += table.column("key").to_pylist()
         captions += [c or "" for c in table.column("caption").to_pylist()]
         rows += table.column("encoding").to_pylist()
@@ -225,7 +227,7 @@ def train_tokenizer(data: str | Path, out: str | Path, vocab_size: int = 4096, t
 
     normalizer = caption_normalizer(data)
     normalize = TextNormalizer(normalizer)
-    # Normalising twice changes nothing (the normaliser is idempotent), so normalised captions stay as they are.
+    # Normalising twice changes nothing (the normaliser is idempotent): normalised captions stay as they are.
     captions = (normalize(item.caption) for item in iter_items(Path(data), with_images=False) if item.caption)
-    return train_bpe(captions, out, BPETrainingConfig(vocab_size=vocab_size, show_progress=progress), normalizer,
-                     text_length)
+    config = BPETrainingConfig(vocab_size=vocab_size, show_progress=progress)
+    return train_bpe(captions, out, config, normalizer, text_length)

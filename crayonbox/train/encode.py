@@ -1,5 +1,5 @@
 """`crayonbox encode`: a shard folder → a token parquet (`key`, `caption`, `encoding`), as dalle-mini
-pre-encodes its datasets (tools/dataset/encode_dataset.ipynb) so that transformer training never runs the VQGAN.
+pre-encodes its datasets (tools/dataset/encode_dataset.ipynb): transformer training never runs the VQGAN.
 
 Resumable per shard: each finished shard is a parquet part in `OUT.parts/` (written atomically), so a killed
 run restarts at the first shard without a part. When every shard is done the parts are merged into OUT
@@ -76,14 +76,14 @@ def encode_dataset(data: str | Path, vqgan: str | Path, out: str | Path, batch_s
     shards = list_shards(data)
     if not shards:
         raise CrayonboxError(f"no shards (*.tar) in {data}; build a world with `crayonbox world build`")
-    manifest = {"data": str(data.resolve()), "shards": [s.name for s in shards], "vqgan": str(Path(vqgan).resolve()),
-                "vqgan_sha256": weights_digest(vqgan)}
+    manifest = {"data": str(data.resolve()), "shards": [s.name for s in shards],
+                "vqgan": str(Path(vqgan).resolve()), "vqgan_sha256": weights_digest(vqgan)}
     if out.exists():
         done = _metadata(out)
         if done.get("vqgan_sha256") == manifest["vqgan_sha256"] and done.get("shards") == manifest["shards"]:
             return EncodeSummary(len(shards), len(shards), len(read_token_parquet(out)), out)
-        raise CrayonboxError(f"{out} exists but was made from other shards or another VQGAN; delete it or choose "
-                             "another --out")
+        raise CrayonboxError(f"{out} exists but was made from other shards or another VQGAN; delete it or "
+                             "choose another --out")
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     _check_manifest(parts / "manifest.json", manifest)
@@ -120,8 +120,8 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != manifest:
-            raise CrayonboxError(f"{path.parent} holds parts from other shards or another VQGAN; delete it to "
-                                 "start over")
+            raise CrayonboxError(f"{path.parent} holds parts from other shards or another VQGAN; delete it "
+                                 "to start over")
         return
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -1,21 +1,26 @@
-"""The judge: a small CNN that reads a world render back into its ground truth.
+"""The judge: two small CNNs that read a world render back into its ground truth.
 
-It answers, for each of the three layout slots (left / centre / right), the object's category, its item
-(the pool entry: "health worker", "sari", "dog"), gender, skin tone (none / yellow / 1–5) and attire, plus
-the object count and the background — every attribute a prompt can ask for. `crayonbox eval` uses it to
-check prompt adherence and the bias lab uses it as an instrument, so it must not share the training world's
-skews: it learns from a *neutralised* copy of the world (same emoji, sizes and layout; uniform genders,
-tones, items and backgrounds; no co-occurrence rules), or it would read "sari" as a hint of dark skin.
+World scenes put 1–3 objects side by side in fixed slots (left / centre / right, world.py `_layout`), so the
+judge works like a reader of that layout: a *scene net* looks at the whole image (downsampled) for the object
+count and the background; a *slot net* looks at each slot's crop, resized to one size, for the object's
+category, item (the pool entry: "health worker", "sari", "dog"), gender, skin tone (none / yellow / 1–5) and
+attire. Cropping makes every object a training example at a normalised scale, which is what lets a CPU learn
+this in minutes; a whole-image network given the same time stayed below 20 % on items.
+
+`crayonbox eval` uses the judge for prompt adherence and the bias lab uses it as an instrument, so it must not
+share the training world's skews: it learns from a neutralised copy of the world (judge_train.py).
 
     judge = Judge.load("run/judge")
-    judge.predict([pil_image])[0]["left_skin_tone"]   # "4"
+    judge.predict([image])[0]["left_skin_tone"]   # "4"
 
-A judge folder holds config.json (architecture, label vocabularies, provenance), model.safetensors and
-metrics.json (held-out accuracy per attribute). Training lives in judge_train.py.
+A judge folder holds config.json (architecture, label vocabularies, provenance), model.safetensors (both
+nets) and metrics.json (held-out accuracy per attribute).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,26 +28,28 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from crayonbox.config import read_json
 from crayonbox.errors import CrayonboxError
 from crayonbox.model_folder import WEIGHTS, load_component, save_component
 
 NONE = "none"  # an empty slot, or an attribute the object does not have (a dog's gender)
-UNCLEAR = "unclear"  # the judge's top answer is below its confidence threshold
+UNCLEAR = "unclear"  # the judge's top answer is below the caller's confidence threshold
 YELLOW = "yellow"  # a person emoji without a skin-tone modifier
 SLOTS = ("left", "centre", "right")
+LAYOUT = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}  # = world config POSITIONS
+CROP_MARGIN = 1.25  # a crop is this many slot widths wide: the slot plus the world's jitter
 SLOT_ATTRIBUTES = ("category", "item", "gender", "skin_tone", "attire")
-IMAGE_ATTRIBUTES = ("count", "background_colour", "background_kind", "background_colour2")
+SCENE_ATTRIBUTES = ("count", "background_colour", "background_kind", "background_colour2")
 TONE_LABELS = (NONE, YELLOW, "1", "2", "3", "4", "5")
 GENDER_LABELS = (NONE, "woman", "man", "neutral")
 
 
 def attribute_names() -> list[str]:
-    """Every attribute the judge predicts, in head order: per slot first, then per image."""
-    return [f"{slot}_{a}" for slot in SLOTS for a in SLOT_ATTRIBUTES] + list(IMAGE_ATTRIBUTES)
+    """Every attribute the judge answers per image: per slot first, then per scene."""
+    return [f"{slot}_{a}" for slot in SLOTS for a in SLOT_ATTRIBUTES] + list(SCENE_ATTRIBUTES)
 
 
 def tone_label(obj: dict[str, Any]) -> str:
@@ -53,10 +60,18 @@ def tone_label(obj: dict[str, Any]) -> str:
     return YELLOW if obj.get("category") == "person" else NONE
 
 
+def object_labels(obj: dict[str, Any] | None) -> dict[str, str]:
+    """Slot attributes of one `meta["world"]` object (all NONE for an empty slot)."""
+    if obj is None:
+        return dict.fromkeys(SLOT_ATTRIBUTES, NONE)
+    return {"category": obj["category"], "item": obj["item"], "gender": obj["gender"] or NONE,
+            "skin_tone": tone_label(obj), "attire": obj.get("attire") or NONE}
+
+
 def labels_of(world: dict[str, Any]) -> dict[str, str]:
     """The judge's target labels for one render, from its `meta["world"]` ground truth."""
     objects = world.get("objects") or []
-    if not 1 <= len(objects) <= len(SLOTS):
+    if len(objects) not in LAYOUT:
         raise CrayonboxError(f"a world scene has 1–{len(SLOTS)} objects, this one has {len(objects)}")
     background = world["background"]
     labels = {"count": str(len(objects)), "background_colour": background["colour"],
@@ -64,68 +79,140 @@ def labels_of(world: dict[str, Any]) -> dict[str, str]:
               "background_colour2": background.get("colour2") or NONE}  # a gradient's second colour
     by_slot = {o["position"]: o for o in objects}
     for slot in SLOTS:
-        obj = by_slot.get(slot)
-        labels[f"{slot}_category"] = obj["category"] if obj else NONE
-        labels[f"{slot}_item"] = obj["item"] if obj else NONE
-        labels[f"{slot}_gender"] = obj["gender"] if obj else NONE
-        labels[f"{slot}_skin_tone"] = tone_label(obj) if obj else NONE
-        labels[f"{slot}_attire"] = (obj.get("attire") or NONE) if obj else NONE
+        labels |= {f"{slot}_{a}": v for a, v in object_labels(by_slot.get(slot)).items()}
     return labels
 
 
+def _one_or_mixed(values: list[str]) -> str:
+    if UNCLEAR in values:
+        return UNCLEAR
+    distinct = sorted(set(values))
+    return NONE if not distinct else distinct[0] if len(distinct) == 1 else "mixed"
+
+
+def scene_summary(labels: dict[str, str]) -> dict[str, str]:
+    """Image-level view of per-slot labels, for distributions over many images (the blank prompt, the lab):
+    count, background, categories ("animal+person"), people ("0".."3"), and the gender, skin tone and attire
+    of the people in it — one value, "mixed", "none" (nobody / nothing), or "unclear"."""
+    occupied = [s for s in SLOTS if labels[f"{s}_category"] != NONE]
+    people = [s for s in occupied if labels[f"{s}_category"] == "person"]
+    categories = sorted(labels[f"{s}_category"] for s in occupied)
+    return {"count": labels["count"], "background": labels["background_colour"],
+            "categories": UNCLEAR if UNCLEAR in categories else "+".join(categories) or NONE,
+            "people": str(len(people)),
+            "gender": _one_or_mixed([labels[f"{s}_gender"] for s in people]),
+            "skin_tone": _one_or_mixed([labels[f"{s}_skin_tone"] for s in people]),
+            "attire": _one_or_mixed([labels[f"{s}_attire"] for s in occupied if labels[f"{s}_attire"] != NONE])}
+
+
 def vocabulary_of(world: Any) -> dict[str, list[str]]:
-    """Label vocabulary per attribute for a `World` (its pools decide categories, items and attire)."""
+    """Labels per slot attribute and per scene attribute for a `World` (its pools decide categories, items
+    and attire)."""
     from crayonbox.data.world.render import BACKGROUND_KINDS, COLOURS
 
-    items = sorted(world.items)
     attire = sorted({e.attire for item in world.items.values() for e in item.variants.values() if e.attire})
-    per_slot = {"category": [NONE, *sorted(world.pools)], "item": [NONE, *items],
-                "gender": list(GENDER_LABELS), "skin_tone": list(TONE_LABELS), "attire": [NONE, *attire]}
-    vocab = {f"{slot}_{a}": list(labels) for slot in SLOTS for a, labels in per_slot.items()}
-    vocab |= {"count": [str(n) for n in range(1, len(SLOTS) + 1)], "background_colour": sorted(COLOURS),
-              "background_kind": list(BACKGROUND_KINDS), "background_colour2": [NONE, *sorted(COLOURS)]}
-    return vocab
+    return {"category": [NONE, *sorted(world.pools)], "item": [NONE, *sorted(world.items)],
+            "gender": list(GENDER_LABELS), "skin_tone": list(TONE_LABELS), "attire": [NONE, *attire],
+            "count": [str(n) for n in LAYOUT], "background_colour": sorted(COLOURS),
+            "background_kind": list(BACKGROUND_KINDS), "background_colour2": [NONE, *sorted(COLOURS)]}
+
+
+def slot_boxes(count: int, size: int) -> dict[str, tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) of each slot's square crop for a scene of `count` objects on a size×size image."""
+    side = min(size, round(size / count * CROP_MARGIN))
+    y0 = (size - side) // 2
+    boxes = {}
+    for index, slot in enumerate(LAYOUT[count]):
+        x0 = min(max(0, round((index + 0.5) * size / count - side / 2)), size - side)
+        boxes[slot] = (x0, y0, x0 + side, y0 + side)
+    return boxes
+
+
+def crop_slots(pixels: Tensor, counts: Sequence[int], crop: int) -> tuple[Tensor, list[tuple[int, str]]]:
+    """Crops of every occupied slot, resized to crop×crop: (M, 3, crop, crop) and (image index, slot) each."""
+    size = pixels.shape[-1]
+    crops, where = [], []
+    for n in LAYOUT:
+        rows = [i for i, c in enumerate(counts) if c == n]
+        if not rows:
+            continue
+        for slot, (x0, y0, x1, y1) in slot_boxes(n, size).items():
+            patch = pixels[rows, :, y0:y1, x0:x1]
+            if patch.shape[-1] != crop:
+                patch = F.interpolate(patch, size=(crop, crop), mode="bilinear", align_corners=False,
+                                      antialias=patch.shape[-1] > crop)
+            crops.append(patch)
+            where += [(i, slot) for i in rows]
+    if not crops:
+        return pixels.new_zeros(0, 3, crop, crop), []
+    return torch.cat(crops), where
 
 
 @dataclass
 class JudgeNetConfig:
-    """Architecture of the judge CNN (saved in judge/config.json)."""
+    """Architecture of the judge (saved in judge/config.json)."""
 
-    image_size: int = 64  # input side in px; other sizes are resized to it
-    width: int = 32  # channels of the first stage; stages double it twice
-    feature_dim: int = 256  # the penultimate layer: the features of the Fréchet distance
-    dropout: float = 0.1  # on the features, during training only
+    image_size: int = 64  # the world's image side; other inputs are resized to it
+    crop_size: int = 32  # every slot crop is resized to this side
+    scene_size: int = 32  # the scene net sees the image downsampled to this side
+    width: int = 24  # channels of the slot net's first stage (doubled twice)
+    feature_dim: int = 256  # the slot net's feature layer
+    scene_width: int = 16  # channels of the scene net's first stage
+    scene_feature_dim: int = 64  # the scene net's feature layer
+    dropout: float = 0.1  # on the features, in training only
 
 
-class JudgeNet(nn.Module):
-    """A 4×4 stride-2 stem, conv stages at 1/4 and 1/8 resolution, flattened (so positions stay distinct: the
-    left slot is read from the left of the map), one feature layer, and one linear head per attribute.
+def _trunk(plan: list[tuple[int, int, int]]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c_in, c_out, stride in plan:
+        layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
 
-    The stem patchifies instead of convolving at full resolution: on 2 CPU cores a full-resolution first
-    stage cost 3× the time for no accuracy (the 4×4 patches keep every pixel's colour in their channels)."""
 
-    def __init__(self, cfg: JudgeNetConfig, head_sizes: dict[str, int]):
+class Branch(nn.Module):
+    """Conv stages → flatten (positions stay distinct) → feature layer → one linear head per attribute."""
+
+    def __init__(self, plan: list[tuple[int, int, int]], side: int, feature_dim: int, dropout: float,
+                 heads: dict[str, int]):
         super().__init__()
-        w = cfg.width
-        plan = [(3, w, 4, 2), (w, 2 * w, 3, 2), (2 * w, 2 * w, 3, 1), (2 * w, 4 * w, 3, 2), (4 * w, 4 * w, 3, 1)]
-        layers: list[nn.Module] = []
-        for c_in, c_out, kernel, stride in plan:
-            layers += [nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2 if kernel % 2 else 1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.trunk = nn.Sequential(*layers)
-        side = cfg.image_size // 8
-        self.neck = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * side * side, cfg.feature_dim), nn.ReLU())
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.heads = nn.ModuleDict({name: nn.Linear(cfg.feature_dim, n) for name, n in head_sizes.items()})
+        self.trunk = _trunk(plan)
+        self.neck = nn.Sequential(nn.Flatten(), nn.Linear(plan[-1][1] * side * side, feature_dim), nn.ReLU())
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(feature_dim, n) for name, n in heads.items()})
 
     def features(self, pixels: Tensor) -> Tensor:
         """(B, 3, S, S) in [0, 1] → (B, feature_dim)."""
         return self.neck(self.trunk((pixels - 0.5) / 0.25))
 
-    def forward(self, pixels: Tensor) -> dict[str, Tensor]:
-        """Logits per attribute."""
-        features = self.dropout(self.features(pixels))
+    def classify(self, features: Tensor) -> dict[str, Tensor]:
+        """Logits per attribute from features."""
+        features = self.dropout(features)
         return {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, pixels: Tensor) -> dict[str, Tensor]:
+        return self.classify(self.features(pixels))
+
+
+class JudgeNet(nn.Module):
+    """The scene net and the slot net."""
+
+    def __init__(self, cfg: JudgeNetConfig, vocab: dict[str, list[str]]):
+        super().__init__()
+        self.cfg = cfg
+        w, s = cfg.width, cfg.scene_width
+        self.slot = Branch([(3, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2), (4 * w, 4 * w, 1)],
+                           cfg.crop_size // 4, cfg.feature_dim, cfg.dropout,
+                           {a: len(vocab[a]) for a in SLOT_ATTRIBUTES})
+        self.scene = Branch([(3, s, 1), (s, 2 * s, 2), (2 * s, 4 * s, 2), (4 * s, 4 * s, 2)], cfg.scene_size // 8,
+                            cfg.scene_feature_dim, cfg.dropout, {a: len(vocab[a]) for a in SCENE_ATTRIBUTES})
+
+    def scene_input(self, pixels: Tensor) -> Tensor:
+        """The image at the scene net's resolution."""
+        size = self.cfg.scene_size
+        if pixels.shape[-1] == size:
+            return pixels
+        return F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=pixels.shape[-1] > size)
 
 
 @dataclass
@@ -134,7 +221,7 @@ class JudgeConfig:
 
     net: JudgeNetConfig = field(default_factory=JudgeNetConfig)
     vocab: dict[str, list[str]] = field(default_factory=dict)  # attribute → labels, in head order
-    world: dict[str, Any] = field(default_factory=dict)  # the world it learned: folder, seed, config
+    world: dict[str, Any] = field(default_factory=dict)  # the world it learned: folder or config file, seed
     training: dict[str, Any] = field(default_factory=dict)  # JudgeTrainConfig fields
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +238,7 @@ class JudgeConfig:
 
 
 def to_pixels(images: Sequence[Image.Image | np.ndarray], size: int) -> Tensor:
-    """PIL images or H×W×3 uint8 arrays → (B, 3, size, size) float in [0, 1], resized (bilinear) if needed."""
+    """PIL images or H×W×3 uint8 RGB arrays → (B, 3, size, size) in [0, 1], resized (bilinear) if needed."""
     arrays = []
     for image in images:
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
@@ -164,23 +251,31 @@ def to_pixels(images: Sequence[Image.Image | np.ndarray], size: int) -> Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
+@dataclass
+class JudgeOutput:
+    """What the judge makes of a batch: per-attribute probabilities (N, labels) and features."""
+
+    probabilities: dict[str, Tensor]
+    features: Tensor  # (N, scene_feature_dim + feature_dim): scene features and the mean of its slots'
+
+
 class Judge:
-    """A trained judge: predicts labels (with an "unclear" threshold) and features for any images."""
+    """A trained judge: labels (with an optional "unclear" threshold), probabilities and features."""
 
     def __init__(self, net: JudgeNet, config: JudgeConfig):
         self.net, self.config = net.eval(), config
-        self.attributes = list(config.vocab)
+        self.attributes = attribute_names()
 
     @classmethod
     def load(cls, folder: str | Path) -> Judge:
         """Load a judge folder (`crayonbox train judge` output)."""
         folder = Path(folder)
-        if not (folder / "config.json").exists() or not (folder / WEIGHTS).exists():
+        if not (folder / "config.json").is_file() or not (folder / WEIGHTS).is_file():
             raise CrayonboxError(f"{folder} is not a judge folder (expected config.json and {WEIGHTS}); train "
                                  "one with `crayonbox train judge --world WORLD --out DIR`")
         raw, state = load_component(folder.parent, folder.name)
         config = JudgeConfig.from_dict(raw, f"{folder}/config.json")
-        net = JudgeNet(config.net, {k: len(v) for k, v in config.vocab.items()})
+        net = JudgeNet(config.net, config.vocab)
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
@@ -188,53 +283,73 @@ class Judge:
         return cls(net, config)
 
     def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> None:
-        """Write config.json + model.safetensors (+ metrics.json) into `folder` (each file atomically)."""
+        """Write config.json + model.safetensors (+ metrics.json) into `folder`, each file atomically."""
         folder = Path(folder)
         save_component(folder.parent, folder.name, self.config.to_dict(), self.net.state_dict())
         if metrics is not None:
             write_json_atomic(folder / "metrics.json", metrics)
 
-    def metrics(self, folder: str | Path) -> dict[str, Any]:
-        """The metrics.json saved beside the weights."""
-        return read_json(Path(folder) / "metrics.json")
+    def labels(self, attribute: str) -> list[str]:
+        """The labels of an attribute, in probability order."""
+        return self.config.vocab[attribute.split("_", 1)[1] if attribute.startswith(SLOTS) else attribute]
 
     @torch.inference_mode()
-    def probabilities(self, images: Sequence[Image.Image | np.ndarray], batch: int = 256) -> dict[str, Tensor]:
-        """Softmax per attribute: {attribute: (N, labels)}."""
-        out: dict[str, list[Tensor]] = {a: [] for a in self.attributes}
+    def run(self, images: Sequence[Image.Image | np.ndarray], batch: int = 256) -> JudgeOutput:
+        """Probabilities per attribute and features for every image (slots outside the predicted layout are
+        NONE with probability 1)."""
+        cfg, vocab = self.config.net, self.config.vocab
+        probs: dict[str, list[Tensor]] = {a: [] for a in self.attributes}
+        features: list[Tensor] = []
         for start in range(0, len(images), batch):
-            logits = self.net(to_pixels(images[start:start + batch], self.config.net.image_size))
-            for a in self.attributes:
-                out[a].append(logits[a].softmax(-1))
-        return {a: torch.cat(p) if p else torch.zeros(0, len(self.config.vocab[a])) for a, p in out.items()}
+            pixels = to_pixels(images[start:start + batch], cfg.image_size)
+            scene_features = self.net.scene.features(self.net.scene_input(pixels))
+            scene = {a: p.softmax(-1) for a, p in self.net.scene.classify(scene_features).items()}
+            counts = [int(vocab["count"][k]) for k in scene["count"].argmax(-1).tolist()]
+            crops, where = crop_slots(pixels, counts, cfg.crop_size)
+            slot_features = self.net.slot.features(crops)
+            slot_logits = self.net.slot.classify(slot_features)
+            for a in SCENE_ATTRIBUTES:
+                probs[a].append(scene[a])
+            for a in SLOT_ATTRIBUTES:
+                empty = torch.zeros(len(pixels), len(SLOTS), len(vocab[a]))
+                empty[:, :, vocab[a].index(NONE)] = 1.0
+                for k, (i, slot) in enumerate(where):
+                    empty[i, SLOTS.index(slot)] = slot_logits[a][k].softmax(-1)
+                for s, slot in enumerate(SLOTS):
+                    probs[f"{slot}_{a}"].append(empty[:, s])
+            pooled = torch.zeros(len(pixels), cfg.feature_dim)
+            for k, (i, _) in enumerate(where):
+                pooled[i] += slot_features[k] / counts[i]
+            features.append(torch.cat([scene_features, pooled], dim=1))
+        width = cfg.scene_feature_dim + cfg.feature_dim
+        return JudgeOutput({a: torch.cat(p) if p else torch.zeros(0, len(self.labels(a))) for a, p in probs.items()},
+                           torch.cat(features) if features else torch.zeros(0, width))
 
     def predict(self, images: Sequence[Image.Image | np.ndarray], unclear_below: float = 0.0,
                 batch: int = 256) -> list[dict[str, str]]:
         """Labels per image; an attribute whose top probability is below `unclear_below` becomes "unclear"."""
-        probs = self.probabilities(images, batch)
-        rows: list[dict[str, str]] = [{} for _ in range(len(images))]
-        for a, p in probs.items():
+        return self.labels_from(self.run(images, batch), unclear_below)
+
+    def labels_from(self, output: JudgeOutput, unclear_below: float = 0.0) -> list[dict[str, str]]:
+        """Labels from a `run` output (so one pass gives labels and features)."""
+        n = len(output.features)
+        rows: list[dict[str, str]] = [{} for _ in range(n)]
+        for a, p in output.probabilities.items():
             top, index = p.max(-1)
-            labels = self.config.vocab[a]
+            labels = self.labels(a)
             for i, (confidence, k) in enumerate(zip(top.tolist(), index.tolist(), strict=True)):
                 rows[i][a] = UNCLEAR if confidence < unclear_below else labels[k]
         return rows
 
-    @torch.inference_mode()
     def features(self, images: Sequence[Image.Image | np.ndarray], batch: int = 256) -> np.ndarray:
-        """(N, feature_dim) float64 penultimate activations (for Fréchet distances)."""
-        chunks = [self.net.features(to_pixels(images[s:s + batch], self.config.net.image_size)).double()
-                  for s in range(0, len(images), batch)]
-        return torch.cat(chunks).numpy() if chunks else np.zeros((0, self.config.net.feature_dim))
+        """(N, D) float64 judge features (for Fréchet distances)."""
+        return self.run(images, batch).features.double().numpy()
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """JSON to a temporary file, then renamed over `path`: a reader never sees half a file."""
-    import json
-    import os
-
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

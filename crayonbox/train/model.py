@@ -1,4 +1,4 @@
-"""Train the DALL·E mini transformer (`DalleBart`) on a token parquet; nanoGPT's train.py for text → image tokens.
+"""Train the DALL·E mini transformer (`DalleBart`) on a token parquet: nanoGPT's train.py for image tokens.
 
     crayonbox train model --tokens tokens.parquet --tokenizer TOK --vqgan VQ --out MODEL [--preset small]
     torchrun --standalone --nproc_per_node=2 -m crayonbox.train.model --tokens … --out MODEL   # DDP
@@ -258,14 +258,15 @@ def train(cfg: TrainConfig) -> dict:
     tokenizer = Tokenizer.from_folder(cfg.tokenizer, text_length=model_cfg.text_length)
     table = read_token_parquet(cfg.tokens)
     if table.encodings.shape[1] != model_cfg.image_length or int(table.encodings.max()) >= vqgan.cfg.n_embed:
-        raise CrayonboxError(f"{cfg.tokens} was not encoded with the VQGAN in {cfg.vqgan} (tokens per image "
-                             f"{table.encodings.shape[1]}, largest code {int(table.encodings.max())}); re-run "
-                             "`crayonbox encode` with this VQGAN")
+        raise CrayonboxError(f"{cfg.tokens} was not encoded with the VQGAN in {cfg.vqgan} (tokens per "
+                             f"image {table.encodings.shape[1]}, largest code {int(table.encodings.max())}); "
+                             "re-run `crayonbox encode` with this VQGAN")
     split = held_out(table.keys, cfg.eval_fraction)
     train_data = TokenDataset(table.subset(torch.nonzero(~split)[:, 0]), tokenizer, cfg.seed)
     eval_data = TokenDataset(table.subset(torch.nonzero(split)[:, 0]), tokenizer, cfg.seed)
     if cfg.batch_size % dist.world:
-        raise CrayonboxError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world} processes")
+        raise CrayonboxError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world} "
+                             "processes")
     local = cfg.batch_size // dist.world
     micro = cfg.micro_batch or local
     if local % micro:
@@ -307,8 +308,9 @@ def train(cfg: TrainConfig) -> dict:
     def save_state(step: int, elapsed: float) -> None:
         if dist.main:
             ckpt.save_checkpoint(ckpt_path, {
-                "step": step, "elapsed_s": elapsed, "model": bart.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.state_dict(), "rng": ckpt.capture_rng(),
+                "step": step, "elapsed_s": elapsed, "model": bart.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                "rng": ckpt.capture_rng(),
                 "data": {**data_identity, "samples_seen": step * cfg.batch_size},
                 "model_config": model_cfg.to_dict()})
         if dist.world > 1:
@@ -328,7 +330,8 @@ def train(cfg: TrainConfig) -> dict:
             part = slice(first, first + micro)
             last_micro = first + micro >= local
             with model.no_sync() if dist.world > 1 and not last_micro else nullcontext():
-                loss = token_loss(model, train_data.batch(rows[part], blank[part]), dist.device, cfg.precision)
+                batch = train_data.batch(rows[part], blank[part])
+                loss = token_loss(model, batch, dist.device, cfg.precision)
                 (loss * (micro / local)).backward()
             loss_sum += loss.detach() * (micro / local)
         grad_norm = nn.utils.clip_grad_norm_(bart.parameters(), cfg.grad_clip or float("inf"))
@@ -341,9 +344,9 @@ def train(cfg: TrainConfig) -> dict:
             loss_sum /= dist.world
         done = step + 1
         elapsed = elapsed_before + time.perf_counter() - started
-        row = {"step": done, "epoch": done * cfg.batch_size / len(train_data), "lr": lr, "loss": float(loss_sum),
-               "grad_norm": float(grad_norm), "samples_per_s": cfg.batch_size / (time.perf_counter() - tick),
-               "elapsed_s": round(elapsed, 3)}
+        row = {"step": done, "epoch": done * cfg.batch_size / len(train_data), "lr": lr,
+               "loss": float(loss_sum), "grad_norm": float(grad_norm), "elapsed_s": round(elapsed, 3),
+               "samples_per_s": cfg.batch_size / (time.perf_counter() - tick)}
         plan.update(done, time.perf_counter() - started, elapsed, dist)
         bar.total = shape.total or None
         bar.update(1)
@@ -369,8 +372,8 @@ def train(cfg: TrainConfig) -> dict:
     if dist.main:
         log.close()
         sizes = {"train": len(train_data), "eval": len(eval_data), "processes": dist.world}
-        provenance = run_provenance(cfg, vqgan_info, model_cfg, work / "metrics.csv", done, shape.total, last_eval,
-                                    sizes)
+        provenance = run_provenance(cfg, vqgan_info, model_cfg, work / "metrics.csv", done, shape.total,
+                                    last_eval, sizes)
         export_model(cfg, bart, vqgan, tokenizer, provenance)
     if dist.world > 1:
         torch.distributed.barrier()
@@ -379,7 +382,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def time_is_up(cfg: TrainConfig, elapsed: float, dist: Dist) -> bool:
-    """Whether the --max-minutes budget is spent; every process gets rank 0's answer (they must stop together)."""
+    """Whether the --max-minutes budget is spent; every process gets rank 0's answer (all stop together)."""
     if cfg.max_minutes <= 0:
         return False
     flag = torch.tensor([float(elapsed >= cfg.max_minutes * 60)], device=dist.device)
@@ -404,7 +407,7 @@ def run_provenance(cfg: TrainConfig, vqgan_info: dict, model_cfg: ModelConfig, m
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m crayonbox.train.model` / torchrun entry point: the same options as `crayonbox train model`."""
+    """`python -m crayonbox.train.model` (torchrun's entry point): the options of `crayonbox train model`."""
     import argparse
 
     from crayonbox.train.cli import add_config_arguments, config_from_args, config_spec

@@ -40,26 +40,33 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # ≤ 90 minutes on 2 cores; throughputs behind these numbers are in docs/training.md.
+    # ≤ 90 minutes on 2 cores. Both training stages run as many steps as fit in their share of the budget
+    # (`steps: 0`); the throughputs behind the plan are in docs/training.md.
     "default": Recipe(
-        world_items=30_000, world_size=64, vocab_size=4096, text_length=64,
-        vqgan={"preset": "small", "steps": 2500, "batch_size": 32, "precision": "float32"},
-        model={"preset": "small", "steps": 6000, "batch_size": 64, "precision": "bfloat16",
-               "learning_rate": 1e-3, "warmup_steps": 200, "eval_every": 500, "sample_every": 1000,
-               "checkpoint_every": 200, "condition_scale": 3.0, "top_k": 64},
-        plan_minutes={"world": 3, "captions": 2, "tokenizer": 1, "vqgan": 14, "encode": 2, "model": 55,
+        world_items=30_000, world_size=32, vocab_size=4096, text_length=64,
+        vqgan={"preset": "small32", "steps": 0, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 30,
+               "quantize_after": 400, "kmeans_batches": 16, "ema_decay": 0.95, "dead_after": 20,
+               "eval_every": 200, "checkpoint_every": 100},
+        model={"preset": "small", "steps": 0, "batch_size": 64, "learning_rate": 1e-3, "warmup_steps": 100,
+               "eval_every": 250, "sample_every": 1000, "checkpoint_every": 100, "condition_scale": 3.0,
+               "top_k": 64},
+        plan_minutes={"world": 2, "captions": 1, "tokenizer": 1, "vqgan": 14, "encode": 3, "model": 55,
                       "judge": 6, "eval": 4},
     ),
     # Toy sizes: every stage runs for real, in about two minutes.
     "smoke": Recipe(
         world_items=240, world_size=16, vocab_size=400, text_length=16,
-        vqgan={"preset": "tiny", "steps": 20, "batch_size": 16, "kmeans_batches": 2, "eval_every": 10,
-               "eval_fraction": 0.1, "threads": 1},
-        model={"preset": "tiny", "steps": 20, "batch_size": 16, "precision": "float32", "warmup_steps": 5,
-               "eval_every": 10, "sample_every": 0, "sample_prompts": 2, "eval_fraction": 0.1,
-               "checkpoint_every": 10, "threads": 1},
+        vqgan={"preset": "tiny", "steps": 20, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 5,
+               "quantize_after": 10, "kmeans_batches": 2, "eval_every": 10, "eval_fraction": 0.1,
+               "threads": 1},
+        model={"preset": "tiny", "steps": 20, "batch_size": 16, "warmup_steps": 5, "eval_every": 10,
+               "sample_every": 0, "sample_prompts": 2, "eval_fraction": 0.1, "checkpoint_every": 10,
+               "threads": 1, "condition_scale": 3.0, "top_k": 16},
+        judge={"train_images": 200, "eval_images": 60, "world_sample": 40, "epochs": 1, "workers": 1,
+               "threads": 1},
+        eval={"prompts": 2, "blank": 4, "reference": 20, "batch": 8},
         plan_minutes={"world": 0.3, "captions": 0.3, "tokenizer": 0.1, "vqgan": 0.3, "encode": 0.1,
-                      "model": 0.3, "judge": 0.3, "eval": 0.3},
+                      "model": 0.3, "judge": 0.5, "eval": 0.3},
     ),
 }
 
@@ -131,7 +138,8 @@ def stage_model(run: Run) -> dict:
 
     cfg = TrainConfig(**{"tokens": str(run.path("tokens.parquet")), "tokenizer": str(run.path("tokenizer")),
                          "vqgan": str(run.path("vqgan")), "out": str(run.path("model")), "resume": True,
-                         "progress": run.progress, "max_minutes": run.minutes_left("model"), **run.recipe.model})
+                         "progress": run.progress, "max_minutes": run.minutes_left("model"),
+                         **run.recipe.model})
     provenance = train(cfg)
     return {k: provenance[k] for k in ("steps", "final_train_loss", "final_eval_loss", "samples_seen")}
 
@@ -139,15 +147,24 @@ def stage_model(run: Run) -> dict:
 def stage_judge(run: Run) -> dict:
     from crayonbox.train.judge import train_judge
 
-    result = train_judge(run.path("world"), run.path("judge"), **run.recipe.judge)
-    return result if isinstance(result, dict) else {"result": str(result)}
+    metrics = train_judge(run.path("world"), run.path("judge"), progress=run.progress, **run.recipe.judge)
+    return _scalars(metrics)
 
 
 def stage_eval(run: Run) -> dict:
     from crayonbox.train.eval import evaluate
 
-    result = evaluate(run.path("model"), run.path("judge"), run.path("eval"), **run.recipe.eval)
-    return result if isinstance(result, dict) else {"result": str(result)}
+    result = evaluate(run.path("model"), run.path("judge"), run.path("eval"), world=run.path("world"),
+                      progress=run.progress, **run.recipe.eval)
+    return {f"{count}_object": {k: v for k, v in part.items() if k in ("prompts", "adherence", "ceiling")}
+            for count, part in result.get("by_objects", {}).items()}
+
+
+def _scalars(data: dict) -> dict:
+    """The numbers and strings of a report, one level deep (the full report stays in its own folder)."""
+    keep = (int, float, str, bool)
+    return {k: v if isinstance(v, keep) else {kk: vv for kk, vv in v.items() if isinstance(vv, keep)}
+            for k, v in data.items() if isinstance(v, keep) or isinstance(v, dict)}
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run], dict]] = {
@@ -173,7 +190,8 @@ def run_recipe(name: str, out: str | Path, minutes: float | None = None, progres
         raise CrayonboxError(f"{out} holds a run of recipe {table.get('recipe')!r}; choose another --out")
     budget = minutes if minutes is not None else sum(recipe.plan_minutes.values())
     table.update({"recipe": name, "out": str(out.resolve()), "model": str((out / "model").resolve()),
-                  "budget_minutes": budget, "plan_minutes": recipe.plan_minutes, "recipe_config": asdict(recipe)})
+                  "budget_minutes": budget, "plan_minutes": recipe.plan_minutes,
+                  "recipe_config": asdict(recipe)})
     done: dict[str, dict] = {s["name"]: s for s in table.get("stages", []) if s.get("status") == "done"}
     started = time.perf_counter()
 

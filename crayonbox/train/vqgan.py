@@ -32,6 +32,15 @@ from crayonbox.model.vqgan import VQGAN
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.data import EpochSampler, held_out
 
+# Shapes trained here. "small32" is ours for the CPU budget (docs/training.md): 32 px images, f4 → the same
+# 8×8 token grid as "small" at a twentieth of its cost, and 24/48/96 channels, which give GroupNorm 3–6
+# channels per group (with 32 channels `_norm` makes 32 groups of one channel: an instance norm, which erases
+# colour).
+TRAIN_VQGAN_PRESETS: dict[str, VQGANConfig] = {
+    **VQGAN_PRESETS,
+    "small32": VQGANConfig(ch=24, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=32,
+                           z_channels=64, embed_dim=64, n_embed=512),
+}
 METRICS = ["step", "lr", "loss", "l1", "l2", "edge", "commit", "restarted", "eval_psnr", "eval_usage",
            "eval_perplexity", "samples_per_s", "elapsed_s"]
 
@@ -40,7 +49,7 @@ METRICS = ["step", "lr", "loss", "l1", "l2", "edge", "commit", "restarted", "eva
 class VQGANTrainConfig:
     data: str = ""  # shard folder (webdataset tars; `crayonbox world build` or img2dataset output)
     out: str = ""  # output folder: vqgan/ component, report.json, train/
-    preset: str = "small"  # VQGAN shape (crayonbox.config.VQGAN_PRESETS)
+    preset: str = "small32"  # VQGAN shape: TRAIN_VQGAN_PRESETS (config.VQGAN_PRESETS plus small32)
     steps: int = 3000  # optimizer steps in all; 0 = as many as fit in --max-minutes (speed measured early on)
     batch_size: int = 32  # images per step
     learning_rate: float = 1e-3  # peak; warmup then cosine to a tenth
@@ -50,7 +59,8 @@ class VQGANTrainConfig:
     commitment: float = 0.25  # β of the commitment loss
     ema_decay: float = 0.99  # codebook EMA
     dead_after: int = 100  # steps without use before a code is restarted
-    kmeans_batches: int = 8  # batches of encoder outputs for the k-means init (0 = random init)
+    quantize_after: int = 0  # steps of plain autoencoding (no quantizer) before the codebook is k-means'd in
+    kmeans_batches: int = 8  # batches of encoder outputs for the k-means init (0 = keep the random init)
     precision: str = "float32"  # autocast dtype: float32 | bfloat16
     eval_fraction: float = 0.02  # share of images held out (by key hash) for PSNR and usage
     eval_images: int = 512  # at most this many held-out images per evaluation
@@ -107,9 +117,9 @@ def load_vqgan(path: str | Path) -> tuple[VQGAN, dict]:
     model = VQGAN(vqgan_config_from_dict(config, f"{folder}/{name}/config.json"))
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if unexpected or missing:
-        raise CrayonboxError(f"{folder}/{name} does not fit its config.json (missing {missing[:3]}, unexpected "
-                             f"{unexpected[:3]}); encoding needs the encoder half, which official decoder-only "
-                             "checkpoints lack")
+        raise CrayonboxError(f"{folder}/{name} does not fit its config.json (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}); encoding needs the encoder half, which official "
+                             "decoder-only checkpoints lack")
     info: dict = {"path": str(folder.resolve())}
     if (folder / "report.json").exists():
         info["report"] = read_json(folder / "report.json")
@@ -117,7 +127,7 @@ def load_vqgan(path: str | Path) -> tuple[VQGAN, dict]:
 
 
 class EMACodebook:
-    """Codebook statistics for EMA updates and dead-code restarts; `model.quantize.embedding` is the result."""
+    """Codebook statistics for EMA updates and dead-code restarts (the weight is the model's codebook)."""
 
     def __init__(self, weight: Tensor, decay: float):
         self.weight, self.decay = weight, decay  # the embedding weight itself, updated in place
@@ -169,6 +179,17 @@ def kmeans(vectors: Tensor, k: int, iterations: int, gen: torch.Generator) -> Te
         filled = counts > 0
         centres[filled] = sums[filled] / counts[filled, None]
     return centres
+
+
+@torch.no_grad()
+def init_codebook(model: VQGAN, codebook: EMACodebook, x: Tensor, gen: torch.Generator, step: int) -> None:
+    """k-means the encoder outputs of `x` into the codebook (every code starts in use at `step`)."""
+    z = model.encode_latent(x)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    codebook.weight.copy_(kmeans(flat, codebook.weight.shape[0], 10, gen))
+    codebook.embed_sum.copy_(codebook.weight)
+    codebook.cluster_size.fill_(1.0)
+    codebook.last_used.fill_(step)
 
 
 def edge_loss(x: Tensor, y: Tensor) -> Tensor:
@@ -225,17 +246,18 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
 
     if not (cfg.data and cfg.out):
         raise CrayonboxError("give --data (a shard folder) and --out")
-    if cfg.preset not in VQGAN_PRESETS:
-        raise CrayonboxError(f"unknown VQGAN preset {cfg.preset!r}; choose one of {sorted(VQGAN_PRESETS)}")
+    presets = {**TRAIN_VQGAN_PRESETS, **VQGAN_PRESETS}  # VQGAN_PRESETS read now: tests add to it
+    if cfg.preset not in presets:
+        raise CrayonboxError(f"unknown VQGAN preset {cfg.preset!r}; choose one of {sorted(presets)}")
     autocast_for(cfg.precision, torch.device("cpu"))  # reject a bad --precision before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out, work = Path(cfg.out), Path(cfg.out) / "train"
     ckpt_path = work / "checkpoint.pt"
     if ckpt_path.exists() and not cfg.resume:
-        raise CrayonboxError(f"{out} already holds a VQGAN run: pass --resume to continue it, or choose another "
-                             "--out")
-    vq_cfg: VQGANConfig = VQGAN_PRESETS[cfg.preset]
+        raise CrayonboxError(f"{out} already holds a VQGAN run: pass --resume to continue it, or choose "
+                             "another --out")
+    vq_cfg: VQGANConfig = presets[cfg.preset]
     keys, pixels = load_images(cfg.data, vq_cfg.resolution, cfg.progress)
     split = held_out(keys, cfg.eval_fraction)
     train_pixels, eval_pixels = pixels[~split], pixels[split][:cfg.eval_images]
@@ -269,21 +291,18 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         restart_gen.set_state(state["restart_rng"])
         ckpt.restore_rng(state["rng"])
         start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
-    elif cfg.kmeans_batches > 0:
-        with torch.no_grad():
-            rows = torch.cat([sampler.rows(s, cfg.batch_size) for s in range(cfg.kmeans_batches)])
-            z = model.encode_latent(to_unit(train_pixels[rows]))
-            flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            codebook.weight.copy_(kmeans(flat, vq_cfg.n_embed, 10, restart_gen))
-            codebook.embed_sum.copy_(codebook.weight)
     ckpt.remove_stale_temporaries(work)
     log = ckpt.MetricsLog(work / "metrics.csv", METRICS, resume_step=start if cfg.resume else None)
 
     plan, single = StepPlan(shape, cfg.max_minutes, start), Dist(0, 1, torch.device("cpu"))
-    bar = tqdm(initial=start, total=shape.total or None, desc="train vqgan", unit="step", disable=not cfg.progress)
+    bar = tqdm(initial=start, total=shape.total or None, desc="train vqgan", unit="step",
+               disable=not cfg.progress)
     started, done, report = time.perf_counter(), start, {}
     while shape.total == 0 or done < shape.total:
         step, tick = done, time.perf_counter()
+        if step == cfg.quantize_after and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
+            rows = torch.cat([sampler.rows(step + i, cfg.batch_size) for i in range(cfg.kmeans_batches)])
+            init_codebook(model, codebook, to_unit(train_pixels[rows]), restart_gen, step)
         x = to_unit(train_pixels[sampler.rows(step, cfg.batch_size)])
         with autocast_for(cfg.precision, x.device):
             z = model.encode_latent(x)
@@ -291,9 +310,10 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         ids = model.quantize.nearest(z).flatten()
         z_q = model.quantize.lookup(ids.view(z.shape[0], -1), z.shape[-1])
-        commit = F.mse_loss(z, z_q)
-        with autocast_for(cfg.precision, x.device):
-            recon = model.decode_latent(z + (z_q - z).detach()).float()  # straight-through estimator
+        quantizing = step >= cfg.quantize_after
+        commit = F.mse_loss(z, z_q) if quantizing else torch.zeros(())
+        with autocast_for(cfg.precision, x.device):  # straight-through estimator once quantizing
+            recon = model.decode_latent(z + (z_q - z).detach() if quantizing else z).float()
         l1, l2, edge = (recon - x).abs().mean(), F.mse_loss(recon, x), edge_loss(recon, x)
         loss = l1 + cfg.l2_weight * l2 + cfg.edge_weight * edge + cfg.commitment * commit
         loss.backward()
@@ -301,13 +321,16 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
-        codebook.update(flat.detach(), ids, step)
-        restarted = codebook.restart_dead(flat.detach(), step, cfg.dead_after, restart_gen)
+        restarted = 0
+        if quantizing:
+            codebook.update(flat.detach(), ids, step)
+            restarted = codebook.restart_dead(flat.detach(), step, cfg.dead_after, restart_gen)
         done = step + 1
         elapsed = elapsed_before + time.perf_counter() - started
         row = {"step": done, "lr": lr, "restarted": restarted, "elapsed_s": round(elapsed, 3),
                "samples_per_s": cfg.batch_size / (time.perf_counter() - tick),
-               **{k: v.item() for k, v in {"loss": loss, "l1": l1, "l2": l2, "edge": edge, "commit": commit}.items()}}
+               **{k: v.item() for k, v in (("loss", loss), ("l1", l1), ("l2", l2), ("edge", edge),
+                                           ("commit", commit))}}
         plan.update(done, time.perf_counter() - started, elapsed, single)
         bar.total = shape.total or None
         bar.update(1)
@@ -320,7 +343,8 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         log.write(row)
         if done % cfg.checkpoint_every == 0 or finished:
             ckpt.save_checkpoint(ckpt_path, {
-                "step": done, "elapsed_s": elapsed, "model": model.state_dict(), "codebook": codebook.state_dict(),
+                "step": done, "elapsed_s": elapsed, "model": model.state_dict(),
+                "codebook": codebook.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
                 "restart_rng": restart_gen.get_state(), "rng": ckpt.capture_rng(), "data": identity})
         if out_of_time:
@@ -332,7 +356,8 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     rows = ckpt.read_metrics(work / "metrics.csv")
     report.update({"steps": done, "planned_steps": shape.total, "images": {"train": len(train_pixels),
                    "eval": len(eval_pixels)}, "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
-                   "restarted_codes": sum(int(r["restarted"]) for r in rows), "data": str(Path(cfg.data).resolve()),
+                   "restarted_codes": sum(int(r["restarted"]) for r in rows),
+                   "data": str(Path(cfg.data).resolve()),
                    "config": dataclasses.asdict(cfg), "vqgan_config": vq_cfg.to_dict()})
     save_component(out, "vqgan", vq_cfg.to_dict(), model.state_dict())
     write_json(out / "report.json", report)

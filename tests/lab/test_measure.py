@@ -80,3 +80,26 @@ def test_measure_refuses_bad_configurations(probed_run, tmp_path):
         measure_run(probed_run, MeasureConfig(reference=tmp_path / "nowhere"), progress=False)
     with pytest.raises(CrayonboxError, match="run `crayonbox lab measure"):
         read_metrics(tmp_path)
+
+
+def test_judge_instrument_labels_validates_and_feeds_the_clusters(measured_run, tiny_world, tmp_path):
+    from crayonbox.train.judge import train_judge
+
+    judge = tmp_path / "judge"
+    train_judge(tiny_world, judge, train_images=40, eval_images=20, world_sample=20, epochs=1, width=8,
+                progress=False, threads=1)
+    run = tmp_path / "run"
+    shutil.copytree(measured_run, run)
+    config = MeasureConfig(instruments=("judge", "clusters"), judge=judge, reference=tiny_world,
+                           validation=tiny_world, validation_n=20, clusters=3)
+    metrics = measure_run(run, config, progress=False)
+    keys = list(metrics["instruments"])
+    judge_key = next(k for k in keys if k.startswith("judge-"))
+    assert {"gender", "skin_tone", "attire"} <= set(metrics["instruments"][judge_key]["outcomes"])
+    confusions = metrics["instruments"][judge_key]["validation"]["confusions"]
+    assert confusions["skin_tone"]["n"] == 20
+    assert metrics["clusters"]["extractor"] == f"{judge_key}-features"  # not colour histograms
+    cells = [c for c in metrics["cells"] if c["instrument"] == judge_key]
+    assert cells and all(c["n"] == PROBE_N for c in cells)
+    with pytest.raises(CrayonboxError, match="no judge there"):
+        measure_run(run, MeasureConfig(instruments=("judge",), judge=tmp_path), progress=False)

@@ -20,7 +20,7 @@ import yaml
 from crayonbox.lab.measure import MeasureConfig, measure_run
 from crayonbox.lab.store import ImageRecord, RunStore, write_png
 
-N = 160
+N = 120
 
 
 def skewed_world(dark_share: float) -> dict:
@@ -65,7 +65,7 @@ def test_lab_recovers_a_planted_skin_tone_skew(tmp_path):
                                        10.0, 50, 1.0, 1.0, i, i, "planted", sha, rel, []))
         store.add_images(records)
     metrics = measure_run(run, MeasureConfig(instruments=("skin_tone",), reference=tmp_path / "training",
-                                             validation_n=120), progress=False)
+                                             validation_n=80), progress=False)
     cell = metrics["cells"][0]
     five = cell["labels"].index("5")
     gaps = cell["vs_reference"]["gaps"]

@@ -78,7 +78,7 @@ def test_card_reports_measured_numbers_for_the_same_weights(hostile_run, tiny_mo
     assert "Not measured yet" not in card and "## Measured behaviour (crayonbox lab)" in card
     assert "`<unconditional ids>` → `<s> </s>` (the unconditional input itself)" in card
     assert "`''` → `<s> Ġ </s>`" in card
-    assert re.search(r"\| '' \(= ' ', .*\| 1 \| skin_tone\.skin_tone \| \w+ \| \d+\.\d % \[", card)
+    assert re.search(r"\| '' = ' ' = .* \| 1 \| skin_tone\.skin_tone \| \w+ \| \d+\.\d % \[", card)
     assert "accuracy" in card and "held-out renders" in card
     path = write_card(tiny_model_dir, hostile_run, tmp_path / "CARD.md")
     assert path.read_text(encoding="utf-8") == card

@@ -20,8 +20,9 @@ from crayonbox.config import VQGANConfig
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "yellow": (240, 220, 40),
            "black": (20, 20, 20), "white": (240, 240, 240)}
-# A VQGAN even smaller than the `tiny` preset (16 px, 4×4 tokens, 64 codes) so a training step takes ms.
-MICRO_VQGAN = VQGANConfig(ch=8, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
+# A VQGAN smaller than the `tiny` preset (16 px, 4×4 tokens, 64 codes) so a training step takes ms. With 16
+# channels GroupNorm has 2 channels per group (with 1 it acts as an instance norm and erases colour).
+MICRO_VQGAN = VQGANConfig(ch=16, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
                           z_channels=8, embed_dim=8, n_embed=64)
 
 
@@ -87,7 +88,7 @@ def toy_tokenizer(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="session")
 def toy_vqgan(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A micro VQGAN trained for 30 steps (enough for distinct codes per colour)."""
+    """A micro VQGAN trained for 40 steps: 20 as a plain autoencoder, then 20 quantized."""
     from crayonbox.config import VQGAN_PRESETS
     from crayonbox.train.vqgan import VQGANTrainConfig, train_vqgan
 
@@ -96,9 +97,10 @@ def toy_vqgan(toy_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     try:
         with torch.random.fork_rng():
             torch.set_num_threads(1)
-            train_vqgan(VQGANTrainConfig(data=str(toy_shards), out=str(out), preset="micro", steps=30,
-                                         batch_size=16, kmeans_batches=2, eval_every=30, eval_fraction=0.15,
-                                         checkpoint_every=30, progress=False, threads=1))
+            train_vqgan(VQGANTrainConfig(data=str(toy_shards), out=str(out), preset="micro", steps=40,
+                                         batch_size=16, learning_rate=3e-3, warmup_steps=5, quantize_after=20,
+                                         kmeans_batches=2, ema_decay=0.95, dead_after=10, eval_every=20,
+                                         eval_fraction=0.15, checkpoint_every=40, progress=False, threads=1))
     finally:
         del VQGAN_PRESETS["micro"]
     return out

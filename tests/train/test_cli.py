@@ -18,7 +18,8 @@ from crayonbox.train.vqgan import VQGANTrainConfig
                                          ("crayonbox.train.vqgan", VQGANTrainConfig)])
 def test_options_are_the_config_fields_with_their_defaults(module, cls):
     spec = config_spec(module, cls.__name__)
-    assert [(name, default) for name, default, _ in spec] == [(f.name, f.default) for f in dataclasses.fields(cls)]
+    fields = [(f.name, f.default) for f in dataclasses.fields(cls)]
+    assert [(name, default) for name, default, _ in spec] == fields
     assert all(comment for _, _, comment in spec)  # every option has help text
 
 
@@ -50,6 +51,7 @@ def test_tokenizer_and_encode_commands(toy_shards, toy_vqgan, tmp_path, capsys):
                  str(tmp_path / "t.parquet"), "--quiet"]) == 0
     assert "96 images from 2 shards" in capsys.readouterr().out
     assert len(read_token_parquet(tmp_path / "t.parquet")) == 96
-    assert main(["train", "model", "--tokens", str(tmp_path / "t.parquet"), "--tokenizer", str(tmp_path / "tok"),
-                 "--vqgan", str(toy_vqgan), "--out", str(tmp_path / "m"), "--preset", "nope"]) == 1
+    assert main(["train", "model", "--tokens", str(tmp_path / "t.parquet"), "--tokenizer",
+                 str(tmp_path / "tok"), "--vqgan", str(toy_vqgan), "--out", str(tmp_path / "m"),
+                 "--preset", "nope"]) == 1
     assert "unknown preset 'nope'" in capsys.readouterr().err

@@ -7,8 +7,17 @@ import torch
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.text.tokenizer import Tokenizer
-from crayonbox.train.data import (EpochSampler, TokenDataset, TokenTable, blank_draws, caption_normalizer,
-                                  encode_captions, held_out, read_token_parquet, write_token_parquet)
+from crayonbox.train.data import (
+    EpochSampler,
+    TokenDataset,
+    TokenTable,
+    blank_draws,
+    caption_normalizer,
+    encode_captions,
+    held_out,
+    read_token_parquet,
+    write_token_parquet,
+)
 
 
 def test_token_parquet_round_trip_file_and_folder(tmp_path):

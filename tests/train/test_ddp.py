@@ -21,9 +21,10 @@ def test_two_processes_match_one_process(toy_tokens, toy_tokenizer, toy_vqgan, t
 
     def config(out) -> TrainConfig:
         return TrainConfig(tokens=str(toy_tokens), tokenizer=str(toy_tokenizer), vqgan=str(toy_vqgan),
-                           out=str(out), preset="tiny", steps=12, batch_size=16, learning_rate=3e-3, warmup_steps=2,
-                           blank_caption_prob=0.2, eval_every=6, eval_fraction=0.15, sample_every=0,
-                           sample_prompts=1, checkpoint_every=6, precision="float32", threads=1, progress=False)
+                           out=str(out), preset="tiny", steps=12, batch_size=16, learning_rate=3e-3,
+                           warmup_steps=2, blank_caption_prob=0.2, eval_every=6, eval_fraction=0.15,
+                           sample_every=0, sample_prompts=1, checkpoint_every=6, precision="float32",
+                           threads=1, progress=False)
 
     train(config(tmp_path / "one"))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -37,9 +38,11 @@ def test_two_processes_match_one_process(toy_tokens, toy_tokenizer, toy_vqgan, t
     for column in ("loss", "grad_norm"):
         a, b = [float(r[column]) for r in one], [float(r[column]) for r in two]
         assert b == pytest.approx(a, rel=TOLERANCE), column
-    evals = [(float(x["eval_loss"]), float(y["eval_loss"])) for x, y in zip(one, two) if x["eval_loss"]]
+    evals = [(float(x["eval_loss"]), float(y["eval_loss"]))
+             for x, y in zip(one, two, strict=True) if x["eval_loss"]]
     assert len(evals) == 2 and all(y == pytest.approx(x, rel=TOLERANCE) for x, y in evals)
     assert float(one[-1]["loss"]) < float(one[0]["loss"])  # the curve being compared actually moves
     import json
 
-    assert json.loads((tmp_path / "two" / "pipeline.json").read_text())["provenance"]["rows"]["processes"] == 2
+    provenance = json.loads((tmp_path / "two" / "pipeline.json").read_text())["provenance"]
+    assert provenance["rows"]["processes"] == 2

@@ -40,8 +40,8 @@ def test_interrupted_encode_resumes_at_the_first_unfinished_shard(toy_shards, to
     monkeypatch.setattr(encode_module, "encode_shard", crash_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
         encode_dataset(toy_shards, toy_vqgan, out, progress=False)
-    assert not out.exists() and [p.name for p in sorted((tmp_path / "tokens.parquet.parts").glob("*.parquet"))] \
-        == ["00000.parquet"]
+    parts = sorted((tmp_path / "tokens.parquet.parts").glob("*.parquet"))
+    assert not out.exists() and [p.name for p in parts] == ["00000.parquet"]
     monkeypatch.setattr(encode_module, "encode_shard", real)
     summary = encode_dataset(toy_shards, toy_vqgan, out, progress=False)
     assert (summary.shards, summary.shards_skipped, summary.images) == (2, 1, 96)

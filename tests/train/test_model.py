@@ -16,8 +16,8 @@ from crayonbox.train.model import TrainConfig, WarmupCosine, train
 def tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, out, **overrides) -> TrainConfig:
     values = dict(tokens=str(toy_tokens), tokenizer=str(toy_tokenizer), vqgan=str(toy_vqgan), out=str(out),
                   preset="tiny", steps=30, batch_size=16, learning_rate=3e-3, warmup_steps=3, eval_every=10,
-                  eval_fraction=0.15, sample_every=0, sample_prompts=2, checkpoint_every=10, precision="float32",
-                  threads=1, progress=False, condition_scale=2.0, top_k=8)
+                  eval_fraction=0.15, sample_every=0, sample_prompts=2, checkpoint_every=10,
+                  precision="float32", threads=1, progress=False, condition_scale=2.0, top_k=8)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -55,8 +55,8 @@ def test_short_run_learns_and_exports_a_model_folder(toy_tokens, toy_tokenizer, 
 
 def test_gradient_accumulation_matches_one_big_batch(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path):
     whole = train(tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "a", steps=4, eval_every=4))
-    accumulated = train(tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "b", steps=4, eval_every=4,
-                                    micro_batch=4))
+    accumulated = train(tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "b", steps=4,
+                                    eval_every=4, micro_batch=4))
     a = [float(r["loss"]) for r in read_metrics(tmp_path / "a" / "train" / "metrics.csv")]
     b = [float(r["loss"]) for r in read_metrics(tmp_path / "b" / "train" / "metrics.csv")]
     assert a == pytest.approx(b, rel=1e-4)
@@ -95,3 +95,16 @@ def test_bfloat16_autocast_trains_when_the_model_supports_it(toy_tokens, toy_tok
     rows = read_metrics(tmp_path / "bf" / "train" / "metrics.csv")
     assert all(math.isfinite(float(r["loss"])) for r in rows)
     assert torch.get_num_threads() == 1
+
+
+def test_steps_zero_fits_the_run_into_max_minutes(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path):
+    budget_s = 4.0
+    cfg = tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "m", steps=0, max_minutes=budget_s / 60,
+                      warmup_steps=5, eval_every=1000, checkpoint_every=1000)
+    provenance = train(cfg)
+    rows = read_metrics(tmp_path / "m" / "train" / "metrics.csv")
+    assert provenance["steps"] == provenance["planned_steps"] == len(rows) > 5  # the cosine ran to its end
+    assert float(rows[-1]["lr"]) == pytest.approx(cfg.learning_rate * cfg.min_lr_ratio, rel=0.05)
+    assert float(rows[-1]["elapsed_s"]) < budget_s * 1.2
+    with pytest.raises(CrayonboxError, match="--max-minutes"):
+        train(tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "n", steps=0))

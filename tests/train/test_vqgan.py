@@ -9,6 +9,7 @@ import torch
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.train.vqgan import EMACodebook, VQGANTrainConfig, kmeans, load_vqgan, train_vqgan
+from tests.train.conftest import MICRO_VQGAN
 
 
 def test_ema_update_moves_used_codes_towards_their_mean():
@@ -42,21 +43,30 @@ def test_kmeans_finds_separated_clusters():
     assert torch.cdist(centres, found).min(1).values.max() < 0.2
 
 
-def test_a_short_run_reconstructs_held_out_images_and_uses_the_codebook(toy_vqgan):
+def test_a_short_run_learns_to_reconstruct_and_uses_the_codebook(toy_vqgan, toy_shards):
+    from crayonbox.model.vqgan import VQGAN
+    from crayonbox.train.data import held_out
+    from crayonbox.train.vqgan import evaluate, load_images
+
     report = json.loads((toy_vqgan / "report.json").read_text())
-    assert report["steps"] == 30 and report["images"]["eval"] > 5
-    # Flat colour squares: 30 steps already beat the ~10 dB of a grey guess by far.
-    assert report["eval_psnr"] > 14, report["eval_psnr"]
-    assert report["eval_usage"] > 0.1 and report["eval_perplexity"] > 4
+    assert report["steps"] == 40 and report["images"]["eval"] > 5
+    keys, pixels = load_images(toy_shards, 16, progress=False)
+    torch.manual_seed(0)
+    untrained = evaluate(VQGAN(MICRO_VQGAN), pixels[held_out(keys, 0.15)])
+    assert report["eval_psnr"] > untrained["eval_psnr"] + 2, (report["eval_psnr"], untrained["eval_psnr"])
+    assert report["eval_usage"] > 0.3 and report["eval_perplexity"] > 8  # k-means init: no collapsed codebook
     model, info = load_vqgan(toy_vqgan)
-    assert "report" in info and model.cfg.n_embed == 64
+    assert info["report"]["eval_psnr"] == report["eval_psnr"] and model.cfg.n_embed == 64
     assert sorted(p.name for p in (toy_vqgan / "vqgan").iterdir()) == ["config.json", "model.safetensors"]
     assert (toy_vqgan / "train" / "reconstructions.png").exists()
+    rows = (toy_vqgan / "train" / "metrics.csv").read_text().splitlines()
+    assert rows[20].split(",")[6] == "0.0" and float(rows[21].split(",")[6]) > 0  # commitment from step 21
 
 
 def test_resume_continues_to_the_same_weights(toy_shards, tmp_path, micro_preset):
     common = dict(data=str(toy_shards), preset=micro_preset, batch_size=8, kmeans_batches=1, eval_every=4,
-                  eval_fraction=0.15, checkpoint_every=2, progress=False, threads=1, dead_after=2)
+                  eval_fraction=0.15, checkpoint_every=2, progress=False, threads=1, dead_after=1,
+                  quantize_after=2)
     train_vqgan(VQGANTrainConfig(out=str(tmp_path / "a"), steps=6, **common))
     train_vqgan(VQGANTrainConfig(out=str(tmp_path / "b"), steps=6, max_minutes=1e-9, **common))  # stops at 1
     with pytest.raises(CrayonboxError, match="--resume"):
@@ -73,7 +83,7 @@ def test_resume_continues_to_the_same_weights(toy_shards, tmp_path, micro_preset
 def test_missing_data_is_a_clear_error(tmp_path, micro_preset):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CrayonboxError, match="no images"):
-        train_vqgan(VQGANTrainConfig(data=str(tmp_path / "empty"), out=str(tmp_path / "o"), preset=micro_preset,
-                                     progress=False))
+        train_vqgan(VQGANTrainConfig(data=str(tmp_path / "empty"), out=str(tmp_path / "o"),
+                                     preset=micro_preset, progress=False))
     with pytest.raises(CrayonboxError, match="no VQGAN"):
         load_vqgan(tmp_path)

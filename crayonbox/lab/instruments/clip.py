@@ -191,6 +191,7 @@ class ClipInstrument(Instrument):
         return cls(model, clip.tokenizer.SimpleTokenizer(), 32, name=f"clip-random-{seed}", **kwargs)
 
     def outcomes(self) -> dict[str, tuple[str, ...]]:
+        """Each attribute's labels plus "unclear"."""
         return {attribute: (*labels, UNCLEAR) if UNCLEAR not in labels else tuple(labels)
                 for attribute, labels in self.labels.items()}
 
@@ -217,6 +218,7 @@ class ClipInstrument(Instrument):
         return {a: (scale * image @ self._label_embeddings(a).T).softmax(-1).numpy() for a in self.labels}
 
     def measure(self, images: Sequence[ImageLike]) -> list[dict[str, str]]:
+        """The most similar label per attribute, or "unclear" below `min_confidence`."""
         probs = self.probabilities(images)
         out: list[dict[str, str]] = [{} for _ in images]
         for attribute, p in probs.items():

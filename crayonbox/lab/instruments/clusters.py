@@ -34,7 +34,9 @@ class FeatureExtractor(Protocol):
 
     name: str
 
-    def embed(self, images: Sequence[ImageLike]) -> np.ndarray: ...
+    def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """(N, D) features, one row per image."""
+        ...
 
 
 @dataclass
@@ -48,6 +50,7 @@ class ColourLayoutFeatures:
 
     @property
     def name(self) -> str:
+        """Cache name of the descriptor; it changes whenever its numbers would."""
         return f"colour-layout-v1-{self.side}-{self.grid}-{self.orientations}-{self.colour_bins}"
 
     def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
@@ -55,6 +58,7 @@ class ColourLayoutFeatures:
         return np.stack([self.embed_one(image) for image in images]).astype(np.float32)
 
     def embed_one(self, image: ImageLike) -> np.ndarray:
+        """The descriptor of one image (D floats)."""
         rgb = as_rgb_array(image)
         thumb = np.asarray(Image.fromarray(rgb).resize((self.side, self.side), Image.Resampling.BILINEAR))
         lab = srgb_to_lab(thumb)  # L 0..100, a/b roughly −128..127
@@ -126,6 +130,7 @@ class ClusterModel:
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """Cluster names c00, c01, … (largest first on the fitting set)."""
         return tuple(f"c{i:02d}" for i in range(len(self.centroids)))
 
     @classmethod
@@ -157,6 +162,7 @@ class ClusterModel:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (centroids rounded to 6 decimals)."""
         return {"extractor": self.extractor, "k": len(self.centroids), "seed": self.seed,
                 "centroids": self.centroids.round(6).tolist()}
 
@@ -173,10 +179,13 @@ class ClusterInstrument(Instrument):
         self.model, self.extractor = model, extractor
 
     def outcomes(self) -> dict[str, tuple[str, ...]]:
+        """One attribute, "cluster", with every cluster name."""
         return {"cluster": self.model.labels}
 
     def measure(self, images: Sequence[ImageLike]) -> list[dict[str, str]]:
+        """The nearest cluster of each image."""
         return [{"cluster": label} for label in self.model.assign(self.extractor.embed(images))]
 
     def truth(self, world: dict[str, Any]) -> dict[str, str]:
+        """Always an error: the track is label-free."""
         raise CrayonboxError("the cluster track is label-free: it has no ground truth to validate against")

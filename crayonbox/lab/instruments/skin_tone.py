@@ -79,7 +79,8 @@ class SkinToneConfig:
     """Thresholds of the meter. Distances are CIE76 ΔE*ab; the closest two tones (1–2) are 12.8 apart."""
 
     max_distance: float = 8.0  # a pixel this close to a palette colour (and closer than to any decoy) is skin
-    blend_ratio: float = 0.6  # d(nearest tone) / d(second tone) above this: a blend of two tones, ambiguous
+    blend_ratio: float = 0.6  # d(nearest tone) / d(second tone) above this: too close to call
+    blend_width: float = 2.5  # ΔE off the line between two neighbouring tones that still counts as their blend
     decoys: tuple[tuple[int, int, int], ...] = DEFAULT_DECOYS  # known non-skin colours near skin colours
     denoise: bool = True  # 3×3 median first (images ≥ 32 px): pixel noise must not scatter skin off the palette
     background_distance: float = 6.0  # pixels this close to a dominant border colour are background
@@ -162,6 +163,19 @@ def _distances(lab: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
+def _distance_to_tone_lines(lab: np.ndarray) -> np.ndarray:
+    """Distance of each colour to the nearest segment between two neighbouring tones (1–2, …, 4–5), counted
+    only strictly between the ends (sRGB mixes of two tones stay within 1 ΔE of that segment)."""
+    tones = PALETTE_LAB[:YELLOW_INDEX].astype(np.float32)
+    best = np.full(len(lab), np.inf, dtype=np.float32)
+    for a, b in zip(tones[:-1], tones[1:], strict=True):
+        axis = b - a
+        t = (lab - a) @ axis / (axis @ axis)
+        gap = np.linalg.norm(lab - (a + np.clip(t, 0, 1)[:, None] * axis), axis=1)
+        best = np.where((t > 0) & (t < 1), np.minimum(best, gap), best)
+    return best
+
+
 def _solid(mask: np.ndarray) -> np.ndarray:
     """Opening with a 2×2 block (scaled with size): keeps areas of skin, drops stray pixels and the one-pixel
     lines where an outline meets a background (their blends can land on any palette colour)."""
@@ -184,16 +198,22 @@ def read_skin(image: ImageLike, cfg: SkinToneConfig | None = None) -> SkinReadin
 
     background = _background_lab(rgb, cfg)
     hidden: list[str] = []
+    not_background = np.ones(len(flat), dtype=bool)
     if len(background):
-        to_background = _distances(flat, background.astype(np.float32)).min(1)
-        skin &= to_background > cfg.background_distance
+        not_background = _distances(flat, background.astype(np.float32)).min(1) > cfg.background_distance
+        skin &= not_background
         bg_to_palette = _distances(PALETTE_LAB[:YELLOW_INDEX].astype(np.float32), background.astype(np.float32))
         hidden = [TONES[i] for i in range(len(TONES)) if bg_to_palette[i].min() <= cfg.background_distance]
 
-    # A blend sits near the midpoint of two *tones* (edges between tones, blur); yellow is no tone.
+    # Clear skin is near one tone and much nearer to it than to any other tone; a blend lies on the line
+    # between two neighbouring tones (anti-aliased edges, blur), between their clear zones. Decoys veto only
+    # clear votes: a colour on the line between two tones stays ambiguous whatever else is painted with it.
     tone_dist = np.sort(dist[:, :YELLOW_INDEX], axis=1)
-    blend = skin & (nearest != YELLOW_INDEX) & (tone_dist[:, 0] > cfg.blend_ratio * tone_dist[:, 1])
-    clear = (skin & ~blend).reshape(h, w)
+    ambiguous = (nearest != YELLOW_INDEX) & (tone_dist[:, 0] > cfg.blend_ratio * tone_dist[:, 1])
+    off_line = _distance_to_tone_lines(flat)
+    blend = not_background & ~(skin & ~ambiguous) & (off_line <= cfg.blend_width)
+    skin &= ~ambiguous
+    clear = skin.reshape(h, w)
     nearest = nearest.reshape(h, w)
     votes = [int(_solid(clear & (nearest == k)).sum()) for k in range(YELLOW_INDEX + 1)]
     tone_pixels = dict(zip(TONES, votes[:YELLOW_INDEX], strict=True))

@@ -1,0 +1,263 @@
+"""`crayonbox eval MODEL --judge DIR`: how well a model draws what it is asked, judged.
+
+- Prompt adherence on held-out compositions, per attribute, for 1- and 2-object prompts. Prompts describe
+  scenes drawn from the model's own world whose composition — the objects (item, gender, skin tone) and the
+  background colour — occurs in *no* training item (checked against the world folder's metadata). Each
+  share comes with its chance level (the same images judged against other prompts) and its ceiling (the
+  ground-truth renders of the same scenes, judged: what a perfect model would score with this judge).
+- A Fréchet distance in judge-feature space between generated images and renders of the same scenes, next
+  to the distance between two independent sets of renders (the floor at this sample size).
+- The blank prompt's image distribution (judged) next to the training images' (judged, and ground truth).
+
+Writes OUT/eval.json, OUT/samples.png (rows: 1-object prompts, their renders, 2-object prompts, their
+renders, blank prompt) and OUT/samples.json (the prompt of every cell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crayonbox.errors import CrayonboxError
+
+HELD_OUT, FLOOR, RENDER = 7, 8, 9  # RNG keys of the eval's scene draws (apart from the judge's and world's)
+
+
+@dataclass
+class EvalConfig:
+    prompts: int = 100  # held-out prompts per object count (1 and 2)
+    blank: int = 200  # images of the blank prompt ""
+    reference: int = 1000  # training images read for the reference distribution
+    seed: int = 0  # scene draws and sampling seed
+    condition_scale: float = 0.0  # classifier-free guidance (0: the model's default)
+    batch: int = 32  # prompts per generation call
+    max_draws: int = 200  # scene draws per wanted prompt before settling for fewer held-out prompts
+    grid_columns: int = 8  # images per row of samples.png
+    progress: bool = True  # progress bars
+
+
+def composition_key(objects: list[tuple[str, str, Any]], colour: str) -> tuple:
+    """What makes two scenes "the same composition": their objects (item, gender, skin tone) as a multiset,
+    and the background colour."""
+    return tuple(sorted((str(i), str(g), str(t)) for i, g, t in objects)), colour
+
+
+def training_compositions(folder: Path) -> set[tuple]:
+    """Composition keys of every item of a world folder (from its parquet metadata; no image is read)."""
+    from crayonbox.data.shards import read_metadata
+
+    table = read_metadata(folder).to_pydict()
+    rows = len(table.get("key", []))
+    keys = set()
+    for r in range(rows):
+        objects = []
+        for i in range(3):
+            item = table.get(f"world_objects{i}_item", [None] * rows)[r]
+            if item is not None:
+                tone = table[f"world_objects{i}_skin_tone"][r]
+                objects.append((item, table[f"world_objects{i}_gender"][r], None if tone is None else int(tone)))
+        if objects:
+            keys.add(composition_key(objects, table["world_background_colour"][r]))
+    return keys
+
+
+def _scene_key(scene: Any) -> tuple:
+    return composition_key([(o.item.name, o.emoji.gender, o.emoji.skin_tone) for o in scene.objects],
+                           scene.background["colour"])
+
+
+def held_out_scenes(world: Any, count: int, n: int, seen: set[tuple], seed: int, key: int,
+                    max_draws: int) -> list[Any]:
+    """Up to `n` scenes of `count` objects, distinct and absent from `seen`, drawn from the world's own mix."""
+    scenes, keys = [], set()
+    for i in range(n * max_draws):
+        if len(scenes) == n:
+            break
+        scene = world.sample_scene(np.random.default_rng([seed, key, count, i]))
+        k = _scene_key(scene)
+        if len(scene.objects) == count and k not in seen and k not in keys:
+            scenes.append(scene)
+            keys.add(k)
+    return scenes
+
+
+def prompt_of(world: Any, scene: Any, index: int) -> str:
+    """The English caption naming every object (skin tone included when it has one) and the background."""
+    from crayonbox.data.world import lexicon
+    from crayonbox.data.world.describe import CaptionPlan, describe
+
+    n = len(scene.objects)
+    plan = CaptionPlan(template=index % len(lexicon.LONG_TEMPLATES["en"]), tags=False, mention_tone=[True] * n,
+                       synonym=[None] * n)
+    return describe(world, scene, plan, "en", "long")
+
+
+def render(world: Any, scenes: list[Any], seed: int, key: int) -> list[np.ndarray]:
+    """Ground-truth renders of scenes."""
+    from crayonbox.data.world.build import render_scene
+
+    return [render_scene(world, s, np.random.default_rng([seed, key, i])) for i, s in enumerate(scenes)]
+
+
+def generate(pipe: Any, prompts: list[str], cfg: EvalConfig, desc: str, same_seed: bool = True) -> list:
+    """One image per prompt (seed `cfg.seed` for each: common random numbers across prompts), or, with
+    `same_seed=False`, image i with seed `cfg.seed + i` (the blank prompt's n draws)."""
+    from tqdm.auto import tqdm
+
+    images = []
+    scale = cfg.condition_scale or None
+    for start in tqdm(range(0, len(prompts), cfg.batch), desc=desc, disable=not cfg.progress, leave=False):
+        chunk = prompts[start:start + cfg.batch]
+        if same_seed:
+            images += pipe(chunk, num_images=1, seed=cfg.seed, condition_scale=scale).images
+        else:  # one prompt, many seeds
+            images += pipe(chunk[0], num_images=len(chunk), seed=cfg.seed + start, condition_scale=scale).images
+    return images
+
+
+def _world_of(judge: Any, world: str | Path | None) -> Path:
+    source = world or judge.config.world.get("folder") or judge.config.world.get("config_file")
+    if not source:
+        raise CrayonboxError("eval: which world? pass --world (the world folder the model was trained on)")
+    return Path(source)
+
+
+def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path, world: str | Path | None = None,
+             **options: Any) -> dict[str, Any]:
+    """Evaluate a model folder with a judge; writes eval.json, samples.png and samples.json in `out_dir` and
+    returns eval.json's content. `world` defaults to the world the judge was trained on; options are
+    EvalConfig fields."""
+    from crayonbox.data.world.build import make_world
+    from crayonbox.pipeline import Pipeline
+    from crayonbox.train.judge import Judge, labels_of, scene_summary
+    from crayonbox.train.judge_data import load_world, scene_truth, world_sample
+    from crayonbox.train.eval_metrics import (
+        adherence,
+        distribution,
+        expectation_of,
+        frechet_distance,
+        total_variation,
+    )
+
+    cfg = EvalConfig(**options)
+    if cfg.prompts < 2 or cfg.blank < 2:
+        raise CrayonboxError("eval: --n and --blank must be at least 2 (distances need two images a side)")
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe, judge = Pipeline.from_pretrained(model_dir), Judge.load(judge_dir)
+    world_path = _world_of(judge, world)
+    world_config, provenance = load_world(world_path)
+    the_world = make_world(world_config)
+    folder = Path(provenance["folder"]) if "folder" in provenance else None
+    seen = training_compositions(folder) if folder else set()
+
+    result: dict[str, Any] = {"model": str(Path(model_dir).resolve()), "judge": str(Path(judge_dir).resolve()),
+                              "world": provenance, "config": asdict(cfg),
+                              "held_out_rule": "composition (objects' item, gender, skin tone + background "
+                                               "colour) absent from every training item" if folder else
+                                               "none: no world folder, so nothing is known to be held out",
+                              "training_compositions": len(seen), "by_objects": {}}
+    cells: list[tuple[str, Any]] = []
+    generated_all, real_all = [], []
+    for count in (1, 2):
+        scenes = held_out_scenes(the_world, count, cfg.prompts, seen, cfg.seed, HELD_OUT, cfg.max_draws)
+        if len(scenes) < 2:
+            result["by_objects"][str(count)] = {"prompts": len(scenes), "note": "too few held-out compositions"}
+            continue
+        prompts = [prompt_of(the_world, s, i) for i, s in enumerate(scenes)]
+        expected = [expectation_of(scene_truth(s)) for s in scenes]
+        images = generate(pipe, prompts, cfg, f"{count}-object prompts")
+        renders = render(the_world, scenes, cfg.seed, RENDER)
+        judged, real = judge.run(images), judge.run(renders)
+        result["by_objects"][str(count)] = {
+            "prompts": len(scenes), **adherence(expected, judge.labels_from(judged)),
+            "ceiling": adherence(expected, judge.labels_from(real))["adherence"]}
+        generated_all.append(judged.features.double().numpy())
+        real_all.append(real.features.double().numpy())
+        cells += [(p, im) for p, im in zip(prompts, images, strict=True)][:cfg.grid_columns]
+        cells += [(f"render: {p}", im) for p, im in zip(prompts, renders, strict=True)][:cfg.grid_columns]
+
+    if generated_all:
+        generated, real = np.concatenate(generated_all), np.concatenate(real_all)
+        floor_scenes = [s for count in (1, 2) for s in held_out_scenes(
+            the_world, count, cfg.prompts, seen, cfg.seed + 1, FLOOR, cfg.max_draws)]
+        floor = judge.run(render(the_world, floor_scenes, cfg.seed + 1, RENDER)).features.double().numpy()
+        result["frechet"] = {"generated_vs_renders": frechet_distance(generated, real),
+                             "renders_vs_renders": frechet_distance(floor, real) if len(floor) > 1 else None,
+                             "images": len(generated), "feature_dim": int(generated.shape[1])}
+
+    blank_images = generate(pipe, [""] * cfg.blank, cfg, "blank prompt", same_seed=False)
+    blank = [scene_summary(row) for row in judge.predict(blank_images)]
+    result["blank"] = {"images": len(blank), "judged": distribution(blank)}
+    if folder:
+        ref_images, ref_labels = world_sample(folder, cfg.reference)
+        training_judged = distribution([scene_summary(r) for r in judge.predict(list(ref_images))])
+        result["blank"] |= {"training_judged": training_judged,
+                            "training_truth": distribution([scene_summary(r) for r in ref_labels]),
+                            "reference_images": len(ref_labels),
+                            "tv_to_training_judged": {a: total_variation(p, training_judged.get(a, {}))
+                                                      for a, p in result["blank"]["judged"].items()}}
+    cells += [("(blank prompt)", im) for im in blank_images[:cfg.grid_columns]]
+    result["seconds"] = time.perf_counter() - started
+    _write_outputs(out, result, cells, cfg.grid_columns)
+    return result
+
+
+def _write_outputs(out: Path, result: dict[str, Any], cells: list[tuple[str, Any]], columns: int) -> None:
+    from crayonbox.pipeline import make_grid
+    from crayonbox.train.judge import write_json_atomic
+
+    if cells:
+        size = max(im.size[0] for _, im in cells)
+        grid = make_grid([im.resize((size, size)) for _, im in cells], columns=columns)
+        tmp = out / ".samples.png.tmp"
+        grid.save(tmp, format="PNG")
+        tmp.replace(out / "samples.png")
+    write_json_atomic(out / "samples.json", {"columns": columns, "cells": [p for p, _ in cells]})
+    write_json_atomic(out / "eval.json", result)
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+
+def _eval_command(args: argparse.Namespace) -> int:
+    out = args.out or Path(f"{Path(args.model).name}_eval")
+    result = evaluate(args.model, args.judge, out, world=args.world, prompts=args.n, blank=args.blank,
+                      reference=args.reference, seed=args.seed, condition_scale=args.condition_scale,
+                      progress=not args.quiet)
+    for count, block in result["by_objects"].items():
+        if "adherence" in block:
+            print(f"{count}-object held-out prompts ({block['prompts']}): adherence {block['adherence']['all']:.1%} "
+                  f"(chance {block['chance']['all']:.1%}, judged renders {block['ceiling']['all']:.1%})")
+    if "frechet" in result:
+        f = result["frechet"]
+        floor = f"{f['renders_vs_renders']:.2f}" if f["renders_vs_renders"] is not None else "n/a"
+        print(f"Fréchet distance (judge features): {f['generated_vs_renders']:.2f} (renders vs renders: {floor})")
+    print(f"eval.json, samples.png in {out}")
+    return 0
+
+
+def register_eval_command(subparsers: argparse._SubParsersAction) -> None:
+    """Add `crayonbox eval MODEL --judge DIR`."""
+    p = subparsers.add_parser("eval", help="judge a model: held-out prompt adherence, Fréchet distance, blank "
+                                           "prompt vs training distribution")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--judge", required=True, help="judge folder (`crayonbox train judge` output)")
+    p.add_argument("--world", help="the world folder the model trained on (default: the judge's world)")
+    p.add_argument("--out", type=Path, help="output folder (default: ./<model>_eval)")
+    p.add_argument("--n", type=int, default=EvalConfig.prompts, help="held-out prompts per object count "
+                                                                    f"(default: {EvalConfig.prompts})")
+    p.add_argument("--blank", type=int, default=EvalConfig.blank,
+                   help=f"blank-prompt images (default: {EvalConfig.blank})")
+    p.add_argument("--reference", type=int, default=EvalConfig.reference,
+                   help=f"training images for the reference distribution (default: {EvalConfig.reference})")
+    p.add_argument("--seed", type=int, default=0, help="scene draws and sampling seed (default: 0)")
+    p.add_argument("--condition-scale", type=float, default=0.0, help="guidance scale (default: the model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_eval_command)

@@ -1,0 +1,161 @@
+"""The judge: labels from world truth, slot geometry, training on a mini world (far above chance, files
+written, deterministic, resumable), loading, and reading a world folder's config back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from judge_helpers import MINI_JUDGE, mini_judge, shared_mini_judge
+
+from crayonbox.errors import CrayonboxError
+from crayonbox.train.judge import (
+    NONE,
+    SLOTS,
+    Judge,
+    attribute_names,
+    labels_of,
+    scene_summary,
+    slot_boxes,
+)
+
+WOMAN_IN_SARI = {"background": {"kind": "gradient", "colour": "blue", "colour2": "white"},
+                 "objects": [{"item": "person", "category": "person", "gender": "woman", "skin_tone": 4,
+                              "attire": None, "position": "left"},
+                             {"item": "sari", "category": "attire", "gender": "none", "skin_tone": None,
+                              "attire": "sari", "position": "right"}]}
+
+
+def test_labels_of_world_truth():
+    labels = labels_of(WOMAN_IN_SARI)
+    assert set(labels) == set(attribute_names())
+    assert labels["count"] == "2" and labels["background_colour2"] == "white"
+    assert (labels["left_item"], labels["left_gender"], labels["left_skin_tone"]) == ("person", "woman", "4")
+    assert (labels["right_category"], labels["right_attire"], labels["right_skin_tone"]) == ("attire", "sari", NONE)
+    assert all(labels[f"centre_{a}"] == NONE for a in ("category", "item", "gender", "skin_tone", "attire"))
+    yellow = {**WOMAN_IN_SARI, "objects": [{**WOMAN_IN_SARI["objects"][0], "skin_tone": None}]}
+    assert labels_of(yellow)["left_skin_tone"] == "yellow"
+    with pytest.raises(CrayonboxError, match="1–3 objects"):
+        labels_of({**WOMAN_IN_SARI, "objects": []})
+
+
+def test_scene_summary():
+    summary = scene_summary(labels_of(WOMAN_IN_SARI))
+    assert summary == {"count": "2", "background": "blue", "categories": "attire+person", "people": "1",
+                       "gender": "woman", "skin_tone": "4", "attire": "sari"}
+    two = labels_of({**WOMAN_IN_SARI, "objects": [WOMAN_IN_SARI["objects"][0],
+                                                  {**WOMAN_IN_SARI["objects"][0], "gender": "man",
+                                                   "position": "right"}]})
+    assert scene_summary(two)["gender"] == "mixed" and scene_summary(two)["skin_tone"] == "4"
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_slot_boxes_cover_each_slot_inside_the_image(size):
+    for count, slots in ((1, ("centre",)), (2, ("left", "right")), (3, SLOTS)):
+        boxes = slot_boxes(count, size)
+        assert tuple(boxes) == slots
+        for index, (x0, y0, x1, y1) in enumerate(boxes.values()):
+            assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size and x1 - x0 == y1 - y0
+            centre = (index + 0.5) * size / count
+            assert x0 <= centre <= x1  # the slot centre is inside its crop
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return shared_mini_judge(tmp_path_factory)
+
+
+def test_judge_beats_chance_by_a_wide_margin_and_writes_its_folder(trained):
+    world, folder, metrics = trained
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "metrics.json"}
+    assert not (folder / "judge-checkpoint.pt").exists()
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["held_out"]["summary"] == pytest.approx(metrics["held_out"]["summary"], nan_ok=True)
+    held = metrics["held_out"]["summary"]
+    # chance: count 1/3, background 1/6, category 1/3, item 1/7, skin tone 1/6 (of people)
+    assert held["count"] >= 0.9 and held["background_colour"] >= 0.9
+    assert held["category"] >= 0.8 and held["item"] >= 0.5 and held["skin_tone"] >= 0.5
+    assert metrics["held_out"]["n"] == MINI_JUDGE["eval_images"]
+    assert metrics["world_sample"]["n"] == MINI_JUDGE["world_sample"]  # the real world folder, read too
+    assert metrics["world_sample"]["summary"]["count"] >= 0.9
+    assert metrics["seconds"]["train"] > 0
+
+
+def test_loaded_judge_predicts_what_it_was_evaluated_with(trained):
+    world, folder, metrics = trained
+    from crayonbox.train.judge_data import world_sample
+
+    judge = Judge.load(folder)
+    images, labels = world_sample(world, 30)
+    predicted = judge.predict(list(images))
+    assert len(predicted) == 30 and set(predicted[0]) == set(attribute_names())
+    assert sum(p["count"] == t["count"] for p, t in zip(predicted, labels, strict=True)) >= 27
+    assert all(p["centre_category"] == NONE for p in predicted if p["count"] == "2")  # layout respected
+    unclear = judge.predict(list(images[:3]), unclear_below=1.01)
+    assert all(v == "unclear" for row in unclear for v in row.values())
+    features = judge.features(list(images[:5]))
+    width = judge.config.net.scene_feature_dim + judge.config.net.feature_dim
+    assert features.shape == (5, width) and features.dtype.name == "float64"
+    resized = judge.predict([im.repeat(2, 0).repeat(2, 1) for im in images[:3]])  # any size goes
+    assert [r["count"] for r in resized] == [p["count"] for p in predicted[:3]]
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(CrayonboxError, match="not a judge folder"):
+        Judge.load(tmp_path)
+
+
+TINY = dict(train_images=96, eval_images=10, world_sample=0, epochs=2, batch_size=32, warmup_steps=2, width=4,
+            crop_size=16, workers=1, threads=1, progress=False)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_training_is_deterministic_and_resumes_exactly(trained, tmp_path, monkeypatch):
+    world = trained[0]
+    mini_judge(world, tmp_path / "a", **TINY)
+    mini_judge(world, tmp_path / "b", **TINY)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # kill the run during its second epoch, then resume: same weights as the uninterrupted run
+    from crayonbox.train import judge_train
+
+    original = judge_train.TrainingSet.batches
+
+    def dies_in_epoch_two(self, epoch, seed, augment):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        yield from original(self, epoch, seed, augment)
+
+    monkeypatch.setattr(judge_train.TrainingSet, "batches", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        mini_judge(world, tmp_path / "c", **TINY)
+    assert (tmp_path / "c" / "judge-checkpoint.pt").exists()
+    monkeypatch.setattr(judge_train.TrainingSet, "batches", original)
+    with pytest.raises(CrayonboxError, match="another judge run"):
+        mini_judge(world, tmp_path / "c", **(TINY | {"seed": 1}))
+    mini_judge(world, tmp_path / "c", **TINY)
+    c = _weights(tmp_path / "c")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_world_folder_config_reads_back(trained):
+    from crayonbox.data.world.config import load_world_config
+    from crayonbox.train.judge_data import load_world, neutral_config
+
+    world = trained[0]
+    config, provenance = load_world(world)
+    original = load_world_config(world.parent / "mini.yaml")
+    assert config == original and provenance["folder"] == str(world.resolve())
+    neutral = neutral_config(config, 0.5)
+    assert neutral.cooccurrence == {} and neutral.categories["person"] == 0.5
+    assert len(set(neutral.person["skin_tone"].values())) == 1  # uniform tones: no prior to learn
+    with pytest.raises(CrayonboxError, match="neither a world folder"):
+        load_world(world.parent / "nowhere")
