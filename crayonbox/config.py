@@ -107,6 +107,10 @@ VQGAN_PRESETS: dict[str, VQGANConfig] = {
     # 64 px images → 8×8 tokens (f8), 512 codes: small enough to train on 2 CPU cores.
     "small": VQGANConfig(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=64,
                          z_channels=64, embed_dim=64, n_embed=512),
+    # The default model's: 32 px images, f4 → the same 8×8 grid of 512 codes at 1.24 GFLOP per image (small
+    # costs 22.6), which is what fits a CPU training budget (docs/training.md).
+    "small32": VQGANConfig(ch=24, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=32,
+                           z_channels=64, embed_dim=64, n_embed=512),
     "tiny": VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
                         z_channels=16, embed_dim=16, n_embed=64),
 }

@@ -21,7 +21,7 @@ class BiasOnlyLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.bias.shape, None, self.bias, self.eps)
+        return F.layer_norm(x, self.bias.shape, None, self.bias.to(x.dtype), self.eps)  # autocast-safe
 
 
 class GLU(nn.Module):

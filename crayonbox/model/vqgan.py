@@ -15,7 +15,10 @@ from crayonbox.config import VQGANConfig
 
 
 def _norm(channels: int, eps: float) -> nn.GroupNorm:
-    return nn.GroupNorm(32 if channels % 32 == 0 else min(channels, 8), channels, eps=eps)
+    """taming's GroupNorm(32, C). Small CPU presets would get one channel per group there, which acts as an
+    instance norm and loses colour: with fewer than 2 channels per group, use 8 groups instead."""
+    groups = 32 if channels % 32 == 0 and channels >= 64 else min(channels, 8)
+    return nn.GroupNorm(groups, channels, eps=eps)
 
 
 class ResnetBlock(nn.Module):

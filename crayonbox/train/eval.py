@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from crayonbox.errors import CrayonboxError
 
@@ -60,7 +61,8 @@ def training_compositions(folder: Path) -> set[tuple]:
             item = table.get(f"world_objects{i}_item", [None] * rows)[r]
             if item is not None:
                 tone = table[f"world_objects{i}_skin_tone"][r]
-                objects.append((item, table[f"world_objects{i}_gender"][r], None if tone is None else int(tone)))
+                gender = table[f"world_objects{i}_gender"][r]
+                objects.append((item, gender, None if tone is None else int(tone)))
         if objects:
             keys.add(composition_key(objects, table["world_background_colour"][r]))
     return keys
@@ -73,7 +75,7 @@ def _scene_key(scene: Any) -> tuple:
 
 def held_out_scenes(world: Any, count: int, n: int, seen: set[tuple], seed: int, key: int,
                     max_draws: int) -> list[Any]:
-    """Up to `n` scenes of `count` objects, distinct and absent from `seen`, drawn from the world's own mix."""
+    """Up to `n` scenes of `count` objects, distinct and absent from `seen`, drawn with the world's mix."""
     scenes, keys = [], set()
     for i in range(n * max_draws):
         if len(scenes) == n:
@@ -92,8 +94,8 @@ def prompt_of(world: Any, scene: Any, index: int) -> str:
     from crayonbox.data.world.describe import CaptionPlan, describe
 
     n = len(scene.objects)
-    plan = CaptionPlan(template=index % len(lexicon.LONG_TEMPLATES["en"]), tags=False, mention_tone=[True] * n,
-                       synonym=[None] * n)
+    plan = CaptionPlan(template=index % len(lexicon.LONG_TEMPLATES["en"]), tags=False,
+                       mention_tone=[True] * n, synonym=[None] * n)
     return describe(world, scene, plan, "en", "long")
 
 
@@ -116,7 +118,8 @@ def generate(pipe: Any, prompts: list[str], cfg: EvalConfig, desc: str, same_see
         if same_seed:
             images += pipe(chunk, num_images=1, seed=cfg.seed, condition_scale=scale).images
         else:  # one prompt, many seeds
-            images += pipe(chunk[0], num_images=len(chunk), seed=cfg.seed + start, condition_scale=scale).images
+            images += pipe(chunk[0], num_images=len(chunk), seed=cfg.seed + start,
+                           condition_scale=scale).images
     return images
 
 
@@ -127,15 +130,13 @@ def _world_of(judge: Any, world: str | Path | None) -> Path:
     return Path(source)
 
 
-def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path, world: str | Path | None = None,
-             **options: Any) -> dict[str, Any]:
+def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
+             world: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Evaluate a model folder with a judge; writes eval.json, samples.png and samples.json in `out_dir` and
     returns eval.json's content. `world` defaults to the world the judge was trained on; options are
     EvalConfig fields."""
     from crayonbox.data.world.build import make_world
     from crayonbox.pipeline import Pipeline
-    from crayonbox.train.judge import Judge, labels_of, scene_summary
-    from crayonbox.train.judge_data import load_world, scene_truth, world_sample
     from crayonbox.train.eval_metrics import (
         adherence,
         distribution,
@@ -143,6 +144,8 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path, 
         frechet_distance,
         total_variation,
     )
+    from crayonbox.train.judge import Judge, scene_summary
+    from crayonbox.train.judge_data import load_world, scene_truth, world_sample
 
     cfg = EvalConfig(**options)
     if cfg.prompts < 2 or cfg.blank < 2:
@@ -157,18 +160,19 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path, 
     folder = Path(provenance["folder"]) if "folder" in provenance else None
     seen = training_compositions(folder) if folder else set()
 
-    result: dict[str, Any] = {"model": str(Path(model_dir).resolve()), "judge": str(Path(judge_dir).resolve()),
-                              "world": provenance, "config": asdict(cfg),
-                              "held_out_rule": "composition (objects' item, gender, skin tone + background "
-                                               "colour) absent from every training item" if folder else
-                                               "none: no world folder, so nothing is known to be held out",
+    rule = ("composition (objects' item, gender, skin tone + background colour) absent from every training "
+            "item" if folder else "none: no world folder, so nothing is known to be held out")
+    result: dict[str, Any] = {"model": str(Path(model_dir).resolve()),
+                              "judge": str(Path(judge_dir).resolve()), "world": provenance,
+                              "config": asdict(cfg), "held_out_rule": rule,
                               "training_compositions": len(seen), "by_objects": {}}
     cells: list[tuple[str, Any]] = []
     generated_all, real_all = [], []
     for count in (1, 2):
         scenes = held_out_scenes(the_world, count, cfg.prompts, seen, cfg.seed, HELD_OUT, cfg.max_draws)
         if len(scenes) < 2:
-            result["by_objects"][str(count)] = {"prompts": len(scenes), "note": "too few held-out compositions"}
+            result["by_objects"][str(count)] = {"prompts": len(scenes),
+                                                "note": "too few held-out compositions"}
             continue
         prompts = [prompt_of(the_world, s, i) for i, s in enumerate(scenes)]
         expected = [expectation_of(scene_truth(s)) for s in scenes]
@@ -181,7 +185,8 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path, 
         generated_all.append(judged.features.double().numpy())
         real_all.append(real.features.double().numpy())
         cells += [(p, im) for p, im in zip(prompts, images, strict=True)][:cfg.grid_columns]
-        cells += [(f"render: {p}", im) for p, im in zip(prompts, renders, strict=True)][:cfg.grid_columns]
+        cells += [(f"render: {p}", Image.fromarray(im)) for p, im in zip(prompts, renders, strict=True)
+                  ][:cfg.grid_columns]
 
     if generated_all:
         generated, real = np.concatenate(generated_all), np.concatenate(real_all)
@@ -233,20 +238,22 @@ def _eval_command(args: argparse.Namespace) -> int:
                       progress=not args.quiet)
     for count, block in result["by_objects"].items():
         if "adherence" in block:
-            print(f"{count}-object held-out prompts ({block['prompts']}): adherence {block['adherence']['all']:.1%} "
-                  f"(chance {block['chance']['all']:.1%}, judged renders {block['ceiling']['all']:.1%})")
+            print(f"{count}-object held-out prompts ({block['prompts']}): adherence "
+                  f"{block['adherence']['all']:.1%} (chance {block['chance']['all']:.1%}, judged renders "
+                  f"{block['ceiling']['all']:.1%})")
     if "frechet" in result:
         f = result["frechet"]
         floor = f"{f['renders_vs_renders']:.2f}" if f["renders_vs_renders"] is not None else "n/a"
-        print(f"Fréchet distance (judge features): {f['generated_vs_renders']:.2f} (renders vs renders: {floor})")
+        print(f"Fréchet distance (judge features): {f['generated_vs_renders']:.2f} "
+              f"(renders vs renders: {floor})")
     print(f"eval.json, samples.png in {out}")
     return 0
 
 
 def register_eval_command(subparsers: argparse._SubParsersAction) -> None:
     """Add `crayonbox eval MODEL --judge DIR`."""
-    p = subparsers.add_parser("eval", help="judge a model: held-out prompt adherence, Fréchet distance, blank "
-                                           "prompt vs training distribution")
+    p = subparsers.add_parser("eval", help="judge a model: held-out prompt adherence, Fréchet distance, "
+                                           "blank prompt vs training distribution")
     p.add_argument("model", help="model folder")
     p.add_argument("--judge", required=True, help="judge folder (`crayonbox train judge` output)")
     p.add_argument("--world", help="the world folder the model trained on (default: the judge's world)")

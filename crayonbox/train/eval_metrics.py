@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import linalg
 
 from crayonbox.train.judge import NONE, SLOT_ATTRIBUTES, SLOTS, tone_label
 
@@ -93,7 +92,8 @@ def adherence(expected: Sequence[Expectation], labels: Sequence[dict[str, str]])
     if len(expected) != len(labels):
         raise ValueError(f"{len(expected)} prompts but {len(labels)} judged images")
     own = [image_checks(e, lab) for e, lab in zip(expected, labels, strict=True)]
-    shifted = [image_checks(e, lab) for e, lab in zip(expected, list(labels[1:]) + list(labels[:1]), strict=True)]
+    others = list(labels[1:]) + list(labels[:1])
+    shifted = [image_checks(e, lab) for e, lab in zip(expected, others, strict=True)]
     out: dict[str, Any] = {"images": len(expected), "adherence": {}, "chance": {}, "applies_to": {}}
     names = [a for a in (*SLOT_ATTRIBUTES, *SCENE_CHECKS, "all") if any(a in c for c in own)]
     for a in names:
@@ -105,18 +105,18 @@ def adherence(expected: Sequence[Expectation], labels: Sequence[dict[str, str]])
     return out
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """‖μa − μb‖² + Tr(Σa + Σb − 2(ΣaΣb)^½) between Gaussians fitted to two (N, D) feature sets (FID's
     formula; small sets give a biased-high value, so compare against a real-vs-real floor at the same N)."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("the Fréchet distance needs at least 2 feature vectors on each side")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(root).all():  # near-singular product: nudge both covariances (as pytorch-fid does)
-        offset = np.eye(len(cov_a)) * eps
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    distance = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root.real)
+    # Tr (ΣaΣb)^½ = Σ √λ over the eigenvalues of ΣaΣb (real and ≥ 0 for two covariances): unlike sqrtm, this
+    # stays finite when a small sample makes the covariances singular.
+    eigenvalues = np.linalg.eigvals(cov_a @ cov_b).real
+    root_trace = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
+    distance = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace
     return float(max(distance, 0.0))
 
 

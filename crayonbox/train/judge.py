@@ -102,7 +102,8 @@ def scene_summary(labels: dict[str, str]) -> dict[str, str]:
             "people": str(len(people)),
             "gender": _one_or_mixed([labels[f"{s}_gender"] for s in people]),
             "skin_tone": _one_or_mixed([labels[f"{s}_skin_tone"] for s in people]),
-            "attire": _one_or_mixed([labels[f"{s}_attire"] for s in occupied if labels[f"{s}_attire"] != NONE])}
+            "attire": _one_or_mixed([labels[f"{s}_attire"] for s in occupied
+                                     if labels[f"{s}_attire"] != NONE])}
 
 
 def vocabulary_of(world: Any) -> dict[str, list[str]]:
@@ -200,11 +201,12 @@ class JudgeNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         w, s = cfg.width, cfg.scene_width
-        self.slot = Branch([(3, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2), (4 * w, 4 * w, 1)],
-                           cfg.crop_size // 4, cfg.feature_dim, cfg.dropout,
+        slot_plan = [(3, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2), (4 * w, 4 * w, 1)]
+        scene_plan = [(3, s, 1), (s, 2 * s, 2), (2 * s, 4 * s, 2), (4 * s, 4 * s, 2)]
+        self.slot = Branch(slot_plan, cfg.crop_size // 4, cfg.feature_dim, cfg.dropout,
                            {a: len(vocab[a]) for a in SLOT_ATTRIBUTES})
-        self.scene = Branch([(3, s, 1), (s, 2 * s, 2), (2 * s, 4 * s, 2), (4 * s, 4 * s, 2)], cfg.scene_size // 8,
-                            cfg.scene_feature_dim, cfg.dropout, {a: len(vocab[a]) for a in SCENE_ATTRIBUTES})
+        self.scene = Branch(scene_plan, cfg.scene_size // 8, cfg.scene_feature_dim, cfg.dropout,
+                            {a: len(vocab[a]) for a in SCENE_ATTRIBUTES})
 
     def scene_input(self, pixels: Tensor) -> Tensor:
         """The image at the scene net's resolution."""
@@ -233,8 +235,8 @@ class JudgeConfig:
             return cls(net=JudgeNetConfig(**data["net"]), vocab=data["vocab"], world=data.get("world", {}),
                        training=data.get("training", {}))
         except (KeyError, TypeError) as e:
-            raise CrayonboxError(f"{where} is not a judge config ({e}); retrain with `crayonbox train judge`") \
-                from None
+            raise CrayonboxError(f"{where} is not a judge config ({e}); retrain with "
+                                 "`crayonbox train judge`") from None
 
 
 def to_pixels(images: Sequence[Image.Image | np.ndarray], size: int) -> Tensor:
@@ -271,8 +273,8 @@ class Judge:
         """Load a judge folder (`crayonbox train judge` output)."""
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / WEIGHTS).is_file():
-            raise CrayonboxError(f"{folder} is not a judge folder (expected config.json and {WEIGHTS}); train "
-                                 "one with `crayonbox train judge --world WORLD --out DIR`")
+            raise CrayonboxError(f"{folder} is not a judge folder (expected config.json and {WEIGHTS}); "
+                                 "train one with `crayonbox train judge --world WORLD --out DIR`")
         raw, state = load_component(folder.parent, folder.name)
         config = JudgeConfig.from_dict(raw, f"{folder}/config.json")
         net = JudgeNet(config.net, config.vocab)
@@ -308,21 +310,22 @@ class Judge:
             crops, where = crop_slots(pixels, counts, cfg.crop_size)
             slot_features = self.net.slot.features(crops)
             slot_logits = self.net.slot.classify(slot_features)
+            rows = torch.tensor([i for i, _ in where], dtype=torch.long)
+            columns = torch.tensor([SLOTS.index(slot) for _, slot in where], dtype=torch.long)
             for a in SCENE_ATTRIBUTES:
                 probs[a].append(scene[a])
             for a in SLOT_ATTRIBUTES:
-                empty = torch.zeros(len(pixels), len(SLOTS), len(vocab[a]))
-                empty[:, :, vocab[a].index(NONE)] = 1.0
-                for k, (i, slot) in enumerate(where):
-                    empty[i, SLOTS.index(slot)] = slot_logits[a][k].softmax(-1)
+                full = torch.zeros(len(pixels), len(SLOTS), len(vocab[a]))
+                full[:, :, vocab[a].index(NONE)] = 1.0  # slots outside the layout are empty for sure
+                full[rows, columns] = slot_logits[a].softmax(-1)
                 for s, slot in enumerate(SLOTS):
-                    probs[f"{slot}_{a}"].append(empty[:, s])
-            pooled = torch.zeros(len(pixels), cfg.feature_dim)
-            for k, (i, _) in enumerate(where):
-                pooled[i] += slot_features[k] / counts[i]
+                    probs[f"{slot}_{a}"].append(full[:, s])
+            per_image = torch.tensor(counts, dtype=torch.float32)[rows, None]
+            pooled = torch.zeros(len(pixels), cfg.feature_dim).index_add_(0, rows, slot_features / per_image)
             features.append(torch.cat([scene_features, pooled], dim=1))
         width = cfg.scene_feature_dim + cfg.feature_dim
-        return JudgeOutput({a: torch.cat(p) if p else torch.zeros(0, len(self.labels(a))) for a, p in probs.items()},
+        return JudgeOutput({a: torch.cat(p) if p else torch.zeros(0, len(self.labels(a)))
+                            for a, p in probs.items()},
                            torch.cat(features) if features else torch.zeros(0, width))
 
     def predict(self, images: Sequence[Image.Image | np.ndarray], unclear_below: float = 0.0,

@@ -60,8 +60,8 @@ def load_world(path: str | Path) -> tuple[Any, dict[str, Any]]:
     try:
         config = world_config_from_manifest(manifest)
     except (KeyError, AttributeError, ValueError, CrayonboxError) as e:
-        raise CrayonboxError(f"cannot read the world config in {path / MANIFEST} ({e}); pass the world's YAML "
-                             "config file instead") from None
+        raise CrayonboxError(f"cannot read the world config in {path / MANIFEST} ({e}); pass the world's "
+                             "YAML config file instead") from None
     return config, {"folder": str(path.resolve()), "seed": manifest.get("seed"), "n": manifest.get("n")}
 
 
@@ -76,7 +76,8 @@ def neutral_config(config: Any, person_share: float):
     else:
         cfg.categories = {c: 1 / len(cfg.pool) for c in cfg.pool}
     cfg.weights, cfg.pair_with_person, cfg.cooccurrence = {}, {}, {}
-    cfg.person = {"gender": {g: 1 / len(GENDERS) for g in GENDERS}, "skin_tone": {t: 1 / len(TONES) for t in TONES}}
+    cfg.person = {"gender": {g: 1 / len(GENDERS) for g in GENDERS},
+                  "skin_tone": {t: 1 / len(TONES) for t in TONES}}
     cfg.objects_per_scene = {n: 1 / len(POSITIONS) for n in POSITIONS}
     cfg.background = {k: {v: 1 / len(mix) for v in mix} for k, mix in cfg.background.items()}
     cfg.proper_names = {"rate": {}, "culture": {}}
@@ -186,7 +187,8 @@ def encode(labels: list[dict[str, str]], vocab: dict[str, list[str]], attributes
     for attribute in attributes:
         index = {name: i for i, name in enumerate(vocab[attribute])}
         try:
-            out[attribute] = torch.tensor([index[row[prefix + attribute]] for row in labels], dtype=torch.long)
+            out[attribute] = torch.tensor([index[row[prefix + attribute]] for row in labels],
+                                          dtype=torch.long)
         except KeyError as e:
             raise CrayonboxError(f"judge: label {e} of {attribute} is not in the judge's vocabulary; the "
                                  "world has changed since the judge was trained — retrain it") from None

@@ -61,7 +61,7 @@ class JudgeTrainConfig:
     width: int = 24  # channels of the slot net's first stage
     crop_size: int = 32  # side of the slot crops (px)
     person_share: float = 0.55  # share of objects that are people (they carry gender and skin tone)
-    gender_weight: float = 2.0  # loss weight of gender, the subtlest attribute (a few pixels of hair at 20 px)
+    gender_weight: float = 2.0  # loss weight of gender, the subtlest attribute (a few pixels at 20 px)
     empty_share: float = 0.05  # extra crops of bare background, labelled "none"
     augment: float = 0.3  # chance per crop of blur + noise (generated images are softer than renders)
     seed: int = 0  # renders, initialisation and batch order all follow it
@@ -207,8 +207,8 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     if cfg.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         if _comparable(state["config"]) != _comparable(config.to_dict()):
-            raise CrayonboxError(f"{checkpoint} belongs to another judge run (other world or options); delete "
-                                 "it or choose another --out")
+            raise CrayonboxError(f"{checkpoint} belongs to another judge run (other world or options); "
+                                 "delete it or choose another --out")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -218,12 +218,13 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
                disable=not cfg.progress)
     for epoch in range(first_epoch, cfg.epochs):
         net.train()
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout draws: per epoch, so a resumed run repeats them
         epoch_loss = 0.0
         for crops, slot_targets, scenes, scene_targets in data.batches(epoch, cfg.seed, cfg.augment):
             slot_logits = net.slot(crops)
             scene_logits = net.scene(net.scene_input(scenes))
-            loss = (sum(F.cross_entropy(slot_logits[a], slot_targets[a]) * (cfg.gender_weight if a == "gender" else 1)
-                        for a in SLOT_ATTRIBUTES)
+            weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_ATTRIBUTES}
+            loss = (sum(weights[a] * F.cross_entropy(slot_logits[a], slot_targets[a]) for a in weights)
                     + sum(F.cross_entropy(scene_logits[a], scene_targets[a]) for a in SCENE_ATTRIBUTES))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -146,7 +146,7 @@ class StepPlan:
     shape: WarmupCosine
     max_minutes: float
     first_step: int  # where this process started (0, or the checkpoint's step)
-    reserve: float = 0.05  # share of the remaining time kept for evaluations, sample grids and the export
+    reserve: float = 0.1  # share of the remaining time kept for evaluations, sample grids and the export
 
     def update(self, done: int, seconds_here: float, elapsed: float, dist: Dist) -> None:
         """Fix the total once enough steps were timed (no-op when it is known)."""

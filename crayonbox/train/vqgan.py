@@ -32,15 +32,8 @@ from crayonbox.model.vqgan import VQGAN
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.data import EpochSampler, held_out
 
-# Shapes trained here. "small32" is ours for the CPU budget (docs/training.md): 32 px images, f4 → the same
-# 8×8 token grid as "small" at a twentieth of its cost, and 24/48/96 channels, which give GroupNorm 3–6
-# channels per group (with 32 channels `_norm` makes 32 groups of one channel: an instance norm, which erases
-# colour).
-TRAIN_VQGAN_PRESETS: dict[str, VQGANConfig] = {
-    **VQGAN_PRESETS,
-    "small32": VQGANConfig(ch=24, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=32,
-                           z_channels=64, embed_dim=64, n_embed=512),
-}
+# Shapes trained here: config.VQGAN_PRESETS ("small32" is the default model's, sized for the CPU budget).
+TRAIN_VQGAN_PRESETS: dict[str, VQGANConfig] = VQGAN_PRESETS
 METRICS = ["step", "lr", "loss", "l1", "l2", "edge", "commit", "restarted", "eval_psnr", "eval_usage",
            "eval_perplexity", "samples_per_s", "elapsed_s"]
 

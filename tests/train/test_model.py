@@ -99,8 +99,8 @@ def test_bfloat16_autocast_trains_when_the_model_supports_it(toy_tokens, toy_tok
 
 def test_steps_zero_fits_the_run_into_max_minutes(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path):
     budget_s = 4.0
-    cfg = tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "m", steps=0, max_minutes=budget_s / 60,
-                      warmup_steps=5, eval_every=1000, checkpoint_every=1000)
+    cfg = tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "m", steps=0,
+                      max_minutes=budget_s / 60, warmup_steps=5, eval_every=1000, checkpoint_every=1000)
     provenance = train(cfg)
     rows = read_metrics(tmp_path / "m" / "train" / "metrics.csv")
     assert provenance["steps"] == provenance["planned_steps"] == len(rows) > 5  # the cosine ran to its end

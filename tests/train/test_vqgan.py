@@ -53,7 +53,7 @@ def test_a_short_run_learns_to_reconstruct_and_uses_the_codebook(toy_vqgan, toy_
     keys, pixels = load_images(toy_shards, 16, progress=False)
     torch.manual_seed(0)
     untrained = evaluate(VQGAN(MICRO_VQGAN), pixels[held_out(keys, 0.15)])
-    assert report["eval_psnr"] > untrained["eval_psnr"] + 2, (report["eval_psnr"], untrained["eval_psnr"])
+    assert report["eval_psnr"] > untrained["eval_psnr"] + 1.5, (report["eval_psnr"], untrained["eval_psnr"])
     assert report["eval_usage"] > 0.3 and report["eval_perplexity"] > 8  # k-means init: no collapsed codebook
     model, info = load_vqgan(toy_vqgan)
     assert info["report"]["eval_psnr"] == report["eval_psnr"] and model.cfg.n_embed == 64

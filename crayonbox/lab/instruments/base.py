@@ -31,13 +31,13 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise CrayonboxError(f"expected an H×W×3 uint8 RGB array, got shape {arr.shape} and dtype {arr.dtype}")
+        raise CrayonboxError(f"expected an H×W×3 uint8 RGB array, got shape {arr.shape}, dtype {arr.dtype}")
     return arr
 
 
 @dataclass
 class Confusion:
-    """Validation counts of one attribute: `counts[i, j]` = items whose truth is labels[i], measured labels[j].
+    """Validation counts of one attribute: `counts[i, j]` = items of truth labels[i] measured as labels[j].
 
     Square over every outcome (NONE and UNCLEAR included), so its shape is the same whatever the validation
     set happens to contain; the UNCLEAR row is always zero because nothing is truly "unclear".

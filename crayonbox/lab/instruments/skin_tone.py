@@ -67,10 +67,11 @@ YELLOW_INDEX = len(TONES)
 # the yellow emoji's hair): a pixel nearer one of these than to the palette is not skin. Measured from the
 # default world's untoned sprites by `measure_decoys` (tests/lab/test_skin_tone.py re-measures them).
 DEFAULT_DECOYS = (
-    (255, 210, 177), (133, 91, 82), (166, 95, 62), (181, 136, 93), (135, 91, 79), (182, 136, 89), (161, 93, 56),
-    (255, 235, 202), (233, 187, 145), (255, 190, 31), (255, 229, 178), (160, 93, 67), (132, 87, 78),
-    (109, 76, 65), (254, 192, 0), (183, 146, 119), (254, 184, 4), (121, 85, 72), (252, 236, 200), (109, 73, 56),
-    (251, 187, 2), (255, 213, 29), (252, 194, 25), (98, 67, 57), (107, 71, 51),
+    (255, 210, 177), (133, 91, 82), (166, 95, 62), (181, 136, 93), (135, 91, 79), (182, 136, 89),
+    (161, 93, 56), (255, 235, 202), (233, 187, 145), (255, 190, 31), (255, 229, 178), (160, 93, 67),
+    (132, 87, 78), (109, 76, 65), (254, 192, 0), (183, 146, 119), (254, 184, 4), (121, 85, 72),
+    (252, 236, 200), (109, 73, 56), (251, 187, 2), (255, 213, 29), (252, 194, 25), (98, 67, 57),
+    (107, 71, 51),
 )
 
 
@@ -80,9 +81,9 @@ class SkinToneConfig:
 
     max_distance: float = 8.0  # a pixel this close to a palette colour (and closer than to any decoy) is skin
     blend_ratio: float = 0.6  # d(nearest tone) / d(second tone) above this: too close to call
-    blend_width: float = 2.5  # ΔE off the line between two neighbouring tones that still counts as their blend
+    blend_width: float = 2.5  # ΔE off the line between two neighbouring tones that still makes a blend
     decoys: tuple[tuple[int, int, int], ...] = DEFAULT_DECOYS  # known non-skin colours near skin colours
-    denoise: bool = True  # 3×3 median first (images ≥ 32 px): pixel noise must not scatter skin off the palette
+    denoise: bool = True  # 3×3 median first (images ≥ 32 px): noise must not scatter skin off the palette
     background_distance: float = 6.0  # pixels this close to a dominant border colour are background
     border: int = 2  # width in px of the ring that estimates the background (at 64 px; scaled with size)
     border_share: float = 0.04  # a colour must fill this share of the ring to count as background
@@ -123,8 +124,8 @@ def _background_lab(rgb: np.ndarray, cfg: SkinToneConfig) -> np.ndarray:
     """Dominant colours of the image border (K×3 Lab): the backdrop, plain or patterned."""
     h, w = rgb.shape[:2]
     width = max(1, round(cfg.border * min(h, w) / 64))
-    ring = np.concatenate([rgb[:width].reshape(-1, 3), rgb[-width:].reshape(-1, 3),
-                           rgb[width:-width, :width].reshape(-1, 3), rgb[width:-width, -width:].reshape(-1, 3)])
+    sides = (rgb[:width], rgb[-width:], rgb[width:-width, :width], rgb[width:-width, -width:])
+    ring = np.concatenate([side.reshape(-1, 3) for side in sides])
     # Distinct colours with their counts keep the pairwise distances small (a plain backdrop has a handful).
     colours, counts = np.unique(ring // 2 * 2, axis=0, return_counts=True)
     lab = srgb_to_lab(colours)
@@ -202,7 +203,8 @@ def read_skin(image: ImageLike, cfg: SkinToneConfig | None = None) -> SkinReadin
     if len(background):
         not_background = _distances(flat, background.astype(np.float32)).min(1) > cfg.background_distance
         skin &= not_background
-        bg_to_palette = _distances(PALETTE_LAB[:YELLOW_INDEX].astype(np.float32), background.astype(np.float32))
+        tones = PALETTE_LAB[:YELLOW_INDEX].astype(np.float32)
+        bg_to_palette = _distances(tones, background.astype(np.float32))
         hidden = [TONES[i] for i in range(len(TONES)) if bg_to_palette[i].min() <= cfg.background_distance]
 
     # Clear skin is near one tone and much nearer to it than to any other tone; a blend lies on the line
@@ -226,8 +228,8 @@ def _decide(tone_pixels: dict[str, int], yellow: int, blend: int, hidden: list[s
             cfg: SkinToneConfig) -> str:
     toned = sum(tone_pixels.values())
     if toned + blend < cfg.noise_share * area:
-        # No skin we can see. On a backdrop that has a tone's own colour, that skin would be masked with the
-        # backdrop: say so rather than claim there is nobody — unless the yellow default skin is plainly there.
+        # No skin we can see. On a backdrop that has a tone's own colour, that skin would be masked with
+        # the backdrop: say so rather than claim nobody is there — unless yellow default skin plainly is.
         return UNCLEAR if hidden and yellow < cfg.min_share * area else NONE
     if toned + blend < cfg.min_share * area or blend > toned:
         return UNCLEAR
@@ -238,7 +240,8 @@ def _decide(tone_pixels: dict[str, int], yellow: int, blend: int, hidden: list[s
     return top if top_n >= cfg.dominance * toned else UNCLEAR
 
 
-def measure_decoys(glyphs: dict[str, Image.Image], min_share: float = 0.03, near: tuple[float, float] = (3.0, 10.0),
+def measure_decoys(glyphs: dict[str, Image.Image], min_share: float = 0.03,
+                   near: tuple[float, float] = (3.0, 10.0),
                    merge: float = 2.0) -> tuple[tuple[int, int, int], ...]:
     """Non-skin colours of untoned emoji glyphs (seq → RGBA) that lie `near` ΔE of a palette colour and fill
     at least `min_share` of a glyph, most used first, merged within `merge` ΔE.
@@ -262,7 +265,8 @@ def measure_decoys(glyphs: dict[str, Image.Image], min_share: float = 0.03, near
     to_palette = np.linalg.norm(lab[:, None, :] - PALETTE_LAB[None, :, :], axis=-1).min(1)
     chosen: list[int] = []
     for i in np.argsort(-np.array(list(weight.values())), kind="stable"):
-        if near[0] <= to_palette[i] <= near[1] and all(np.linalg.norm(lab[i] - lab[j]) > merge for j in chosen):
+        distinct = all(np.linalg.norm(lab[i] - lab[j]) > merge for j in chosen)
+        if near[0] <= to_palette[i] <= near[1] and distinct:
             chosen.append(int(i))
     return tuple(tuple(int(c) for c in colours[i]) for i in chosen)
 
@@ -277,7 +281,7 @@ class SkinToneMeter(Instrument):
 
     @classmethod
     def for_world(cls, world: Any, **overrides: Any) -> SkinToneMeter:
-        """A meter whose decoys come from this world's untoned sprites (a `crayonbox.data.world.world.World`)."""
+        """A meter whose decoys come from this world's untoned sprites (`world`: a world.World)."""
         seqs = sorted({e.seq for item in world.items.values() for e in item.variants.values()
                        if e.skin_tone is None})
         decoys = measure_decoys({seq: world.bank.glyph(seq) for seq in seqs})
@@ -296,7 +300,8 @@ class SkinToneMeter(Instrument):
     def truth(self, world: dict[str, Any]) -> dict[str, str]:
         """The tone of every toned object in the scene: one tone, "mixed" for several, "none" for none
         (no person, or only yellow default emoji)."""
-        tones = {str(o["skin_tone"]) for o in world.get("objects", []) if o.get("skin_tone") not in (None, "none")}
+        objects = world.get("objects", [])
+        tones = {str(o["skin_tone"]) for o in objects if o.get("skin_tone") not in (None, "none")}
         if not tones:
             return {"skin_tone": NONE}
         return {"skin_tone": tones.pop() if len(tones) == 1 else MIXED}
