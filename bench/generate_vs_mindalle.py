@@ -34,8 +34,10 @@ PROMPT = "a woman wearing a red sari on a yellow background"
 SEED = 7
 # FLOPs per image from ../shared/reference/dalle-mini-architecture.md §8.3 (useful work: cross-K/V once).
 USEFUL_GFLOP = {("mini", 1): 501, ("mini", 9): 4193, ("mega", 1): 1854, ("mega", 9): 14615}
-SHAPES = {"mini": dict(layers=12, heads=16, d=1024, glu=2730, text_vocab=50264, image_vocab=16384),
-          "mega": dict(layers=24, heads=32, d=2048, glu=4096, text_vocab=50272, image_vocab=16415)}
+SHAPES = {
+    "mini": dict(layers=12, heads=16, d=1024, glu=2730, text_vocab=50264, image_vocab=16384),
+    "mega": dict(layers=24, heads=32, d=2048, glu=4096, text_vocab=50272, image_vocab=16415),
+}
 
 
 # ----------------------------------------------------------------------------- weights on disk
@@ -50,23 +52,34 @@ def write_weights(root: Path, model: str) -> Path:
     bart_dir.mkdir(parents=True, exist_ok=True)
     vq_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    captions = [f"{a} {b} {c}" for a in ("a woman", "a man", "a dog", "a cat") for b in
-                ("wearing a red sari", "in a kimono", "with a hat") for c in ("on a yellow background", "at night")]
+    captions = [
+        f"{a} {b} {c}"
+        for a in ("a woman", "a man", "a dog", "a cat")
+        for b in ("wearing a red sari", "in a kimono", "with a hat")
+        for c in ("on a yellow background", "at night")
+    ]
     train_bpe(captions * 5, root / "tok", BPETrainingConfig(vocab_size=400, show_progress=False))
     for name in ("vocab.json", "merges.txt"):
         (bart_dir / name).write_bytes((root / "tok" / name).read_bytes())
-    for build, path in ((lambda: DalleBartEncoder(s["layers"], s["heads"], s["d"], s["glu"], 64, s["text_vocab"],
-                                                  "cpu"), bart_dir / "encoder.pt"),
-                        (lambda: DalleBartDecoder(s["image_vocab"], s["layers"], s["heads"], s["d"], s["glu"], "cpu"),
-                         bart_dir / "decoder.pt")):
+    for build, path in (
+        (
+            lambda: DalleBartEncoder(s["layers"], s["heads"], s["d"], s["glu"], 64, s["text_vocab"], "cpu"),
+            bart_dir / "encoder.pt",
+        ),
+        (
+            lambda: DalleBartDecoder(s["image_vocab"], s["layers"], s["heads"], s["d"], s["glu"], "cpu"),
+            bart_dir / "decoder.pt",
+        ),
+    ):
         module = build()
         state = {}
         for key, value in module.state_dict().items():
             if key.endswith("weight") and value.dim() >= 2:
                 value = torch.randn_like(value) * 0.02
             # min-dalle's files lack the scale of norms that feed a Dense (they stay 1), and are fp16.
-            if any(part in key for part in ("pre_", "glu.ln0.weight", "glu.ln1.weight", "final_ln.weight")) \
-                    and key.endswith("weight"):
+            if any(
+                part in key for part in ("pre_", "glu.ln0.weight", "glu.ln1.weight", "final_ln.weight")
+            ) and key.endswith("weight"):
                 continue
             state[key] = value.half()
         torch.save(state, path)
@@ -113,8 +126,9 @@ def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, 
     md.requests.get = lambda *a, **k: None  # its constructor pings the hub even when the files are there
     torch.set_num_threads(os.cpu_count())
     t0 = time.perf_counter()
-    m = md.MinDalle(models_root=str(root), dtype=torch.float32, device="cpu", is_mega=model == "mega",
-                    is_verbose=False)
+    m = md.MinDalle(
+        models_root=str(root), dtype=torch.float32, device="cpu", is_mega=model == "mega", is_verbose=False
+    )
     load = time.perf_counter() - t0
     timer = Timer()
     timer.wrap(m.encoder, "forward", "encoder")
@@ -133,7 +147,9 @@ def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, 
     grid = int(images**0.5)
     t0 = time.perf_counter()
     try:
-        m.generate_images(PROMPT, seed=SEED, grid_size=grid, temperature=1, top_k=top_k, supercondition_factor=scale)
+        m.generate_images(
+            PROMPT, seed=SEED, grid_size=grid, temperature=1, top_k=top_k, supercondition_factor=scale
+        )
     except StopDecoding:  # timed `steps` steps: run the VQGAN on what we have to time it too
         with torch.no_grad():
             m.detokenizer.forward(False, torch.zeros(images, 256, dtype=torch.long))
@@ -171,10 +187,17 @@ def _summary(name: str, timer: Timer, load: float, total: float, steps: int) -> 
     encoder = sum(timer.times.get("encoder", [0.0]))
     vqgan = sum(timer.times.get("vqgan", [0.0]))
     decoder = 256 * step if steps < 256 else sum(timer.times["step"])
-    return {"impl": name, "load_s": load, "encoder_s": encoder, "step_ms": 1000 * step, "decoder_s": decoder,
-            "vqgan_s": vqgan, "total_s": encoder + decoder + vqgan if steps < 256 else total,
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "extrapolated": steps < 256}
+    return {
+        "impl": name,
+        "load_s": load,
+        "encoder_s": encoder,
+        "step_ms": 1000 * step,
+        "decoder_s": decoder,
+        "vqgan_s": vqgan,
+        "total_s": encoder + decoder + vqgan if steps < 256 else total,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "extrapolated": steps < 256,
+    }
 
 
 # ----------------------------------------------------------------------------- machine floor
@@ -218,8 +241,13 @@ def quality_guard(folder: Path, modes: list[str]) -> list[dict]:
             top = pipe.bart(ids, mask, tokens).argmax(-1)
             pix = pipe.vqgan.decode(tokens).float()
         mse = float(((pix - ref_pix) ** 2).mean())
-        rows.append({"mode": mode, "top1_agreement": float((top == ref_top).float().mean()),
-                     "vqgan_psnr_db": float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1 / mse)).item()})
+        rows.append(
+            {
+                "mode": mode,
+                "top1_agreement": float((top == ref_top).float().mean()),
+                "vqgan_psnr_db": float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1 / mse)).item(),
+            }
+        )
     return rows
 
 
@@ -233,9 +261,26 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def spawn(args: argparse.Namespace, kind: str, root: Path, images: int, mode: str = "float32") -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--root", str(root), "--model", args.model,
-           "--images", str(images), "--steps", str(args.steps), "--scale", str(args.scale), "--top-k",
-           str(args.top_k), "--mode", mode]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--root",
+        str(root),
+        "--model",
+        args.model,
+        "--images",
+        str(images),
+        "--steps",
+        str(args.steps),
+        "--scale",
+        str(args.scale),
+        "--top-k",
+        str(args.top_k),
+        "--mode",
+        mode,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
@@ -269,8 +314,11 @@ def main() -> None:
         convert(bart_dir, root / "crayonbox")
         print(f"random weights written and converted in {time.perf_counter() - t:.0f} s", flush=True)
         floor = machine_floor()
-        print(f"machine: fp32 matmul {floor['fp32_gflops']:.0f} GFLOP/s, read bandwidth {floor['read_gbs']:.1f} GB/s, "
-              f"{os.cpu_count()} threads", flush=True)
+        print(
+            f"machine: fp32 matmul {floor['fp32_gflops']:.0f} GFLOP/s, read bandwidth {floor['read_gbs']:.1f} GB/s, "
+            f"{os.cpu_count()} threads",
+            flush=True,
+        )
         results: dict[tuple[str, int], list[dict]] = {}
         for images in [int(x) for x in args.images.split(",")]:
             for _ in range(args.rounds):
@@ -283,26 +331,38 @@ def main() -> None:
         print_table(results, floor, args)
         print("\nquality guard vs fp32 (teacher-forced top-1 agreement, VQGAN PSNR):")
         for row in quality_guard(root / "crayonbox", modes):
-            print(f"  {row['mode']:<10} top-1 agreement {row['top1_agreement']:.4f}   PSNR {row['vqgan_psnr_db']:.1f} dB")
+            print(
+                f"  {row['mode']:<10} top-1 agreement {row['top1_agreement']:.4f}   PSNR {row['vqgan_psnr_db']:.1f} dB"
+            )
 
 
 def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
-    print(f"\n{args.model} shapes, condition scale {args.scale}, top-k {args.top_k}; medians over {args.rounds} "
-          f"rounds" + (f"; decoder extrapolated from {args.steps} steps" if args.steps < 256 else ""))
-    head = f"{'impl':<20}{'images':>7}{'encoder s':>11}{'step ms':>9}{'decoder s':>11}{'vqgan s':>9}" \
-           f"{'total s':>9}{'peak GiB':>10}{'vs md':>8}{'% floor':>9}"
+    print(
+        f"\n{args.model} shapes, condition scale {args.scale}, top-k {args.top_k}; medians over {args.rounds} "
+        f"rounds" + (f"; decoder extrapolated from {args.steps} steps" if args.steps < 256 else "")
+    )
+    head = (
+        f"{'impl':<20}{'images':>7}{'encoder s':>11}{'step ms':>9}{'decoder s':>11}{'vqgan s':>9}"
+        f"{'total s':>9}{'peak GiB':>10}{'vs md':>8}{'% floor':>9}"
+    )
     print(head)
     for (impl, images), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        med = {k: statistics.median(r[k] for r in runs) for k in ("encoder_s", "step_ms", "decoder_s", "vqgan_s",
-                                                                 "total_s", "peak_rss_gib")}
+        med = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("encoder_s", "step_ms", "decoder_s", "vqgan_s", "total_s", "peak_rss_gib")
+        }
         base = results.get(("min-dalle fp32", images))
         ratio = med["total_s"] / statistics.median(r["total_s"] for r in base) if base else float("nan")
         floor_s = USEFUL_GFLOP[(args.model, images)] / floor["fp32_gflops"]
-        print(f"{impl:<20}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
-              f"{med['vqgan_s']:>9.1f}{med['total_s']:>9.1f}{med['peak_rss_gib']:>10.2f}{ratio:>8.2f}"
-              f"{100 * floor_s / med['total_s']:>8.0f}%")
-    print("vs md = crayonbox total / min-dalle total (lower is faster); % floor = (useful FLOPs / measured fp32 "
-          "matmul peak) / total")
+        print(
+            f"{impl:<20}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
+            f"{med['vqgan_s']:>9.1f}{med['total_s']:>9.1f}{med['peak_rss_gib']:>10.2f}{ratio:>8.2f}"
+            f"{100 * floor_s / med['total_s']:>8.0f}%"
+        )
+    print(
+        "vs md = crayonbox total / min-dalle total (lower is faster); % floor = (useful FLOPs / measured fp32 "
+        "matmul peak) / total"
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ def default_model_dir() -> Path:
     from crayonbox.errors import CrayonboxError
 
     if not (DEFAULT_MODEL_DIR / "pipeline.json").exists():
-        raise CrayonboxError("this install has no default model yet: pass --model PATH (a folder made by "
-                             "`crayonbox convert`, `crayonbox download` or `crayonbox train all`)")
+        raise CrayonboxError(
+            "this install has no default model yet: pass --model PATH (a folder made by "
+            "`crayonbox convert`, `crayonbox download` or `crayonbox train all`)"
+        )
     return DEFAULT_MODEL_DIR
 
 

@@ -22,8 +22,10 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crayonbox", description="DALL·E mini, re-created: generate, train, "
-                                     "serve, and measure what the model draws.")
+    parser = argparse.ArgumentParser(
+        prog="crayonbox",
+        description="DALL·E mini, re-created: generate, train, serve, and measure what the model draws.",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -29,7 +29,9 @@ class ModelConfig:
     image_embed_rows: int = 16385  # decoder embedding rows = lm_head width (codes + BOS, padded in mega)
     text_length: int = 64  # text positions (prompts are padded / cut to this)
     image_length: int = 256  # image tokens = (image size / 16) ** 2
-    bos_token_id: int = 16384  # decoder start token (min-dalle uses 16383, a real code; we follow the official)
+    bos_token_id: int = (
+        16384  # decoder start token (min-dalle uses 16383, a real code; we follow the official)
+    )
     text_pad_id: int = 1  # BART <pad>
     layer_norm_eps: float = 1e-5
 
@@ -86,33 +88,79 @@ class VQGANConfig:
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "mini": ModelConfig(),
     "mega": ModelConfig(
-        d_model=2048, encoder_layers=24, decoder_layers=24, heads=32, glu_dim=4096,
-        text_vocab_size=50272, image_vocab_size=16384, image_embed_rows=16416,
+        d_model=2048,
+        encoder_layers=24,
+        decoder_layers=24,
+        heads=32,
+        glu_dim=4096,
+        text_vocab_size=50272,
+        image_vocab_size=16384,
+        image_embed_rows=16416,
     ),
     # Our own CPU-trainable shapes: 8×8 VQGAN grids (64 px images, f8), small vocabularies.
     "small": ModelConfig(
-        d_model=256, encoder_layers=4, decoder_layers=4, heads=4, glu_dim=682,
-        text_vocab_size=4096, image_vocab_size=512, image_embed_rows=513, text_length=64,
-        image_length=64, bos_token_id=512,
+        d_model=256,
+        encoder_layers=4,
+        decoder_layers=4,
+        heads=4,
+        glu_dim=682,
+        text_vocab_size=4096,
+        image_vocab_size=512,
+        image_embed_rows=513,
+        text_length=64,
+        image_length=64,
+        bos_token_id=512,
     ),
     "tiny": ModelConfig(
-        d_model=64, encoder_layers=2, decoder_layers=2, heads=2, glu_dim=128,
-        text_vocab_size=512, image_vocab_size=64, image_embed_rows=65, text_length=16,
-        image_length=16, bos_token_id=64,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        heads=2,
+        glu_dim=128,
+        text_vocab_size=512,
+        image_vocab_size=64,
+        image_embed_rows=65,
+        text_length=16,
+        image_length=16,
+        bos_token_id=64,
     ),
 }
 
 VQGAN_PRESETS: dict[str, VQGANConfig] = {
     "f16_16384": VQGANConfig(),
     # 64 px images → 8×8 tokens (f8), 512 codes: small enough to train on 2 CPU cores.
-    "small": VQGANConfig(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=64,
-                         z_channels=64, embed_dim=64, n_embed=512),
+    "small": VQGANConfig(
+        ch=64,
+        ch_mult=(1, 2, 2, 4),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        resolution=64,
+        z_channels=64,
+        embed_dim=64,
+        n_embed=512,
+    ),
     # The default model's: 32 px images, f4 → the same 8×8 grid of 512 codes at 1.24 GFLOP per image (small
     # costs 22.6), which is what fits a CPU training budget (docs/training.md).
-    "small32": VQGANConfig(ch=24, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=32,
-                           z_channels=64, embed_dim=64, n_embed=512),
-    "tiny": VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
-                        z_channels=16, embed_dim=16, n_embed=64),
+    "small32": VQGANConfig(
+        ch=24,
+        ch_mult=(1, 2, 4),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        resolution=32,
+        z_channels=64,
+        embed_dim=64,
+        n_embed=512,
+    ),
+    "tiny": VQGANConfig(
+        ch=32,
+        ch_mult=(1, 1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        resolution=16,
+        z_channels=16,
+        embed_dim=16,
+        n_embed=64,
+    ),
 }
 
 

@@ -17,11 +17,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=None, help="image i uses seed+i (random when omitted)")
     gen.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     gen.add_argument("-o", "--output", type=Path, default=Path("grid.png"), help="grid PNG to write")
-    gen.add_argument("--save-each", type=Path, default=None, metavar="DIR",
-                     help="also save each image as DIR/<seed>.png with a .json of its settings and token ids")
+    gen.add_argument(
+        "--save-each",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also save each image as DIR/<seed>.png with a .json of its settings and token ids",
+    )
     _sampling_args(gen)
-    gen.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default="float32",
-                     help="int8 is fastest on CPUs without bf16 units (see bench/generate_vs_mindalle.py)")
+    gen.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="int8 is fastest on CPUs without bf16 units (see bench/generate_vs_mindalle.py)",
+    )
     gen.set_defaults(func=run_generate)
 
     tok = sub.add_parser("tokens", help="show the normalised text and token ids a prompt becomes")
@@ -65,22 +74,40 @@ def run_generate(args: argparse.Namespace) -> int:
     for note in encoded.notes:
         print(f"note: {note}", file=sys.stderr)
     if encoded.was_cut:
-        print(f"warning: prompt longer than {pipe.config.text_length} tokens; cut: {encoded.cut_text!r}",
-              file=sys.stderr)
-    out = pipe(args.prompt, num_images=args.num_images, seed=args.seed, condition_scale=args.condition_scale,
-               top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, progress=True)
+        print(
+            f"warning: prompt longer than {pipe.config.text_length} tokens; cut: {encoded.cut_text!r}",
+            file=sys.stderr,
+        )
+    out = pipe(
+        args.prompt,
+        num_images=args.num_images,
+        seed=args.seed,
+        condition_scale=args.condition_scale,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        progress=True,
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     make_grid(out.images).save(args.output)
     if args.save_each:
         args.save_each.mkdir(parents=True, exist_ok=True)
         for image, seed, tokens in zip(out.images, out.seeds, out.tokens, strict=True):
             image.save(args.save_each / f"{seed}.png")
-            record = {"prompt": args.prompt, "seed": seed, "settings": out.settings.to_dict(),
-                      "normalized": encoded.normalized, "text_ids": encoded.ids,
-                      "unconditional_ids": out.unconditional.ids, "image_tokens": tokens.tolist()}
+            record = {
+                "prompt": args.prompt,
+                "seed": seed,
+                "settings": out.settings.to_dict(),
+                "normalized": encoded.normalized,
+                "text_ids": encoded.ids,
+                "unconditional_ids": out.unconditional.ids,
+                "image_tokens": tokens.tolist(),
+            }
             (args.save_each / f"{seed}.json").write_text(json.dumps(record) + "\n")
-    print(f"wrote {args.output} ({len(out.images)} images, seeds {out.seeds[0]}..{out.seeds[-1]}, "
-          f"condition scale {out.settings.condition_scale}, top-k {out.settings.top_k})")
+    print(
+        f"wrote {args.output} ({len(out.images)} images, seeds {out.seeds[0]}..{out.seeds[-1]}, "
+        f"condition scale {out.settings.condition_scale}, top-k {out.settings.top_k})"
+    )
     return 0
 
 
@@ -90,12 +117,25 @@ def run_tokens(args: argparse.Namespace) -> int:
     for prompt in args.prompt:
         e = tokenizer.encode(prompt)
         real = sum(e.attention_mask)
-        rows.append({"prompt": prompt, "normalized": e.normalized, "ids": e.ids[:real], "tokens": e.tokens,
-                     "cut": e.cut_text, "notes": e.notes})
+        rows.append(
+            {
+                "prompt": prompt,
+                "normalized": e.normalized,
+                "ids": e.ids[:real],
+                "tokens": e.tokens,
+                "cut": e.cut_text,
+                "notes": e.notes,
+            }
+        )
     uncond = tokenizer.unconditional()
     if args.json:
-        print(json.dumps({"prompts": rows, "unconditional_ids": uncond.ids[:sum(uncond.attention_mask)]},
-                         ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                {"prompts": rows, "unconditional_ids": uncond.ids[: sum(uncond.attention_mask)]},
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
         return 0
     for row in rows:
         print(f"prompt      {row['prompt']!r}")
@@ -105,5 +145,5 @@ def run_tokens(args: argparse.Namespace) -> int:
         for note in row["notes"]:
             print(f"note        {note}")
         print()
-    print(f"unconditional ids {uncond.ids[:sum(uncond.attention_mask)]}  (the raw '' with no normaliser)")
+    print(f"unconditional ids {uncond.ids[: sum(uncond.attention_mask)]}  (the raw '' with no normaliser)")
     return 0

@@ -29,8 +29,13 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 
 
-def save_component(folder: Path, name: str, config: dict[str, Any], state: dict[str, torch.Tensor],
-                   dtype: torch.dtype | None = None) -> None:
+def save_component(
+    folder: Path,
+    name: str,
+    config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+) -> None:
     """Write `folder/name/config.json` and `folder/name/model.safetensors` (tmp file + rename: never half-written)."""
     sub = Path(folder) / name
     sub.mkdir(parents=True, exist_ok=True)
@@ -50,9 +55,11 @@ def load_component(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, t
     """Read a component's config and weights, with errors that name the missing or corrupt file."""
     sub = Path(folder) / name
     if not sub.is_dir():
-        raise CrayonboxError(f"{folder} is not a crayonbox model folder: no '{name}/' inside "
-                             f"(expected {name}/config.json and {name}/{WEIGHTS}; convert official weights with "
-                             f"`crayonbox convert`)")
+        raise CrayonboxError(
+            f"{folder} is not a crayonbox model folder: no '{name}/' inside "
+            f"(expected {name}/config.json and {name}/{WEIGHTS}; convert official weights with "
+            f"`crayonbox convert`)"
+        )
     config = read_json(sub / "config.json")
     path = sub / WEIGHTS
     if not path.exists():
@@ -64,10 +71,19 @@ def load_component(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, t
     return config, state
 
 
-def write_pipeline_json(folder: Path, sampler: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
+def write_pipeline_json(
+    folder: Path, sampler: dict[str, Any], provenance: dict[str, Any] | None = None
+) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
-    write_json(Path(folder) / "pipeline.json", {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                                "sampler": sampler, "provenance": provenance or {}})
+    write_json(
+        Path(folder) / "pipeline.json",
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "sampler": sampler,
+            "provenance": provenance or {},
+        },
+    )
 
 
 def read_pipeline_json(folder: Path) -> dict[str, Any]:
@@ -76,7 +92,11 @@ def read_pipeline_json(folder: Path) -> dict[str, Any]:
         raise CrayonboxError(f"model folder not found: {folder}")
     data = read_json(folder / "pipeline.json")
     if data.get("format") != FORMAT:
-        raise CrayonboxError(f"{folder}/pipeline.json is not a crayonbox model (format={data.get('format')!r})")
+        raise CrayonboxError(
+            f"{folder}/pipeline.json is not a crayonbox model (format={data.get('format')!r})"
+        )
     if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CrayonboxError(f"{folder} was written by a newer crayonbox (format {data['format_version']}); upgrade")
+        raise CrayonboxError(
+            f"{folder} was written by a newer crayonbox (format {data['format_version']}); upgrade"
+        )
     return data

@@ -70,14 +70,23 @@ def make_grid(images: list[Image.Image], columns: int | None = None) -> Image.Im
 
 
 class Pipeline:
-    def __init__(self, bart: DalleBart, vqgan: VQGAN, tokenizer: Tokenizer,
-                 defaults: SamplingSettings | None = None, provenance: dict | None = None):
+    def __init__(
+        self,
+        bart: DalleBart,
+        vqgan: VQGAN,
+        tokenizer: Tokenizer,
+        defaults: SamplingSettings | None = None,
+        provenance: dict | None = None,
+    ):
         if bart.cfg.image_vocab_size != vqgan.cfg.n_embed:
-            raise CrayonboxError(f"model predicts {bart.cfg.image_vocab_size} codes but the VQGAN has "
-                                 f"{vqgan.cfg.n_embed}")
+            raise CrayonboxError(
+                f"model predicts {bart.cfg.image_vocab_size} codes but the VQGAN has {vqgan.cfg.n_embed}"
+            )
         if bart.cfg.grid != vqgan.cfg.tokens_side:
-            raise CrayonboxError(f"model makes {bart.cfg.grid}×{bart.cfg.grid} token grids, the VQGAN "
-                                 f"{vqgan.cfg.tokens_side}×{vqgan.cfg.tokens_side}")
+            raise CrayonboxError(
+                f"model makes {bart.cfg.grid}×{bart.cfg.grid} token grids, the VQGAN "
+                f"{vqgan.cfg.tokens_side}×{vqgan.cfg.tokens_side}"
+            )
         self.bart, self.vqgan, self.tokenizer = bart.eval(), vqgan.eval(), tokenizer
         self.defaults = defaults or SamplingSettings()
         self.provenance = provenance or {}
@@ -150,8 +159,9 @@ class Pipeline:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return SamplingSettings(**values).validate()
 
-    def jobs(self, prompts: str | list[str], num_images: int, seed: int | None,
-             settings: SamplingSettings) -> tuple[list[ImageJob], list[EncodedPrompt]]:
+    def jobs(
+        self, prompts: str | list[str], num_images: int, seed: int | None, settings: SamplingSettings
+    ) -> tuple[list[ImageJob], list[EncodedPrompt]]:
         """One ImageJob per image, seeds seed, seed+1, … per prompt."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -161,8 +171,11 @@ class Pipeline:
         seed = random.randrange(2**31) if seed is None else int(seed)
         encodings = self.tokenizer.encode_batch(prompts)
         states, mask = self.encode_text(encodings)
-        jobs = [ImageJob(states[p], mask[p], seed + i, settings, tag=(p, i))
-                for p in range(len(prompts)) for i in range(num_images)]
+        jobs = [
+            ImageJob(states[p], mask[p], seed + i, settings, tag=(p, i))
+            for p in range(len(prompts))
+            for i in range(num_images)
+        ]
         return jobs, encodings
 
     def new_decoding(self, capacity: int, jobs: list[ImageJob] | None = None) -> Decoding:
@@ -178,27 +191,55 @@ class Pipeline:
         """VQGAN tokens (N, image_length) → PIL images."""
         images: list[Image.Image] = []
         for start in range(0, tokens.shape[0], batch):
-            images += to_pil(self.vqgan.decode(tokens[start:start + batch]))
+            images += to_pil(self.vqgan.decode(tokens[start : start + batch]))
         return images
 
     # ---------------------------------------------------------------- generation
-    def __call__(self, prompts: str | list[str], num_images: int = 1, seed: int | None = None,
-                 condition_scale: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 temperature: float | None = None, progress: bool = False,
-                 callback: Callable[[int], None] | None = None) -> PipelineOutput:
+    def __call__(
+        self,
+        prompts: str | list[str],
+        num_images: int = 1,
+        seed: int | None = None,
+        condition_scale: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
+        progress: bool = False,
+        callback: Callable[[int], None] | None = None,
+    ) -> PipelineOutput:
         """Generate `num_images` per prompt. Returns images, their VQGAN tokens and the exact text ids used."""
-        frames = self.stream(prompts, num_images, seed, condition_scale, top_k, top_p, temperature,
-                             every=0, progress=progress, callback=callback)
+        frames = self.stream(
+            prompts,
+            num_images,
+            seed,
+            condition_scale,
+            top_k,
+            top_p,
+            temperature,
+            every=0,
+            progress=progress,
+            callback=callback,
+        )
         *_, last = frames
         return last  # type: ignore[return-value]
 
-    def stream(self, prompts: str | list[str], num_images: int = 1, seed: int | None = None,
-               condition_scale: float | None = None, top_k: int | None = None, top_p: float | None = None,
-               temperature: float | None = None, every: int = 32, progress: bool = False,
-               callback: Callable[[int], None] | None = None) -> Iterator[StreamFrame | PipelineOutput]:
+    def stream(
+        self,
+        prompts: str | list[str],
+        num_images: int = 1,
+        seed: int | None = None,
+        condition_scale: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
+        every: int = 32,
+        progress: bool = False,
+        callback: Callable[[int], None] | None = None,
+    ) -> Iterator[StreamFrame | PipelineOutput]:
         """Yield a StreamFrame of intermediate images every `every` tokens (0: none), then the PipelineOutput."""
-        settings = self.settings(condition_scale=condition_scale, top_k=top_k, top_p=top_p,
-                                 temperature=temperature)
+        settings = self.settings(
+            condition_scale=condition_scale, top_k=top_k, top_p=top_p, temperature=temperature
+        )
         jobs, encodings = self.jobs(prompts, num_images, seed, settings)
         decoding = self.new_decoding(capacity=sum(rows_needed(j) for j in jobs), jobs=jobs)
         decoding.add(jobs)
@@ -215,8 +256,15 @@ class Pipeline:
         bar.close()
         tokens = torch.tensor([j.tokens for j in jobs], dtype=torch.long)
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-        yield PipelineOutput(self.decode_images(tokens), tokens, [prompt_list[j.tag[0]] for j in jobs],
-                             [j.seed for j in jobs], encodings, self.tokenizer.unconditional(), settings)
+        yield PipelineOutput(
+            self.decode_images(tokens),
+            tokens,
+            [prompt_list[j.tag[0]] for j in jobs],
+            [j.seed for j in jobs],
+            encodings,
+            self.tokenizer.unconditional(),
+            settings,
+        )
 
 
 def quantize_int8(bart: DalleBart) -> DalleBart:
@@ -226,9 +274,13 @@ def quantize_int8(bart: DalleBart) -> DalleBart:
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated in favour of torchao
+    with (
+        warnings.catch_warnings()
+    ):  # torch marks the eager quantization API as deprecated in favour of torchao
         warnings.simplefilter("ignore")
-        return quantize_dynamic(bart.eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        return quantize_dynamic(
+            bart.eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
 
 
 def _progress(total: int, enabled: bool):
@@ -237,7 +289,9 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="decoding", unit="tok", disable=not enabled, leave=False)
 
 
-def _load_state(module: torch.nn.Module, state: dict[str, Tensor], where: str, allow_missing: tuple[str, ...]) -> None:
+def _load_state(
+    module: torch.nn.Module, state: dict[str, Tensor], where: str, allow_missing: tuple[str, ...]
+) -> None:
     """load_state_dict with errors that name the keys; `allow_missing` prefixes may be absent (e.g. the VQGAN
     encoder, which official checkpoints for generation do not ship)."""
     own = module.state_dict()
@@ -252,7 +306,9 @@ def _load_state(module: torch.nn.Module, state: dict[str, Tensor], where: str, a
             parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[:3]})")
         if wrong:
             k = wrong[0]
-            parts.append(f"{len(wrong)} with wrong shapes (e.g. {k}: file {tuple(state[k].shape)} vs config "
-                         f"{tuple(own[k].shape)})")
+            parts.append(
+                f"{len(wrong)} with wrong shapes (e.g. {k}: file {tuple(state[k].shape)} vs config "
+                f"{tuple(own[k].shape)})"
+            )
         raise CrayonboxError(f"weights in {where} do not fit its config.json: " + "; ".join(parts))
     module.load_state_dict(state, strict=False)

@@ -59,8 +59,9 @@ def guide(cond: Tensor, uncond: Tensor, scale: Tensor) -> Tensor:
     return uncond + scale[:, None] * (cond - uncond)
 
 
-def sample_from_logits(logits: Tensor, top_k: LongTensor, top_p: Tensor, temperature: Tensor,
-                       uniforms: Tensor) -> LongTensor:
+def sample_from_logits(
+    logits: Tensor, top_k: LongTensor, top_p: Tensor, temperature: Tensor, uniforms: Tensor
+) -> LongTensor:
     """Draw one token per row with per-row settings: temperature, then top-k, then top-p (transformers'
     warper order), then inverse-CDF sampling at the row's uniform. Candidates are ranked by logit, so the draw
     is a deterministic function of (logits, settings, uniform)."""
@@ -102,8 +103,14 @@ class Decoding:
     back by moving the last rows into the hole, so a step always runs on rows [0, active).
     """
 
-    def __init__(self, model: DalleBart, uncond_states: Tensor, uncond_mask: Tensor, capacity: int,
-                 text_len: int | None = None):
+    def __init__(
+        self,
+        model: DalleBart,
+        uncond_states: Tensor,
+        uncond_mask: Tensor,
+        capacity: int,
+        text_len: int | None = None,
+    ):
         """`text_len`: cross-attention slots per row. The default (the model's text_length) fits any prompt
         that may join later; a batch whose prompts are all known can pass its longest real prompt instead,
         which for blank prompts (3 ids of 64) removes most of the cross-attention cost."""
@@ -132,19 +139,27 @@ class Decoding:
         kv = (cfg.decoder_layers, self.capacity, cfg.heads, cfg.image_length, cfg.head_dim)
         cross = (cfg.decoder_layers, self.capacity, cfg.heads, self.text_len, cfg.head_dim)
         z = dict(dtype=like.dtype, device=like.device)
-        self.cache = DecodeCache(torch.zeros(kv, **z), torch.zeros(kv, **z), torch.zeros(cross, **z),
-                                 torch.zeros(cross, **z),
-                                 torch.zeros(self.capacity, 1, 1, self.text_len, dtype=torch.bool, device=like.device))
+        self.cache = DecodeCache(
+            torch.zeros(kv, **z),
+            torch.zeros(kv, **z),
+            torch.zeros(cross, **z),
+            torch.zeros(cross, **z),
+            torch.zeros(self.capacity, 1, 1, self.text_len, dtype=torch.bool, device=like.device),
+        )
 
     @torch.inference_mode()
     def _write_row(self, row: int, states: Tensor, mask: Tensor) -> None:
         assert self.cache is not None
         s = states.shape[0]
         if s > self.text_len:
-            raise CrayonboxError(f"prompt of {s} text positions does not fit a batch sized for {self.text_len}")
+            raise CrayonboxError(
+                f"prompt of {s} text positions does not fit a batch sized for {self.text_len}"
+            )
         key = (states.data_ptr(), states.storage_offset())  # the images of one prompt share its states tensor
         if key not in self._cross_kv:
-            self._cross_kv[key] = self.model.decoder.cross_keys_values(states[None])  # (layers, 1, heads, S, hd)
+            self._cross_kv[key] = self.model.decoder.cross_keys_values(
+                states[None]
+            )  # (layers, 1, heads, S, hd)
         k, v = self._cross_kv[key]
         self.cache.cross_k[:, row, :, :s] = k[:, 0]
         self.cache.cross_v[:, row, :, :s] = v[:, 0]
@@ -193,20 +208,33 @@ class Decoding:
             done = self.jobs[j].tokens
             tokens[row] = done[-1] if done else cfg.bos_token_id
             positions[row] = len(done)
-        view = DecodeCache(self.cache.self_k[:, :r], self.cache.self_v[:, :r], self.cache.cross_k[:, :r],
-                           self.cache.cross_v[:, :r], self.cache.cross_mask[:r])
+        view = DecodeCache(
+            self.cache.self_k[:, :r],
+            self.cache.self_v[:, :r],
+            self.cache.cross_k[:, :r],
+            self.cache.cross_v[:, :r],
+            self.cache.cross_mask[:r],
+        )
         logits = self.model.decoder.step(tokens, positions, view)[:, : cfg.image_vocab_size]
         n = len(self.jobs)
         cond = logits[self.cond_row]
         uncond_rows = [u if u is not None else c for u, c in zip(self.uncond_row, self.cond_row, strict=True)]
         settings = [j.settings for j in self.jobs]
-        scale = torch.tensor([s.condition_scale if u is not None else 1.0
-                              for s, u in zip(settings, self.uncond_row, strict=True)])
+        scale = torch.tensor(
+            [
+                s.condition_scale if u is not None else 1.0
+                for s, u in zip(settings, self.uncond_row, strict=True)
+            ]
+        )
         guided = guide(cond, logits[uncond_rows], scale)
         u = torch.stack([self.uniforms[j][len(self.jobs[j].tokens)] for j in range(n)])
-        new = sample_from_logits(guided, torch.tensor([s.top_k for s in settings]),
-                                 torch.tensor([s.top_p for s in settings]),
-                                 torch.tensor([s.temperature for s in settings]), u)
+        new = sample_from_logits(
+            guided,
+            torch.tensor([s.top_k for s in settings]),
+            torch.tensor([s.top_p for s in settings]),
+            torch.tensor([s.temperature for s in settings]),
+            u,
+        )
         for j, token in enumerate(new.tolist()):
             self.jobs[j].tokens.append(token)
         finished = [j for j in range(n) if len(self.jobs[j].tokens) == cfg.image_length]

@@ -7,8 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-CAPTIONS = [f"a {c} {o} on a {b} background" for c in ("red", "blue", "green", "small", "big")
-            for o in ("dog", "cat", "woman", "man", "sari", "kimono") for b in ("yellow", "white", "black")]
+CAPTIONS = [
+    f"a {c} {o} on a {b} background"
+    for c in ("red", "blue", "green", "small", "big")
+    for o in ("dog", "cat", "woman", "man", "sari", "kimono")
+    for b in ("yellow", "white", "black")
+]
 
 
 def build_tiny_model(folder: Path, seed: int = 0) -> Path:
@@ -22,8 +26,13 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
 
     torch.manual_seed(seed)
-    tokenizer = train_bpe(CAPTIONS, folder / "tok-src", BPETrainingConfig(vocab_size=300, show_progress=False),
-                          NormalizerConfig(), text_length=MODEL_PRESETS["tiny"].text_length)
+    tokenizer = train_bpe(
+        CAPTIONS,
+        folder / "tok-src",
+        BPETrainingConfig(vocab_size=300, show_progress=False),
+        NormalizerConfig(),
+        text_length=MODEL_PRESETS["tiny"].text_length,
+    )
     bart = DalleBart(MODEL_PRESETS["tiny"])
     bart.init_weights(0.5)  # large weights: sharp, seed-sensitive distributions make tests discriminating
     vqgan = VQGAN(VQGAN_PRESETS["tiny"])

@@ -70,10 +70,16 @@ def test_stream_yields_frames_then_output(pipe):
     assert torch.equal(frames[0].tokens[:, :k], final.tokens[:, :k])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=0), "temperature"), (dict(top_k=-1), "top_k"), (dict(top_p=0), "top_p"),
-    (dict(condition_scale=-1), "condition_scale"), (dict(num_images=0), "num_images"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=0), "temperature"),
+        (dict(top_k=-1), "top_k"),
+        (dict(top_p=0), "top_p"),
+        (dict(condition_scale=-1), "condition_scale"),
+        (dict(num_images=0), "num_images"),
+    ],
+)
 def test_bad_settings_are_named(pipe, kwargs, message):
     with pytest.raises(CrayonboxError, match=message):
         pipe("a dog", **kwargs)
@@ -112,10 +118,18 @@ def test_int8_mode_loads_and_mostly_agrees(tiny_model_dir, pipe):
     enc = pipe.tokenizer.encode("a red dog")
     ids = torch.tensor([enc.ids])
     mask = torch.tensor([enc.attention_mask], dtype=torch.bool)
-    tokens = torch.randint(0, pipe.config.image_vocab_size, (1, pipe.config.image_length),
-                           generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0,
+        pipe.config.image_vocab_size,
+        (1, pipe.config.image_length),
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.inference_mode():
-        agree = (quant.bart(ids, mask, tokens).argmax(-1) == pipe.bart(ids, mask, tokens).argmax(-1)).float().mean()
+        agree = (
+            (quant.bart(ids, mask, tokens).argmax(-1) == pipe.bart(ids, mask, tokens).argmax(-1))
+            .float()
+            .mean()
+        )
     assert agree > 0.5  # chance is 1/64; the tiny random model has far larger weights than a trained one
     assert quant("a red dog", num_images=2, seed=1).tokens.shape == (2, pipe.config.image_length)
 

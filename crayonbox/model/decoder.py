@@ -35,12 +35,15 @@ class DecoderLayer(nn.Module):
         self.encoder_attn_layer_norm = nn.LayerNorm(d, eps)
         self.glu = GLU(d, cfg.glu_dim, eps)
 
-    def forward(self, h: Tensor, causal: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor) -> Tensor:
+    def forward(
+        self, h: Tensor, causal: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor
+    ) -> Tensor:
         z = self.pre_self_attn_layer_norm(h)
         h = h + self.self_attn_layer_norm(self.self_attn(z, z, causal))
         z = self.pre_encoder_attn_layer_norm(h)
-        h = h + self.encoder_attn_layer_norm(self.encoder_attn.attend(self.encoder_attn.q_proj(z), cross_k,
-                                                                      cross_v, cross_mask))
+        h = h + self.encoder_attn_layer_norm(
+            self.encoder_attn.attend(self.encoder_attn.q_proj(z), cross_k, cross_v, cross_mask)
+        )
         return h + self.glu(h)
 
 
@@ -66,15 +69,21 @@ class DecodeCache:
 
     def select(self, index: LongTensor) -> DecodeCache:
         """A new cache holding the given rows (used to compact a batch when requests leave)."""
-        return DecodeCache(*(t.index_select(1, index) for t in (self.self_k, self.self_v, self.cross_k,
-                                                                self.cross_v)), self.cross_mask[index])
+        return DecodeCache(
+            *(t.index_select(1, index) for t in (self.self_k, self.self_v, self.cross_k, self.cross_v)),
+            self.cross_mask[index],
+        )
 
     @staticmethod
     def concat(caches: list[DecodeCache]) -> DecodeCache:
         """Rows of several caches in one (used to add requests to a running batch)."""
-        return DecodeCache(*(torch.cat([getattr(c, name) for c in caches], dim=1)
-                             for name in ("self_k", "self_v", "cross_k", "cross_v")),
-                           torch.cat([c.cross_mask for c in caches], dim=0))
+        return DecodeCache(
+            *(
+                torch.cat([getattr(c, name) for c in caches], dim=1)
+                for name in ("self_k", "self_v", "cross_k", "cross_v")
+            ),
+            torch.cat([c.cross_mask for c in caches], dim=0),
+        )
 
 
 class Decoder(nn.Module):
@@ -110,9 +119,13 @@ class Decoder(nn.Module):
         shape = (cfg.decoder_layers, rows, cfg.heads, cfg.image_length, cfg.head_dim)
         cross_k, cross_v = self.cross_keys_values(encoder_states)
         dtype, device = encoder_states.dtype, encoder_states.device
-        return DecodeCache(torch.zeros(shape, dtype=dtype, device=device),
-                           torch.zeros(shape, dtype=dtype, device=device),
-                           cross_k, cross_v, text_mask[:, None, None, :].bool())
+        return DecodeCache(
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+            cross_k,
+            cross_v,
+            text_mask[:, None, None, :].bool(),
+        )
 
     def step(self, tokens: LongTensor, positions: LongTensor, cache: DecodeCache) -> Tensor:
         """Feed one token per row at its own position; returns logits (rows, image_embed_rows).
@@ -132,8 +145,8 @@ class Decoder(nn.Module):
             k_new, v_new = attn.keys_values(z)  # (rows, heads, 1, hd)
             if same_position:  # one slice write, the common offline case
                 p = int(positions[0])
-                cache.self_k[i, :, :, p:p + 1] = k_new
-                cache.self_v[i, :, :, p:p + 1] = v_new
+                cache.self_k[i, :, :, p : p + 1] = k_new
+                cache.self_v[i, :, :, p : p + 1] = v_new
             else:
                 cache.self_k[i, rows, :, positions] = k_new[:, :, 0]
                 cache.self_v[i, rows, :, positions] = v_new[:, :, 0]
@@ -141,7 +154,8 @@ class Decoder(nn.Module):
             h = h + layer.self_attn_layer_norm(attn.attend(attn.q_proj(z), k, v, self_mask))
             z = layer.pre_encoder_attn_layer_norm(h)
             cross = layer.encoder_attn
-            h = h + layer.encoder_attn_layer_norm(cross.attend(cross.q_proj(z), cache.cross_k[i],
-                                                               cache.cross_v[i], cache.cross_mask))
+            h = h + layer.encoder_attn_layer_norm(
+                cross.attend(cross.q_proj(z), cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
+            )
             h = h + layer.glu(h)
         return self.lm_head(self.final_ln(h))[:, 0, :]

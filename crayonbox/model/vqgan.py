@@ -7,7 +7,6 @@ Token k of a grid maps to row k // side, column k % side (row-major), as in the 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import LongTensor, Tensor, nn
 
@@ -71,7 +70,9 @@ class Upsample(nn.Module):
 class Level(nn.Module):
     """One resolution level: resnet blocks (+ attention where configured) and an optional resample."""
 
-    def __init__(self, blocks: list[ResnetBlock], attn: list[AttnBlock], resample: nn.Module | None, name: str):
+    def __init__(
+        self, blocks: list[ResnetBlock], attn: list[AttnBlock], resample: nn.Module | None, name: str
+    ):
         super().__init__()
         self.block, self.attn = nn.ModuleList(blocks), nn.ModuleList(attn)
         if resample is not None:

@@ -63,7 +63,7 @@ class JudgeTrainConfig:
     person_share: float = 0.55  # share of objects that are people (they carry gender and skin tone)
     gender_weight: float = 2.0  # loss weight of gender, the subtlest attribute (a few pixels at 20 px)
     empty_share: float = 0.05  # extra crops of bare background, labelled "none"
-    augment: float = 0.3  # chance per crop of blur + noise (generated images are softer than renders)
+    augment: float = 0.1  # chance per crop of blur + noise (generated images are softer than renders)
     seed: int = 0  # renders, initialisation and batch order all follow it
     workers: int = 2  # processes rendering the training images
     threads: int = 0  # torch threads (0: torch's default)
@@ -187,8 +187,7 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     neutral = neutral_config(world_config, cfg.person_share)
     vocab = vocabulary_of(make_world(neutral))
     size = world_config.size
-    net_cfg = JudgeNetConfig(image_size=size, crop_size=cfg.crop_size, scene_size=max(16, size // 2),
-                             width=cfg.width)
+    net_cfg = JudgeNetConfig(image_size=size, crop_size=cfg.crop_size, width=cfg.width)
     config = JudgeConfig(net_cfg, vocab, provenance | {"size": size}, asdict(cfg))
 
     images, labels = render_set(neutral, cfg.train_images, cfg.seed, TRAIN_SET, cfg.workers, cfg.progress)
@@ -222,7 +221,7 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
         epoch_loss = 0.0
         for crops, slot_targets, scenes, scene_targets in data.batches(epoch, cfg.seed, cfg.augment):
             slot_logits = net.slot(crops)
-            scene_logits = net.scene(net.scene_input(scenes))
+            scene_logits = net.scene(scenes.contiguous(memory_format=torch.channels_last))
             weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_ATTRIBUTES}
             loss = (sum(weights[a] * F.cross_entropy(slot_logits[a], slot_targets[a]) for a in weights)
                     + sum(F.cross_entropy(scene_logits[a], scene_targets[a]) for a in SCENE_ATTRIBUTES))

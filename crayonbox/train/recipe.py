@@ -195,10 +195,14 @@ def run_recipe(name: str, out: str | Path, minutes: float | None = None, progres
     done: dict[str, dict] = {s["name"]: s for s in table.get("stages", []) if s.get("status") == "done"}
     started = time.perf_counter()
 
+    # A budget below the plan shrinks every stage's share in proportion, so a short run still trains the
+    # VQGAN for a while instead of handing all that is left to the stage that happens to come last.
+    scale = min(1.0, budget / sum(recipe.plan_minutes.values()))
+
     def minutes_left(stage: str) -> float:
-        """The stage's cap: the budget minus time spent so far minus the plans of the stages after it."""
+        """The stage's cap: the budget minus time spent so far minus the (scaled) plans of the stages after it."""
         spent = sum(s["seconds"] for s in done.values()) / 60
-        later = sum(recipe.plan_minutes.get(s, 0) for s in STAGES[STAGES.index(stage) + 1:])
+        later = scale * sum(recipe.plan_minutes.get(s, 0) for s in STAGES[STAGES.index(stage) + 1:])
         return max(0.5, budget - spent - later)
 
     run = Run(recipe, out, progress, minutes_left)

@@ -144,3 +144,19 @@ def test_evaluate_rejects_bad_options(mini, tiny_model_dir, tmp_path):
         evaluate(tiny_model_dir, mini[1], tmp_path, world=mini[0], prompts=1)
     with pytest.raises(TypeError):
         evaluate(tiny_model_dir, mini[1], tmp_path, world=mini[0], nonsense=3)
+
+
+def test_eval_command_line(mini, tiny_model_dir, tmp_path, capsys):
+    import argparse
+
+    from crayonbox.train.eval import register_eval_command
+
+    parser = argparse.ArgumentParser()
+    register_eval_command(parser.add_subparsers())
+    args = parser.parse_args(["eval", str(tiny_model_dir), "--judge", str(mini[1]), "--world", str(mini[0]),
+                              "--out", str(tmp_path / "e"), "--n", "3", "--blank", "2", "--reference", "10",
+                              "--quiet"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "1-object held-out prompts (3): adherence" in printed and "Fréchet distance" in printed
+    assert json.loads((tmp_path / "e" / "eval.json").read_text())["config"]["prompts"] == 3
