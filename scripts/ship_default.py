@@ -39,7 +39,7 @@ def main(run: Path) -> None:
     ASSETS.mkdir(parents=True)
     for name in ("bart", "vqgan"):
         copy_component(model, ASSETS, name)
-    if (run / "judge").is_dir():
+    if (run / "judge" / "model.safetensors").is_file():  # the judge stage may still be running
         copy_component(run, ASSETS, "judge")
     shutil.copytree(model / "tokenizer", ASSETS / "tokenizer")
     meta = json.loads((model / "pipeline.json").read_text())

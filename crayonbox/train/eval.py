@@ -137,15 +137,9 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
     EvalConfig fields."""
     from crayonbox.data.world.build import make_world
     from crayonbox.pipeline import Pipeline
-    from crayonbox.train.eval_metrics import (
-        adherence,
-        distribution,
-        expectation_of,
-        frechet_distance,
-        total_variation,
-    )
-    from crayonbox.train.judge import Judge, scene_summary
-    from crayonbox.train.judge_data import load_world, scene_truth, world_sample
+    from crayonbox.train.eval_metrics import adherence, expectation_of, frechet_distance
+    from crayonbox.train.judge import Judge
+    from crayonbox.train.judge_data import load_world, scene_truth
 
     cfg = EvalConfig(**options)
     if cfg.prompts < 2 or cfg.blank < 2:
@@ -198,20 +192,30 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
                              "images": len(generated), "feature_dim": int(generated.shape[1])}
 
     blank_images = generate(pipe, [""] * cfg.blank, cfg, "blank prompt", same_seed=False)
-    blank = [scene_summary(row) for row in judge.predict(blank_images)]
-    result["blank"] = {"images": len(blank), "judged": distribution(blank)}
-    if folder:
-        ref_images, ref_labels = world_sample(folder, cfg.reference)
-        training_judged = distribution([scene_summary(r) for r in judge.predict(list(ref_images))])
-        result["blank"] |= {"training_judged": training_judged,
-                            "training_truth": distribution([scene_summary(r) for r in ref_labels]),
-                            "reference_images": len(ref_labels),
-                            "tv_to_training_judged": {a: total_variation(p, training_judged.get(a, {}))
-                                                      for a, p in result["blank"]["judged"].items()}}
+    result["blank"] = blank_report(judge, blank_images, folder, cfg.reference)
     cells += [("(blank prompt)", im) for im in blank_images[:cfg.grid_columns]]
     result["seconds"] = time.perf_counter() - started
     _write_outputs(out, result, cells, cfg.grid_columns)
     return result
+
+
+def blank_report(judge: Any, images: list, folder: Path | None, reference: int) -> dict[str, Any]:
+    """The blank prompt's judged image distribution, next to the training images' (judged by the same judge,
+    and their ground truth), with the total-variation distance per attribute."""
+    from crayonbox.train.eval_metrics import distribution, total_variation
+    from crayonbox.train.judge import scene_summary
+    from crayonbox.train.judge_data import world_sample
+
+    judged = distribution([scene_summary(row) for row in judge.predict(images)])
+    report: dict[str, Any] = {"images": len(images), "judged": judged}
+    if folder:
+        ref_images, ref_labels = world_sample(folder, reference)
+        training = distribution([scene_summary(r) for r in judge.predict(list(ref_images))])
+        report |= {"training_judged": training,
+                   "training_truth": distribution([scene_summary(r) for r in ref_labels]),
+                   "reference_images": len(ref_labels),
+                   "tv_to_training_judged": {a: total_variation(p, training.get(a, {})) for a, p in judged.items()}}
+    return report
 
 
 def _write_outputs(out: Path, result: dict[str, Any], cells: list[tuple[str, Any]], columns: int) -> None:

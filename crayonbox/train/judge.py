@@ -2,9 +2,9 @@
 
 World scenes put 1–3 objects side by side in fixed slots (left / centre / right, world.py `_layout`), so the
 judge works like a reader of that layout: a *scene net* looks at the whole image for the object count and the
-background; a *slot net* looks at each slot's crop, resized to one size, for the object's
-category, item (the pool entry: "health worker", "sari", "dog"), gender, skin tone (none / yellow / 1–5) and
-attire. Cropping makes every object a training example at a normalised scale, which is what lets a CPU learn
+background; a *slot net* looks at each slot's crop, resized to one size, for the object's item (the pool
+entry: "health worker", "sari", "dog"), gender, skin tone (none / yellow / 1–5) and attire; its category is
+the sum of its items' probabilities, so the two never disagree. Cropping makes every object a training example at a normalised scale, which is what lets a CPU learn
 this in minutes: given about the same few minutes on 2 busy cores, a whole-image CNN reached 15 % item accuracy
 and the crop reader 95 %.
 
@@ -43,6 +43,7 @@ SLOTS = ("left", "centre", "right")
 LAYOUT = {1: ("centre",), 2: ("left", "right"), 3: ("left", "centre", "right")}  # = world config POSITIONS
 CROP_MARGIN = 1.25  # a crop is this many slot widths wide: the slot plus the world's jitter
 SLOT_ATTRIBUTES = ("category", "item", "gender", "skin_tone", "attire")
+SLOT_HEADS = ("item", "gender", "skin_tone", "attire")  # learned; the category follows from the item
 SCENE_ATTRIBUTES = ("count", "background_colour", "background_kind", "background_colour2")
 TONE_LABELS = (NONE, YELLOW, "1", "2", "3", "4", "5")
 GENDER_LABELS = (NONE, "woman", "man", "neutral")
@@ -117,6 +118,11 @@ def vocabulary_of(world: Any) -> dict[str, list[str]]:
             "gender": list(GENDER_LABELS), "skin_tone": list(TONE_LABELS), "attire": [NONE, *attire],
             "count": [str(n) for n in LAYOUT], "background_colour": sorted(COLOURS),
             "background_kind": list(BACKGROUND_KINDS), "background_colour2": [NONE, *sorted(COLOURS)]}
+
+
+def item_categories(world: Any) -> dict[str, str]:
+    """The pool category of every item label (NONE for NONE): what the category head would only repeat."""
+    return {NONE: NONE} | {name: item.category for name, item in world.items.items()}
 
 
 def slot_boxes(count: int, size: int) -> dict[str, tuple[int, int, int, int]]:
@@ -205,7 +211,7 @@ class JudgeNet(nn.Module):
         # the scene net strides from its first layer: count and background need the whole image, not detail
         scene_plan = [(3, s, 2), (s, 2 * s, 2), (2 * s, 4 * s, 2), (4 * s, 4 * s, 1)]
         self.slot = Branch(slot_plan, cfg.crop_size // 4, cfg.feature_dim, cfg.dropout,
-                           {a: len(vocab[a]) for a in SLOT_ATTRIBUTES})
+                           {a: len(vocab[a]) for a in SLOT_HEADS})
         self.scene = Branch(scene_plan, cfg.image_size // 8, cfg.scene_feature_dim, cfg.dropout,
                             {a: len(vocab[a]) for a in SCENE_ATTRIBUTES})
 
@@ -216,6 +222,7 @@ class JudgeConfig:
 
     net: JudgeNetConfig = field(default_factory=JudgeNetConfig)
     vocab: dict[str, list[str]] = field(default_factory=dict)  # attribute → labels, in head order
+    item_category: dict[str, str] = field(default_factory=dict)  # item label → its category label
     world: dict[str, Any] = field(default_factory=dict)  # the world it learned: folder or config file, seed
     training: dict[str, Any] = field(default_factory=dict)  # JudgeTrainConfig fields
 
@@ -225,7 +232,8 @@ class JudgeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "judge config") -> JudgeConfig:
         try:
-            return cls(net=JudgeNetConfig(**data["net"]), vocab=data["vocab"], world=data.get("world", {}),
+            return cls(net=JudgeNetConfig(**data["net"]), vocab=data["vocab"],
+                       item_category=data["item_category"], world=data.get("world", {}),
                        training=data.get("training", {}))
         except (KeyError, TypeError) as e:
             raise CrayonboxError(f"{where} is not a judge config ({e}); retrain with "
@@ -260,6 +268,11 @@ class Judge:
     def __init__(self, net: JudgeNet, config: JudgeConfig):
         self.net, self.config = net.eval(), config
         self.attributes = attribute_names()
+        items, categories = config.vocab["item"], config.vocab["category"]
+        # item → category as a 0/1 matrix: P(category) is the sum of its items' probabilities
+        self.item_to_category = torch.zeros(len(items), len(categories))
+        for i, item in enumerate(items):
+            self.item_to_category[i, categories.index(config.item_category[item])] = 1.0
 
     @classmethod
     def load(cls, folder: str | Path) -> Judge:
@@ -307,10 +320,12 @@ class Judge:
             columns = torch.tensor([SLOTS.index(slot) for _, slot in where], dtype=torch.long)
             for a in SCENE_ATTRIBUTES:
                 probs[a].append(scene[a])
+            slot_probs = {a: logits.softmax(-1) for a, logits in slot_logits.items()}
+            slot_probs["category"] = slot_probs["item"] @ self.item_to_category
             for a in SLOT_ATTRIBUTES:
                 full = torch.zeros(len(pixels), len(SLOTS), len(vocab[a]))
                 full[:, :, vocab[a].index(NONE)] = 1.0  # slots outside the layout are empty for sure
-                full[rows, columns] = slot_logits[a].softmax(-1)
+                full[rows, columns] = slot_probs[a]
                 for s, slot in enumerate(SLOTS):
                     probs[f"{slot}_{a}"].append(full[:, s])
             per_image = torch.tensor(counts, dtype=torch.float32)[rows, None]

@@ -24,12 +24,14 @@ from crayonbox.train.judge import (
     NONE,
     SCENE_ATTRIBUTES,
     SLOT_ATTRIBUTES,
+    SLOT_HEADS,
     SLOTS,
     Judge,
     JudgeConfig,
     JudgeNet,
     JudgeNetConfig,
     crop_slots,
+    item_categories,
     slot_boxes,
     vocabulary_of,
 )
@@ -97,7 +99,7 @@ class TrainingSet:
         self.scene_targets = encode(labels, vocab, SCENE_ATTRIBUTES)
         counts = [int(row["count"]) for row in labels]
         crops, where = crop_slots(self.images.float(), counts, net.crop_size)
-        rows = [{a: labels[i][f"{slot}_{a}"] for a in SLOT_ATTRIBUTES} for i, slot in where]
+        rows = [{a: labels[i][f"{slot}_{a}"] for a in SLOT_HEADS} for i, slot in where]
         # one random slot box of each bare background (boxes of every layout: empty slots come in all sizes)
         rng = np.random.default_rng([seed, 3])
         boxes = [box for n in (1, 2, 3) for box in slot_boxes(n, images.shape[1]).values()]
@@ -108,9 +110,9 @@ class TrainingSet:
                                                mode="bilinear", align_corners=False, antialias=True))
         if empty_patches:
             crops = torch.cat([crops, *empty_patches])
-            rows += [dict.fromkeys(SLOT_ATTRIBUTES, NONE) for _ in empty_patches]
+            rows += [dict.fromkeys(SLOT_HEADS, NONE) for _ in empty_patches]
         self.crops = crops.round().clamp(0, 255).to(torch.uint8)
-        self.slot_targets = encode(rows, vocab, SLOT_ATTRIBUTES)
+        self.slot_targets = encode(rows, vocab, SLOT_HEADS)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -185,10 +187,11 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     remove_stale_temporaries(out)
     world_config, provenance = load_world(world_path)
     neutral = neutral_config(world_config, cfg.person_share)
-    vocab = vocabulary_of(make_world(neutral))
+    world = make_world(neutral)
+    vocab = vocabulary_of(world)
     size = world_config.size
     net_cfg = JudgeNetConfig(image_size=size, crop_size=cfg.crop_size, width=cfg.width)
-    config = JudgeConfig(net_cfg, vocab, provenance | {"size": size}, asdict(cfg))
+    config = JudgeConfig(net_cfg, vocab, item_categories(world), provenance | {"size": size}, asdict(cfg))
 
     images, labels = render_set(neutral, cfg.train_images, cfg.seed, TRAIN_SET, cfg.workers, cfg.progress)
     eval_images, eval_labels = render_set(neutral, cfg.eval_images, cfg.seed, EVAL_SET, 1)
@@ -222,7 +225,7 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
         for crops, slot_targets, scenes, scene_targets in data.batches(epoch, cfg.seed, cfg.augment):
             slot_logits = net.slot(crops)
             scene_logits = net.scene(scenes.contiguous(memory_format=torch.channels_last))
-            weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_ATTRIBUTES}
+            weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_HEADS}
             loss = (sum(weights[a] * F.cross_entropy(slot_logits[a], slot_targets[a]) for a in weights)
                     + sum(F.cross_entropy(scene_logits[a], scene_targets[a]) for a in SCENE_ATTRIBUTES))
             optimizer.zero_grad(set_to_none=True)

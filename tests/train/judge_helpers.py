@@ -27,7 +27,7 @@ sources:
 
 # Enough steps to learn the easy attributes (count, background, skin tone) far above chance in seconds.
 MINI_JUDGE = dict(train_images=600, eval_images=100, world_sample=60, epochs=3, batch_size=64,
-                  warmup_steps=5, width=12, crop_size=24, learning_rate=0.005, workers=1, threads=1,
+                  warmup_steps=5, width=8, crop_size=16, learning_rate=0.005, workers=1, threads=1,
                   progress=False)
 
 
