@@ -67,7 +67,11 @@ def card(recipe: dict) -> str:
     stages = "\n".join(f"| {s['name']} | {s['seconds'] / 60:.1f} | {s['planned_seconds'] / 60:.1f} |"
                        for s in recipe["stages"])
     evals = next((s["summary"] for s in recipe["stages"] if s["name"] == "eval"), {})
-    adherence = "\n".join(f"| {k} | {v.get('adherence')} | {v.get('prompts')} |" for k, v in evals.items())
+    one, two = evals.get("1_object", {}), evals.get("2_object", {})
+    attributes = list(one.get("adherence", {}))
+    adherence = "\n".join(
+        f"| {a} | {one['adherence'][a]:.2f} | {two.get('adherence', {}).get(a, float('nan')):.2f} | "
+        f"{one.get('ceiling', {}).get(a, float('nan')):.2f} |" for a in attributes)
     return f"""# crayonbox default model
 
 A small DALL·E-mini-architecture model (BART encoder–decoder over an 8×8 grid of VQGAN codes, 32 px images)
@@ -83,8 +87,11 @@ supports no claim about real photographs.
 
 ## Prompt adherence on held-out compositions (judged by `judge/`)
 
-| objects | adherence | prompts |
-|---|---|---|
+Share of generated images whose judged attribute matches the prompt ({one.get('prompts', 0)} one-object and
+{two.get('prompts', 0)} two-object prompts); the ceiling is the judge's score on true renders of the same prompts.
+
+| attribute | 1 object | 2 objects | ceiling (1 object) |
+|---|---|---|---|
 {adherence}
 
 Sample grids (seed 0): `sample0.png` ("{CARD_PROMPTS[0]}"), `sample1.png`, `sample2.png`.

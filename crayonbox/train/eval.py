@@ -3,8 +3,9 @@
 - Prompt adherence on held-out compositions, per attribute, for 1- and 2-object prompts. Prompts describe
   scenes drawn from the model's own world whose composition — the objects (item, gender, skin tone) and the
   background colour — occurs in *no* training item (checked against the world folder's metadata). Each
-  share comes with its chance level (the same images judged against other prompts) and its ceiling (the
-  ground-truth renders of the same scenes, judged: what a perfect model would score with this judge).
+  share comes with its chance level (the same images judged against other prompts) and two ceilings: the
+  ground-truth renders of the same scenes, judged ("ceiling"), and those renders after a round trip through
+  the model's VQGAN ("ceiling_vqgan": the best a perfect transformer could score with this judge).
 - A Fréchet distance in judge-feature space between generated images and renders of the same scenes, next
   to the distance between two independent sets of renders (the floor at this sample size).
 - The blank prompt's image distribution (judged) next to the training images' (judged, and ground truth).
@@ -123,6 +124,23 @@ def generate(pipe: Any, prompts: list[str], cfg: EvalConfig, desc: str, same_see
     return images
 
 
+def vqgan_roundtrip(pipe: Any, model_dir: Path, images: list[np.ndarray]) -> list[Image.Image] | None:
+    """Images passed through the model's own VQGAN (encode → decode): what the best possible token sequence
+    looks like once decoded. None when the folder ships no VQGAN encoder (official checkpoints do not)."""
+    import torch
+    from safetensors import safe_open
+
+    from crayonbox.train.judge import to_pixels
+
+    with safe_open(str(model_dir / "vqgan" / "model.safetensors"), framework="pt") as weights:
+        if not any(key.startswith("encoder.") for key in weights.keys()):
+            return None
+    pixels = to_pixels(images, pipe.vqgan.cfg.resolution).to(pipe.dtype)
+    with torch.inference_mode():
+        ids = torch.cat([pipe.vqgan.encode(pixels[s:s + 64]) for s in range(0, len(pixels), 64)])
+    return pipe.decode_images(ids)
+
+
 def _world_of(judge: Any, world: str | Path | None) -> Path:
     source = world or judge.config.world.get("folder") or judge.config.world.get("config_file")
     if not source:
@@ -173,9 +191,14 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
         images = generate(pipe, prompts, cfg, f"{count}-object prompts")
         renders = render(the_world, scenes, cfg.seed, RENDER)
         judged, real = judge.run(images), judge.run(renders)
-        result["by_objects"][str(count)] = {
-            "prompts": len(scenes), **adherence(expected, judge.labels_from(judged)),
-            "ceiling": adherence(expected, judge.labels_from(real))["adherence"]}
+        block = {"prompts": len(scenes), **adherence(expected, judge.labels_from(judged)),
+                 "ceiling": adherence(expected, judge.labels_from(real))["adherence"]}
+        # the judge on VQGAN round trips of the renders: how much a perfect transformer could score, since
+        # every generated image goes through the VQGAN decoder (and how well the judge reads its blur)
+        roundtrips = vqgan_roundtrip(pipe, Path(model_dir), renders)
+        if roundtrips is not None:
+            block["ceiling_vqgan"] = adherence(expected, judge.predict(roundtrips))["adherence"]
+        result["by_objects"][str(count)] = block
         generated_all.append(judged.features.double().numpy())
         real_all.append(real.features.double().numpy())
         cells += [(p, im) for p, im in zip(prompts, images, strict=True)][:cfg.grid_columns]

@@ -4,9 +4,9 @@ World scenes put 1–3 objects side by side in fixed slots (left / centre / righ
 judge works like a reader of that layout: a *scene net* looks at the whole image for the object count and the
 background; a *slot net* looks at each slot's crop, resized to one size, for the object's item (the pool
 entry: "health worker", "sari", "dog"), gender, skin tone (none / yellow / 1–5) and attire; its category is
-the sum of its items' probabilities, so the two never disagree. Cropping makes every object a training example at a normalised scale, which is what lets a CPU learn
-this in minutes: given about the same few minutes on 2 busy cores, a whole-image CNN reached 15 % item accuracy
-and the crop reader 95 %.
+the sum of its items' probabilities, so the two never disagree. Cropping makes every object a training
+example at a normalised scale, which is what lets a CPU learn this in minutes: given about the same few minutes
+on 2 busy cores, a whole-image CNN reached 15 % item accuracy and the crop reader 95 %.
 
 `crayonbox eval` uses the judge for prompt adherence and the bias lab uses it as an instrument, so it must not
 share the training world's skews: it learns from a neutralised copy of the world (judge_train.py).

@@ -93,7 +93,7 @@ def test_loaded_judge_predicts_what_it_was_evaluated_with(trained):
     images, labels = world_sample(world, 30)
     predicted = judge.predict(list(images))
     assert len(predicted) == 30 and set(predicted[0]) == set(attribute_names())
-    assert sum(p["count"] == t["count"] for p, t in zip(predicted, labels, strict=True)) >= 27
+    assert sum(p["count"] == t["count"] for p, t in zip(predicted, labels, strict=True)) >= 24  # chance ≈ 15
     assert all(p["centre_category"] == NONE for p in predicted if p["count"] == "2")  # layout respected
     unclear = judge.predict(list(images[:3]), unclear_below=1.01)
     assert all(v == "unclear" for row in unclear for v in row.values())
