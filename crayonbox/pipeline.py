@@ -26,6 +26,7 @@ from crayonbox.model.vqgan import VQGAN
 from crayonbox.model_folder import load_component, read_pipeline_json, save_component, write_pipeline_json
 from crayonbox.sample import Decoding, ImageJob, SamplingSettings, rows_needed
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
+from crayonbox.weights.checks import check_state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PRECISIONS = (*DTYPES, "int8")  # int8: weight-only-style dynamic int8 Linear layers (fbgemm), VQGAN in fp32
@@ -289,26 +290,12 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="decoding", unit="tok", disable=not enabled, leave=False)
 
 
-def _load_state(
-    module: torch.nn.Module, state: dict[str, Tensor], where: str, allow_missing: tuple[str, ...]
-) -> None:
-    """load_state_dict with errors that name the keys; `allow_missing` prefixes may be absent (e.g. the VQGAN
-    encoder, which official checkpoints for generation do not ship)."""
-    own = module.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(allow_missing))
-    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
-    if unexpected or missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[:3]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} with wrong shapes (e.g. {k}: file {tuple(state[k].shape)} vs config "
-                f"{tuple(own[k].shape)})"
-            )
-        raise CrayonboxError(f"weights in {where} do not fit its config.json: " + "; ".join(parts))
+def _load_state(module: torch.nn.Module, state: dict[str, Tensor], where: str,
+                allow_missing: tuple[str, ...]) -> None:
+    """load_state_dict after `check_state` has named any missing, unexpected or mis-shaped key;
+    `allow_missing` is a group of prefixes that may be absent as a whole (the VQGAN encoder, which official
+    checkpoints for generation do not ship)."""
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    check_state(state, expected, f"{where} (weights vs its config.json)",
+                optional_groups=[allow_missing] if allow_missing else ())
     module.load_state_dict(state, strict=False)

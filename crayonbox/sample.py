@@ -118,13 +118,12 @@ class Decoding:
         self.capacity = capacity
         self.uncond_states, self.uncond_mask = uncond_states, uncond_mask
         self.jobs: list[ImageJob] = []
-        self.cond_row: list[int] = []
-        self.uncond_row: list[int | None] = []
         self.uniforms: list[Tensor] = []
         self.cache: DecodeCache | None = None
         self.text_len = text_len or self.cfg.text_length
         self._cross_kv: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # per prompt, for the current add()
-        self.row_owner: list[tuple[int, bool]] = []  # row → (job index, is_uncond)
+        self.row_owner: list[tuple[int, bool]] = []  # row → (job index, is_uncond): the one source of truth
+        self._index_rows()  # cond_row / uncond_row per image and the tensors `step` uses, derived from it
 
     @property
     def active_images(self) -> int:
@@ -182,14 +181,11 @@ class Decoding:
             row = self.rows_in_use
             self._write_row(row, job.states, job.mask)
             self.row_owner.append((index, False))
-            self.cond_row.append(row)
             if rows_needed(job) == 2:
                 self._write_row(row + 1, self.uncond_states, self.uncond_mask)
                 self.row_owner.append((index, True))
-                self.uncond_row.append(row + 1)
-            else:
-                self.uncond_row.append(None)
         self._cross_kv.clear()  # keyed by tensor address: never reuse across calls
+        self._index_rows()
 
     @property
     def free_rows(self) -> int:
@@ -217,24 +213,10 @@ class Decoding:
         )
         logits = self.model.decoder.step(tokens, positions, view)[:, : cfg.image_vocab_size]
         n = len(self.jobs)
-        cond = logits[self.cond_row]
-        uncond_rows = [u if u is not None else c for u, c in zip(self.uncond_row, self.cond_row, strict=True)]
-        settings = [j.settings for j in self.jobs]
-        scale = torch.tensor(
-            [
-                s.condition_scale if u is not None else 1.0
-                for s, u in zip(settings, self.uncond_row, strict=True)
-            ]
-        )
-        guided = guide(cond, logits[uncond_rows], scale)
+        b = self._batch  # per-image index and settings tensors, rebuilt only when images join or leave
+        guided = guide(logits[b["cond"]], logits[b["uncond"]], b["scale"])
         u = torch.stack([self.uniforms[j][len(self.jobs[j].tokens)] for j in range(n)])
-        new = sample_from_logits(
-            guided,
-            torch.tensor([s.top_k for s in settings]),
-            torch.tensor([s.top_p for s in settings]),
-            torch.tensor([s.temperature for s in settings]),
-            u,
-        )
+        new = sample_from_logits(guided, b["top_k"], b["top_p"], b["temperature"], u)
         for j, token in enumerate(new.tolist()):
             self.jobs[j].tokens.append(token)
         finished = [j for j in range(n) if len(self.jobs[j].tokens) == cfg.image_length]
@@ -263,14 +245,30 @@ class Decoding:
                 uniforms.append(self.uniforms[j])
         self.row_owner = [(new_index[self.row_owner[row][0]], self.row_owner[row][1]) for row in keep_rows]
         self.jobs, self.uniforms = jobs, uniforms
-        self.cond_row = [0] * len(jobs)
-        self.uncond_row = [None] * len(jobs)
+        self._index_rows()
+        return removed
+
+    def _index_rows(self) -> None:
+        """Rebuild, from `row_owner`, each image's cache rows and the per-image tensors `step` uses."""
+        self.cond_row = [0] * len(self.jobs)
+        self.uncond_row = [None] * len(self.jobs)
         for row, (j, is_uncond) in enumerate(self.row_owner):
             if is_uncond:
                 self.uncond_row[j] = row
             else:
                 self.cond_row[j] = row
-        return removed
+        settings = [j.settings for j in self.jobs]
+        self._batch = {
+            "cond": torch.tensor(self.cond_row, dtype=torch.long),
+            # without an uncond row (scale 1) the cond logits stand in: guidance is then the identity
+            "uncond": torch.tensor([c if u is None else u for u, c in zip(self.uncond_row, self.cond_row,
+                                                                         strict=True)], dtype=torch.long),
+            "scale": torch.tensor([s.condition_scale if u is not None else 1.0
+                                   for s, u in zip(settings, self.uncond_row, strict=True)]),
+            "top_k": torch.tensor([s.top_k for s in settings]),
+            "top_p": torch.tensor([s.top_p for s in settings]),
+            "temperature": torch.tensor([s.temperature for s in settings]),
+        }
 
     def partial_tokens(self, job: ImageJob) -> LongTensor:
         """The image's tokens so far, with undecoded positions copied from the row above (or the first token),

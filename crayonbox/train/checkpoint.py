@@ -47,6 +47,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                              "over") from None
 
 
+def check_same_run(state: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint made with other data, batch size or seed: the data order would differ."""
+    if {k: state["data"].get(k) for k in identity} != identity:
+        raise CrayonboxError(f"cannot resume: the checkpoint was made with {state['data']}, this run has "
+                             f"{identity}; resume with the same data, --batch-size and --seed")
+
+
 def remove_stale_temporaries(folder: str | Path) -> None:
     """Delete half-written `.*.tmp` files that a killed run left behind."""
     for tmp in Path(folder).glob(".*.tmp"):

@@ -235,7 +235,8 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     from tqdm import tqdm
 
     from crayonbox.model_folder import save_component
-    from crayonbox.train.model import Dist, StepPlan, WarmupCosine, autocast_for
+    from crayonbox.train.model import Dist, autocast_for
+    from crayonbox.train.schedule import StepPlan, WarmupCosine
 
     if not (cfg.data and cfg.out):
         raise CrayonboxError("give --data (a shard folder) and --out")
@@ -274,9 +275,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     start, elapsed_before = 0, 0.0
     if cfg.resume and ckpt_path.exists():
         state = ckpt.load_checkpoint(ckpt_path)
-        if {k: state["data"][k] for k in identity} != identity:
-            raise CrayonboxError(f"cannot resume: the checkpoint was made with {state['data']}, this run has "
-                                 f"{identity}; resume with the same data, --batch-size and --seed")
+        ckpt.check_same_run(state, identity)
         model.load_state_dict(state["model"])
         codebook.load_state_dict(state["codebook"])
         optimizer.load_state_dict(state["optimizer"])
