@@ -12,4 +12,7 @@ $SUDO apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji unic
 # torch first and pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[dev]'
+# open_clip for the lab's CLIP instrument, without its torchvision/timm dependencies (torchvision does not
+# import beside the CPU torch wheel; crayonbox loads only open_clip's model and tokenizer modules).
+.venv/bin/pip install -q --no-deps open-clip-torch
 echo "crayonbox installed in $(pwd)/.venv"
