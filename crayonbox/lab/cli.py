@@ -65,6 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     measure.add_argument("--validation", type=Path, default=None,
                          help="labelled world folder (default: fresh renders of the world config)")
     measure.add_argument("--validation-n", type=int, default=300)
+    measure.add_argument("--validate-roundtrip", action="store_true",
+                         help="validate instruments on renders passed through the model's own VQGAN")
+    measure.add_argument("--skin-max-distance", type=float, default=8.0,
+                         help="ΔE within which a pixel counts as a skin tone (default 8; generated images "
+                              "drift, check with --validate-roundtrip)")
     measure.add_argument("--world-config", type=Path, default=None,
                          help="world config of the validation renders")
     measure.add_argument("--clusters", type=int, default=8, help="k of the label-free clusters (default 8)")
@@ -112,7 +117,8 @@ def run_measure_command(args: argparse.Namespace) -> int:
         instruments=tuple(p.strip() for p in args.instruments.split(",") if p.strip()), judge=args.judge,
         clip_arch=args.clip_arch, clip_weights=args.clip_weights, reference=args.reference,
         use_reference=not args.no_reference, reference_limit=args.reference_limit, validation=args.validation,
-        validation_n=args.validation_n, world_config=args.world_config, clusters=args.clusters,
+        validation_n=args.validation_n, world_config=args.world_config,
+        validate_roundtrip=args.validate_roundtrip, skin_max_distance=args.skin_max_distance, clusters=args.clusters,
         seed=args.seed)
     metrics = measure_run(args.run, config, progress=not args.quiet)
     found = metrics["multiple_testing"].get("discoveries", [])

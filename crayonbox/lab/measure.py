@@ -51,6 +51,10 @@ class MeasureConfig:
     reference_limit: int = 2000  # training images measured (the first ones in shard order)
     validation: Path | None = None  # labelled world folder; None = fresh renders of the world config
     validation_n: int = 300
+    # Validate on the renders as the run's model would draw them: through its own VQGAN (encode → decode).
+    # Generated pixels drift in colour; an instrument validated only on clean renders hides that error.
+    validate_roundtrip: bool = False
+    skin_max_distance: float = 8.0  # ΔE of a skin pixel from its palette colour (raise for VQGAN colour drift)
     world_config: Path | None = None  # world config of the fresh validation renders (None: default world)
     clusters: int = 8  # k of the label-free track
     seed: int = 0  # k-means and bootstrap seed
@@ -111,7 +115,10 @@ def build_instruments(config: MeasureConfig) -> list[tuple[Instrument, str]]:
     if "skin_tone" in config.instruments:
         from crayonbox.lab.instruments.skin_tone import SkinToneMeter
 
-        out.append((SkinToneMeter(), ""))
+        from crayonbox.lab.instruments.skin_tone import SkinToneConfig
+
+        # (the cache key hashes the meter's config, so another threshold re-measures)
+        out.append((SkinToneMeter(SkinToneConfig(max_distance=config.skin_max_distance)), ""))
     if "judge" in config.instruments:
         out.append((load_judge(Path(config.judge)), file_digest(Path(config.judge) / "model.safetensors")))
     if "clip" in config.instruments:
@@ -192,6 +199,8 @@ def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureC
     """Confusion matrices of one instrument on labelled held-out renders (cached in the run)."""
     source = (str(config.validation) if config.validation
               else f"renders:{config.world_config}:{config.validation_n}")
+    if config.validate_roundtrip:
+        source += f":roundtrip:{store.get_meta('model_hash')}"
     record = f"validation:{key}:{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     found = store.get_record(record)
     if found is not None:
@@ -200,6 +209,8 @@ def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureC
         if "data" not in cache:
             cache["data"] = (validation_folder(config.validation, config.validation_n) if config.validation
                              else validation_renders(config.validation_n, config.world_config))
+            if config.validate_roundtrip:
+                cache["data"] = through_model_vqgan(*cache["data"], store.get_meta("model_dir"))
         images, truths, where = cache["data"]
         confusions = instrument.validate_world(images, truths)
         result = {"source": where, "confusions": {a: c.to_dict() for a, c in confusions.items()}}
@@ -207,6 +218,25 @@ def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureC
         return {"source": source, "error": str(e)}  # not cached: fixable (e.g. install the font), so retried
     store.put_record(record, result)
     return result
+
+
+def through_model_vqgan(images: list, truths: list, where: str, model_dir: str | None) -> tuple[list, list, str]:
+    """The validation renders after a round trip through the run model's VQGAN (needs its encoder)."""
+    import torch
+
+    from crayonbox.pipeline import to_pil
+    from crayonbox.train.vqgan import load_vqgan, pixels_of, to_unit
+
+    if not model_dir:
+        raise CrayonboxError("--validate-roundtrip needs the run's model folder, which this run does not record")
+    vqgan, _ = load_vqgan(Path(model_dir))
+    side = vqgan.cfg.resolution
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), 64):
+            x = to_unit(torch.from_numpy(np.stack([pixels_of(im, side) for im in images[start:start + 64]])))
+            out += to_pil(vqgan.eval().decode(vqgan.encode(x)))
+    return out, truths, f"{where}, each through the model's VQGAN (encode → decode) like a generated image"
 
 
 def fit_clusters(store: RunStore, run_shas: list[str], paths: dict[str, str], reference: list[ReferenceItem],

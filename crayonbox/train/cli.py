@@ -142,6 +142,16 @@ def _all_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_command(args: argparse.Namespace) -> int:
+    from crayonbox.train.judge import train_judge
+    from crayonbox.train.judge_train import JudgeTrainConfig
+
+    metrics = train_judge(args.world, args.out, **dataclasses.asdict(config_from_args(JudgeTrainConfig, args)))
+    shown = ", ".join(f"{k} {v:.1%}" for k, v in metrics["held_out"]["summary"].items())
+    print(f"judge in {args.out}: held-out accuracy {shown} (metrics.json)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` command group and `encode`."""
     train = subparsers.add_parser("train", help="train the tokenizer, VQGAN and transformer (or all of it)")
@@ -164,6 +174,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(p, config_spec("crayonbox.train.model", "TrainConfig"))
     p.add_argument("--nproc", type=int, default=1, help="processes (DDP via torchrun) (default: 1)")
     p.set_defaults(func=_model_command)
+
+    p = sub.add_parser("judge", help="train the judge (a CNN predicting every ground-truth attribute) on renders "
+                                     "of a world (resumable)")
+    p.add_argument("--world", required=True, help="a `crayonbox world build` folder or a world config YAML")
+    p.add_argument("--out", required=True, help="judge folder to write (config.json, model.safetensors, "
+                                                 "metrics.json)")
+    add_config_arguments(p, config_spec("crayonbox.train.judge_train", "JudgeTrainConfig"))
+    p.set_defaults(func=_judge_command)
 
     p = sub.add_parser("all", help="the whole recipe: world → captions → tokenizer → VQGAN → encode → "
                                    "transformer → judge → eval (each stage resumable)")

@@ -37,6 +37,7 @@ class Recipe:
     judge: dict[str, Any] = field(default_factory=dict)  # train_judge options
     eval: dict[str, Any] = field(default_factory=dict)  # evaluate options
     plan_minutes: dict[str, float] = field(default_factory=dict)  # planned wall time per stage on 2 cores
+    world_config: str = ""  # a world YAML shipped in crayonbox/data/world/ ("" = default.yaml)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -44,13 +45,13 @@ RECIPES: dict[str, Recipe] = {
     # (`steps: 0`); the throughputs behind the plan are in docs/training.md.
     "default": Recipe(
         world_items=30_000, world_size=32, vocab_size=4096, text_length=64,
-        vqgan={"preset": "small32", "steps": 0, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 30,
-               "quantize_after": 400, "kmeans_batches": 16, "ema_decay": 0.95, "dead_after": 20,
-               "eval_every": 200, "checkpoint_every": 100},
+        vqgan={"preset": "small32", "steps": 0, "batch_size": 16, "learning_rate": 1e-3, "warmup_steps": 50,
+               "quantize_after": 0.55, "kmeans_batches": 16, "ema_decay": 0.95, "dead_after": 50,
+               "eval_every": 500, "checkpoint_every": 200},
         model={"preset": "small", "steps": 0, "batch_size": 64, "learning_rate": 1e-3, "warmup_steps": 100,
                "eval_every": 250, "sample_every": 1000, "checkpoint_every": 100, "condition_scale": 3.0,
                "top_k": 64},
-        plan_minutes={"world": 2, "captions": 1, "tokenizer": 1, "vqgan": 14, "encode": 3, "model": 55,
+        plan_minutes={"world": 2, "captions": 1, "tokenizer": 1, "vqgan": 17, "encode": 2, "model": 52,
                       "judge": 6, "eval": 4},
     ),
     # Toy sizes: every stage runs for real, in about two minutes.
@@ -67,6 +68,21 @@ RECIPES: dict[str, Recipe] = {
         eval={"prompts": 2, "blank": 4, "reference": 20, "batch": 8},
         plan_minutes={"world": 0.3, "captions": 0.3, "tokenizer": 0.1, "vqgan": 0.3, "encode": 0.1,
                       "model": 0.3, "judge": 0.5, "eval": 0.3},
+    ),
+    # One known bias (crayonbox/data/world/planted.yaml: blank captions are 89 % dark-skinned people, all
+    # images 50 %), trained for a few minutes; the bias lab must find it (tests/lab/test_planted_model.py).
+    "planted": Recipe(
+        world_items=6000, world_size=16, vocab_size=400, text_length=16, world_config="planted.yaml",
+        vqgan={"preset": "tiny", "steps": 600, "batch_size": 32, "learning_rate": 1e-3, "warmup_steps": 30,
+               "quantize_after": 0.5, "kmeans_batches": 8, "ema_decay": 0.95, "dead_after": 50,
+               "eval_every": 300, "checkpoint_every": 200, "threads": 1},
+        model={"preset": "tiny", "steps": 1500, "batch_size": 64, "learning_rate": 3e-3, "warmup_steps": 50,
+               "eval_every": 500, "sample_every": 0, "sample_prompts": 2, "checkpoint_every": 500,
+               "condition_scale": 1.0, "top_k": 64, "threads": 1},
+        judge={"train_images": 400, "eval_images": 100, "world_sample": 100, "epochs": 1, "workers": 1, "threads": 1},
+        eval={"prompts": 2, "blank": 8, "reference": 40, "batch": 16},
+        plan_minutes={"world": 0.5, "captions": 0.2, "tokenizer": 0.1, "vqgan": 1.5, "encode": 0.2,
+                      "model": 2.5, "judge": 0.5, "eval": 0.3},
     ),
 }
 
@@ -96,8 +112,9 @@ def _cli(argv: list[str]) -> None:
 
 def stage_world(run: Run) -> dict:
     r = run.recipe
+    config = ["--config", str(Path(__file__).parents[1] / "data" / "world" / r.world_config)] if r.world_config else []
     _cli(["world", "build", "--out", str(run.path("world")), "-n", str(r.world_items), "--size",
-          str(r.world_size), *([] if run.progress else ["--quiet"])])
+          str(r.world_size), *config, *([] if run.progress else ["--quiet"])])
     return {"items": r.world_items, "size": r.world_size}
 
 

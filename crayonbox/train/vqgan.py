@@ -52,7 +52,8 @@ class VQGANTrainConfig:
     commitment: float = 0.25  # β of the commitment loss
     ema_decay: float = 0.99  # codebook EMA
     dead_after: int = 100  # steps without use before a code is restarted
-    quantize_after: int = 0  # steps of plain autoencoding (no quantizer) before the codebook is k-means'd in
+    quantize_after: float = 0.0  # plain autoencoding (no quantizer) before the codebook is k-means'd in: steps,
+    # or below 1 a share of the run (0.5 = the first half; with --steps 0 the share of the timed plan)
     kmeans_batches: int = 8  # batches of encoder outputs for the k-means init (0 = keep the random init)
     precision: str = "float32"  # autocast dtype: float32 | bfloat16
     eval_fraction: float = 0.02  # share of images held out (by key hash) for PSNR and usage
@@ -290,9 +291,15 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     bar = tqdm(initial=start, total=shape.total or None, desc="train vqgan", unit="step",
                disable=not cfg.progress)
     started, done, report = time.perf_counter(), start, {}
+    def quantize_from() -> float:
+        """The first quantized step (inf while a share-of-the-run start waits for the timed plan)."""
+        if cfg.quantize_after >= 1 or cfg.quantize_after == 0:
+            return int(cfg.quantize_after)
+        return int(cfg.quantize_after * shape.total) if shape.total else math.inf
+
     while shape.total == 0 or done < shape.total:
         step, tick = done, time.perf_counter()
-        if step == cfg.quantize_after and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
+        if step == quantize_from() and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
             rows = torch.cat([sampler.rows(step + i, cfg.batch_size) for i in range(cfg.kmeans_batches)])
             init_codebook(model, codebook, to_unit(train_pixels[rows]), restart_gen, step)
         x = to_unit(train_pixels[sampler.rows(step, cfg.batch_size)])
@@ -302,7 +309,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         ids = model.quantize.nearest(z).flatten()
         z_q = model.quantize.lookup(ids.view(z.shape[0], -1), z.shape[-1])
-        quantizing = step >= cfg.quantize_after
+        quantizing = step >= quantize_from()
         commit = F.mse_loss(z, z_q) if quantizing else torch.zeros(())
         with autocast_for(cfg.precision, x.device):  # straight-through estimator once quantizing
             recon = model.decode_latent(z + (z_q - z).detach() if quantizing else z).float()

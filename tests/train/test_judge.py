@@ -172,3 +172,20 @@ def test_world_folder_config_reads_back(trained):
     assert len(set(neutral.person["skin_tone"].values())) == 1  # uniform tones: no prior to learn
     with pytest.raises(CrayonboxError, match="neither a world folder"):
         load_world(world.parent / "nowhere")
+
+
+def test_train_judge_command_writes_a_judge_and_prints_its_accuracy(tmp_path, capsys):
+    from judge_helpers import mini_world
+
+    from crayonbox.cli import main
+
+    world = mini_world(tmp_path / "world", n=40)
+    code = main(["train", "judge", "--world", str(world), "--out", str(tmp_path / "judge"), "--train-images",
+                 "60", "--eval-images", "20", "--world-sample", "10", "--epochs", "1", "--width", "8",
+                 "--crop-size", "16", "--workers", "1", "--threads", "1", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "held-out accuracy" in printed and "background_colour" in printed
+    judge = Judge.load(tmp_path / "judge")
+    metrics = json.loads((tmp_path / "judge" / "metrics.json").read_text())
+    assert metrics["held_out"]["n"] == 20 and judge.config.vocab["count"]
