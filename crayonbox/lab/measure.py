@@ -113,9 +113,7 @@ def build_instruments(config: MeasureConfig) -> list[tuple[Instrument, str]]:
     after features exist)."""
     out: list[tuple[Instrument, str]] = []
     if "skin_tone" in config.instruments:
-        from crayonbox.lab.instruments.skin_tone import SkinToneMeter
-
-        from crayonbox.lab.instruments.skin_tone import SkinToneConfig
+        from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
 
         # (the cache key hashes the meter's config, so another threshold re-measures)
         out.append((SkinToneMeter(SkinToneConfig(max_distance=config.skin_max_distance)), ""))

@@ -47,7 +47,12 @@ def lab_finds_the_planted_skew(model: Path, truth: dict, tmp_path: Path) -> dict
                           progress=False)
     meter = next(i for i in metrics["instruments"].values() if i["name"] == "skin_tone")
     assert "through the model's VQGAN" in meter["validation"]["source"]
-    accuracy = meter["validation"]["confusions"]["skin_tone"]
+    validation = meter["validation"]["confusions"]["skin_tone"]
+    # On round trips the meter misses some faces (→ none/unclear; 66 % right on the fixture) but never takes
+    # one tone for the other, so "none" dilutes the shares without biasing tone 5 against tone 1.
+    one, five = validation["labels"].index("1"), validation["labels"].index("5")
+    assert validation["accuracy"] >= 0.5, validation
+    assert validation["counts"][one][five] == 0 and validation["counts"][five][one] == 0, validation
     cell = next(c for c in metrics["cells"] if c["attribute"] == "skin_tone")
     assert cell["n"] == N
     dark = cell["labels"].index(truth["tone"])
