@@ -162,6 +162,28 @@ def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Pope
     raise SystemExit("the server did not become healthy within 300 s")
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of a process, by thread id (Linux /proc; {} elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[stat.parent.name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return out
+
+
+def server_cpu_shares(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """The server's CPU seconds per wall second during the load: all threads, and its busiest one."""
+    used = {t: after[t] - before.get(t, 0.0) for t in after}
+    if not used:
+        return {}
+    return {"server_cpu_per_wall_s": round(sum(used.values()) / wall, 3),
+            "busiest_thread_cpu_per_wall_s": round(max(used.values()) / wall, 3)}
+
+
 def percentile(values: list[float], q: int) -> float:
     """The q-th percentile (inclusive method), NaN for no values."""
     if not values:
@@ -202,7 +224,9 @@ def main() -> int:
             offline_before = offline_images_per_s(model, args.max_batch, args.threads)
             print(f"load: {args.clients} clients × {args.duration:.0f} s, {args.images} images per request, "
                   f"server {url}, max batch {args.max_batch}", flush=True)
+            cpu_before = thread_cpu_seconds(server.pid) if server is not None else {}
             tally = asyncio.run(run_clients(url, args.clients, args.duration, args.images))
+            cpu_after = thread_cpu_seconds(server.pid) if server is not None else {}
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
             offline_after = offline_images_per_s(model, args.max_batch, args.threads)
         finally:
@@ -224,6 +248,9 @@ def main() -> int:
         "served_over_offline": round(served / offline, 3),
         "background_load_1m": background_load,
         "server_5xx": sum(v for k, v in tally.errors.items() if k.startswith("5")),
+        # where the server's CPU went: its busiest thread is the model worker (a share near 1.0 means the
+        # worker never waited; well below, it waited for the GIL or for work)
+        **server_cpu_shares(cpu_before, cpu_after, wall),
         "decode_steps": next((float(line.split()[-1]) for line in metrics.splitlines()
                               if line.startswith("crayonbox_decode_steps_total ")), None),
     }

@@ -177,7 +177,7 @@ def create_app(pipe: Pipeline, config: ServeConfig | None = None) -> FastAPI:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(session.events.get(), timeout=0.25)
+                    event = await asyncio.wait_for(session.events.get(), timeout=1.0)  # then: still there?
                 except TimeoutError:
                     if await request.is_disconnected():
                         return Response(status_code=code)

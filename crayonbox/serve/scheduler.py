@@ -126,7 +126,10 @@ class Scheduler:
             queued = sum(t.work.n for t in self._waiting)
             limit = self.config.max_queue_images
             if queued + work.n > limit:
-                wait = self._time_until_queue_fits(limit - work.n)
+                # Come back when half the queue has drained, not when one request's room frees: everyone
+                # refused now gets the same advice, and a herd retrying every second costs the worker's
+                # cores for nothing (DALL·E mini's bots retried every 5 s).
+                wait = self._time_until_queue_fits(min(limit - work.n, limit // 2))
                 raise Refused(503, f"too much traffic: {queued} images already waiting (limit {limit}); try "
                               f"again in about {wait:.0f} s", retry_after_s=wait)
             _, finish = self._forecast(work)
