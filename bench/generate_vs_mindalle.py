@@ -63,11 +63,13 @@ def write_weights(root: Path, model: str) -> Path:
         (bart_dir / name).write_bytes((root / "tok" / name).read_bytes())
     for build, path in (
         (
-            lambda: DalleBartEncoder(s["layers"], s["heads"], s["d"], s["glu"], 64, s["text_vocab"], "cpu"),
+            # min-dalle 0.4.11's order: layers, embed, heads, text vocab, text tokens, glu
+            lambda: DalleBartEncoder(s["layers"], s["d"], s["heads"], s["text_vocab"], 64, s["glu"], "cpu"),
             bart_dir / "encoder.pt",
         ),
         (
-            lambda: DalleBartDecoder(s["image_vocab"], s["layers"], s["heads"], s["d"], s["glu"], "cpu"),
+            # image vocab, embed, heads, glu, layers
+            lambda: DalleBartDecoder(s["image_vocab"], s["d"], s["heads"], s["glu"], s["layers"], "cpu"),
             bart_dir / "decoder.pt",
         ),
     ):

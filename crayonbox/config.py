@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,12 +199,3 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-@dataclass
-class SamplerDefaults:
-    """What `pipe(...)` does when a caller sets nothing; stored in the model folder's pipeline.json."""
-
-    condition_scale: float = 10.0  # the official notebook's value (min-dalle: 16)
-    top_k: int = 50  # the official effective default (transformers' config.top_k)
-    top_p: float = 1.0
-    temperature: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)

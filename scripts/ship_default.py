@@ -52,7 +52,8 @@ def main(run: Path) -> None:
     pipe = Pipeline.from_pretrained(ASSETS)
     for i, prompt in enumerate(CARD_PROMPTS):
         make_grid(pipe(prompt, num_images=9, seed=0).images).resize((288, 288), 0).save(ASSETS / f"sample{i}.png")
-    (ASSETS / "README.md").write_text(card(recipe))
+    evals = json.loads((run / "eval" / "eval.json").read_text()) if (run / "eval" / "eval.json").exists() else {}
+    (ASSETS / "README.md").write_text(card(recipe, evals))
     size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file()) / 2**20
     print(f"shipped {run} → {ASSETS} ({size:.1f} MiB)")
 
@@ -63,15 +64,21 @@ def slim(recipe: dict) -> dict:
     return json.loads(json.dumps(keep).replace(str(Path(recipe["out"])), "RUN"))
 
 
-def card(recipe: dict) -> str:
+def card(recipe: dict, evals: dict) -> str:
+    """The model card: time per stage, training numbers and adherence (from the run's eval/eval.json)."""
     stages = "\n".join(f"| {s['name']} | {s['seconds'] / 60:.1f} | {s['planned_seconds'] / 60:.1f} |"
                        for s in recipe["stages"])
-    evals = next((s["summary"] for s in recipe["stages"] if s["name"] == "eval"), {})
-    one, two = evals.get("1_object", {}), evals.get("2_object", {})
-    attributes = list(one.get("adherence", {}))
-    adherence = "\n".join(
-        f"| {a} | {one['adherence'][a]:.2f} | {two.get('adherence', {}).get(a, float('nan')):.2f} | "
-        f"{one.get('ceiling', {}).get(a, float('nan')):.2f} |" for a in attributes)
+    summary = {s["name"]: s["summary"] for s in recipe["stages"]}
+    vq, model = summary.get("vqgan", {}), summary.get("model", {})
+    one, two = evals.get("by_objects", {}).get("1", {}), evals.get("by_objects", {}).get("2", {})
+    nan = float("nan")
+
+    def row(a: str) -> str:
+        cells = [one["adherence"][a], two.get("adherence", {}).get(a, nan), one.get("ceiling_vqgan", {}).get(a, nan),
+                 one.get("ceiling", {}).get(a, nan), one.get("chance", {}).get(a, nan)]
+        return f"| {a} | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
+
+    adherence = "\n".join(row(a) for a in one.get("adherence", {}))
     return f"""# crayonbox default model
 
 A small DALL·E-mini-architecture model (BART encoder–decoder over an 8×8 grid of VQGAN codes, 32 px images)
@@ -87,12 +94,22 @@ supports no claim about real photographs.
 
 ## Prompt adherence on held-out compositions (judged by `judge/`)
 
-Share of generated images whose judged attribute matches the prompt ({one.get('prompts', 0)} one-object and
-{two.get('prompts', 0)} two-object prompts); the ceiling is the judge's score on true renders of the same prompts.
+VQGAN: {vq.get('steps', 0)} steps, held-out PSNR {vq.get('eval_psnr', nan):.1f} dB, codebook use
+{vq.get('eval_usage', nan):.0%}. Transformer: {model.get('steps', 0)} steps, {model.get('samples_seen', 0):,} captions
+seen, eval loss {model.get('final_eval_loss', nan):.2f} nats per image token.
 
-| attribute | 1 object | 2 objects | ceiling (1 object) |
-|---|---|---|---|
+Share of generated images whose judged attribute matches the prompt ({one.get('prompts', 0)} one-object and
+{two.get('prompts', 0)} two-object prompts, compositions absent from training, condition scale
+{evals.get('config', {}).get('condition_scale') or "of the model's pipeline.json"}). Ceilings for one object:
+the judge on the true renders of the same prompts after a round trip through this VQGAN (the best a perfect
+transformer could score) and on the renders themselves; chance: the images judged against other prompts.
+
+| attribute | 1 object | 2 objects | VQGAN ceiling | render ceiling | chance |
+|---|---|---|---|---|---|
 {adherence}
+
+Fréchet distance in judge-feature space, generated vs renders: {evals.get('frechet', {}).get('generated_vs_renders', nan):.0f}
+(renders vs other renders: {evals.get('frechet', {}).get('renders_vs_renders', nan):.0f}).
 
 Sample grids (seed 0): `sample0.png` ("{CARD_PROMPTS[0]}"), `sample1.png`, `sample2.png`.
 The bias lab's measurements of this model: `crayonbox lab probe --prompts null,neutral -n 400` then

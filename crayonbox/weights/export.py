@@ -6,7 +6,6 @@ conversion that is killed never leaves a half-written model folder; the next run
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -16,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from crayonbox.config import ModelConfig, SamplerDefaults, VQGANConfig
+from crayonbox.config import ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.model_folder import save_component, write_pipeline_json
+from crayonbox.sample import SamplingSettings
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 # Tokenizer files worth keeping, under the names `crayonbox.text.tokenizer.Tokenizer.from_folder` reads.
@@ -107,7 +107,7 @@ def write_model_folder(
         dtypes["vqgan"] = str(vqgan_dtype).removeprefix("torch.")
     if converted.tokenizer_files:
         _write_tokenizer(partial / "tokenizer", converted.tokenizer_files, converted.normalizer_mode)
-    sampler = dataclasses.asdict(SamplerDefaults())
+    sampler = SamplingSettings().to_dict()  # the official notebook's defaults
     write_pipeline_json(
         partial, sampler, {**converted.provenance, "dtype": dtypes, "normalizer": converted.normalizer_mode}
     )

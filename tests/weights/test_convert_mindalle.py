@@ -96,6 +96,11 @@ def test_mindalle_layout_converts_to_a_folder(pretrained, tmp_path):
         "vocab.json",
     ]
     assert read_pipeline_json(out)["provenance"]["converted_from"] == "mindalle"
+    from crayonbox.sample import SamplingSettings
+
+    # what Pipeline.from_pretrained reads back: exactly the sampler's fields, with the official defaults
+    defaults = SamplingSettings(**read_pipeline_json(out)["sampler"]).validate()
+    assert (defaults.condition_scale, defaults.top_k) == (10.0, 50)
 
 
 def test_present_scaleless_weights_must_be_ones(pretrained, tmp_path):
