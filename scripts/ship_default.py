@@ -79,6 +79,7 @@ def card(recipe: dict, evals: dict) -> str:
         return f"| {a} | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
 
     adherence = "\n".join(row(a) for a in one.get("adherence", {}))
+    frechet = evals.get("frechet", {})
     return f"""# crayonbox default model
 
 A small DALL·E-mini-architecture model (BART encoder–decoder over an 8×8 grid of VQGAN codes, 32 px images)
@@ -108,8 +109,8 @@ transformer could score) and on the renders themselves; chance: the images judge
 |---|---|---|---|---|---|
 {adherence}
 
-Fréchet distance in judge-feature space, generated vs renders: {evals.get('frechet', {}).get('generated_vs_renders', nan):.0f}
-(renders vs other renders: {evals.get('frechet', {}).get('renders_vs_renders', nan):.0f}).
+Fréchet distance in judge-feature space, generated vs renders: {frechet.get('generated_vs_renders', nan):.0f}
+(renders vs other renders: {frechet.get('renders_vs_renders', nan):.0f}).
 
 Sample grids (seed 0): `sample0.png` ("{CARD_PROMPTS[0]}"), `sample1.png`, `sample2.png`.
 The bias lab's measurements of this model: `crayonbox lab probe --prompts null,neutral -n 400` then
