@@ -123,7 +123,6 @@ class Decoding:
         self.text_len = text_len or self.cfg.text_length
         self._cross_kv: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # per prompt, for the current add()
         self.row_owner: list[tuple[int, bool]] = []  # row → (job index, is_uncond): the one source of truth
-        self.row_text: list[int] = []  # row → its prompt's text positions (cross-attention spans the longest)
         self._index_rows()  # cond_row / uncond_row per image and the tensors `step` uses, derived from it
 
     @property
@@ -182,11 +181,9 @@ class Decoding:
             row = self.rows_in_use
             self._write_row(row, job.states, job.mask)
             self.row_owner.append((index, False))
-            self.row_text.append(job.states.shape[0])
             if rows_needed(job) == 2:
                 self._write_row(row + 1, self.uncond_states, self.uncond_mask)
                 self.row_owner.append((index, True))
-                self.row_text.append(self.uncond_states.shape[0])
         self._cross_kv.clear()  # keyed by tensor address: never reuse across calls
         self._index_rows()
 
@@ -250,7 +247,6 @@ class Decoding:
                 jobs.append(job)
                 uniforms.append(self.uniforms[j])
         self.row_owner = [(new_index[self.row_owner[row][0]], self.row_owner[row][1]) for row in keep_rows]
-        self.row_text = [self.row_text[row] for row in keep_rows]
         self.jobs, self.uniforms = jobs, uniforms
         self._index_rows()
         return removed
@@ -264,7 +260,9 @@ class Decoding:
                 self.uncond_row[j] = row
             else:
                 self.cond_row[j] = row
-        self._cross_len = max(self.row_text, default=0)
+        # text positions of the longest prompt in the batch (uncond rows hold the unconditional ids)
+        self._cross_len = max((self.uncond_states.shape[0] if is_uncond else self.jobs[j].states.shape[0]
+                               for j, is_uncond in self.row_owner), default=0)
         settings = [j.settings for j in self.jobs]
         self._batch = {
             "cond": torch.tensor(self.cond_row, dtype=torch.long),

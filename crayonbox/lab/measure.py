@@ -220,21 +220,13 @@ def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureC
 
 def through_model_vqgan(images: list, truths: list, where: str, model_dir: str | None) -> tuple[list, list, str]:
     """The validation renders after a round trip through the run model's VQGAN (needs its encoder)."""
-    import torch
-
-    from crayonbox.pipeline import to_pil
-    from crayonbox.train.vqgan import load_vqgan, pixels_of, to_unit
+    from crayonbox.train.vqgan import load_vqgan, round_trip
 
     if not model_dir:
         raise CrayonboxError("--validate-roundtrip needs the run's model folder, which this run does not record")
     vqgan, _ = load_vqgan(Path(model_dir))
-    side = vqgan.cfg.resolution
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), 64):
-            x = to_unit(torch.from_numpy(np.stack([pixels_of(im, side) for im in images[start:start + 64]])))
-            out += to_pil(vqgan.eval().decode(vqgan.encode(x)))
-    return out, truths, f"{where}, each through the model's VQGAN (encode → decode) like a generated image"
+    return (round_trip(vqgan.eval(), images), truths,
+            f"{where}, each through the model's VQGAN (encode → decode) like a generated image")
 
 
 def fit_clusters(store: RunStore, run_shas: list[str], paths: dict[str, str], reference: list[ReferenceItem],

@@ -143,10 +143,9 @@ def _all_command(args: argparse.Namespace) -> int:
 
 
 def _judge_command(args: argparse.Namespace) -> int:
-    from crayonbox.train.judge import train_judge
-    from crayonbox.train.judge_train import JudgeTrainConfig
+    from crayonbox.train.judge_train import JudgeTrainConfig, run_training
 
-    metrics = train_judge(args.world, args.out, **dataclasses.asdict(config_from_args(JudgeTrainConfig, args)))
+    metrics = run_training(args.world, args.out, config_from_args(JudgeTrainConfig, args))
     shown = ", ".join(f"{k} {v:.1%}" for k, v in metrics["held_out"]["summary"].items())
     print(f"judge in {args.out}: held-out accuracy {shown} (metrics.json)")
     return 0

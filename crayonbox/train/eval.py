@@ -127,18 +127,14 @@ def generate(pipe: Any, prompts: list[str], cfg: EvalConfig, desc: str, same_see
 def vqgan_roundtrip(pipe: Any, model_dir: Path, images: list[np.ndarray]) -> list[Image.Image] | None:
     """Images passed through the model's own VQGAN (encode → decode): what the best possible token sequence
     looks like once decoded. None when the folder ships no VQGAN encoder (official checkpoints do not)."""
-    import torch
     from safetensors import safe_open
 
-    from crayonbox.train.judge import to_pixels
+    from crayonbox.train.vqgan import round_trip
 
     with safe_open(str(model_dir / "vqgan" / "model.safetensors"), framework="pt") as weights:
         if not any(key.startswith("encoder.") for key in weights.keys()):
             return None
-    pixels = to_pixels(images, pipe.vqgan.cfg.resolution).to(pipe.dtype)
-    with torch.inference_mode():
-        ids = torch.cat([pipe.vqgan.encode(pixels[s:s + 64]) for s in range(0, len(pixels), 64)])
-    return pipe.decode_images(ids)
+    return round_trip(pipe.vqgan, images)
 
 
 def _world_of(judge: Any, world: str | Path | None) -> Path:

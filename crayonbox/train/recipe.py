@@ -112,7 +112,9 @@ def _cli(argv: list[str]) -> None:
 
 def stage_world(run: Run) -> dict:
     r = run.recipe
-    config = ["--config", str(Path(__file__).parents[1] / "data" / "world" / r.world_config)] if r.world_config else []
+    from crayonbox.data.world.config import DEFAULT_CONFIG
+
+    config = ["--config", str(DEFAULT_CONFIG.with_name(r.world_config))] if r.world_config else []
     _cli(["world", "build", "--out", str(run.path("world")), "-n", str(r.world_items), "--size",
           str(r.world_size), *config, *([] if run.progress else ["--quiet"])])
     return {"items": r.world_items, "size": r.world_size}

@@ -218,6 +218,19 @@ def evaluate(model: VQGAN, pixels: Tensor, batch: int = 64) -> dict[str, float]:
             "eval_perplexity": float(entropy.exp())}
 
 
+@torch.inference_mode()
+def round_trip(vqgan: VQGAN, images: list, batch: int = 64) -> list:
+    """PIL images (or H×W×3 uint8 arrays) through `vqgan`, encode → decode, as PIL images at its resolution:
+    what the best possible token sequence for each looks like once decoded."""
+    from crayonbox.pipeline import to_pil
+    from crayonbox.train.judge import to_pixels
+
+    dtype = next(vqgan.parameters()).dtype
+    pixels = to_pixels(images, vqgan.cfg.resolution).to(dtype)
+    return [im for s in range(0, len(pixels), batch)
+            for im in to_pil(vqgan.decode(vqgan.encode(pixels[s:s + batch])))]
+
+
 def save_reconstructions(model: VQGAN, pixels: Tensor, path: Path) -> None:
     """Originals (top row) above their reconstructions (bottom row), as one PNG."""
     from crayonbox.pipeline import make_grid, to_pil
