@@ -1,14 +1,16 @@
 """crayonbox vs min-dalle 0.4.11 at the real DALL·E mini / mega shapes, on this machine, in one command.
 
-    python bench/generate_vs_mindalle.py                  # mini: 1 image and a 3×3 grid, 2 rounds
-    python bench/generate_vs_mindalle.py --model mega --steps 24
+    python bench/generate_vs_mindalle.py --mindalle-steps 64 --modes float32,fp16w,int8   # mini, ~25 min
+    python bench/generate_vs_mindalle.py --model mega --mindalle-steps 16 --modes fp16w,int8
 
 Both load the *same* random weights from disk (min-dalle's own .pt layout, converted for crayonbox by
 `crayonbox convert --from mindalle`), run the same prompt, seed, top-k and condition scale, and alternate
 run by run, each in a fresh subprocess (so peak RSS is each one's own). Per-stage times: encoder, decoder per
-token (median), VQGAN. With --steps N < 256 only N decode steps are timed and the decoder time is extrapolated
-as 256 × the median step (both implementations' step cost is flat in position: min-dalle always attends over
-all 256 slots, ours over the tokens so far, so ours is *over*-estimated) — the output says so.
+token (median), VQGAN. With --mindalle-steps N < 256 only N of min-dalle's decode steps are timed and its decoder
+time is extrapolated as 256 × the median step, which is fair because its step cost is flat in position (it
+always attends over all 256 slots and recomputes the cross-attention K/V); the output says so. crayonbox's step
+cost grows with position (attention over the tokens so far), so early steps would flatter it: it runs
+`--steps` (default all 256) and is extrapolated only when that is lowered too.
 
 The same run measures this machine's matmul GFLOP/s and read bandwidth and prints our fraction of the floor,
 and, per precision mode, a quality guard against fp32: top-1 token agreement under teacher forcing and PSNR
@@ -275,7 +277,7 @@ def spawn(args: argparse.Namespace, kind: str, root: Path, images: int, mode: st
         "--images",
         str(images),
         "--steps",
-        str(args.steps),
+        str(args.mindalle_steps if kind == "mindalle" else args.steps),
         "--scale",
         str(args.scale),
         "--top-k",
@@ -294,16 +296,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["mini", "mega"], default="mini")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per configuration")
-    p.add_argument("--steps", type=int, default=256, help="decode steps to time (< 256: extrapolate)")
+    p.add_argument("--steps", type=int, default=256, help="crayonbox decode steps to time (< 256: extrapolate)")
+    p.add_argument("--mindalle-steps", type=int, default=None,
+                   help="min-dalle decode steps to time (default --steps; its step cost is flat, so < 256 is fair)")
     p.add_argument("--scale", type=float, default=16.0, help="condition scale (min-dalle default 16)")
     p.add_argument("--top-k", type=int, default=256, help="top-k (min-dalle default 256)")
-    p.add_argument("--modes", default="float32", help="crayonbox precision modes, comma-separated")
+    p.add_argument("--modes", default="float32,fp16w,int8", help="crayonbox precision modes, comma-separated")
     p.add_argument("--images", default="1,9", help="image counts to time, comma-separated")
     p.add_argument("--skip-mindalle", action="store_true")
     p.add_argument("--worker", choices=["mindalle", "crayonbox"], help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="float32", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.mindalle_steps = args.mindalle_steps or args.steps
     if args.worker:
         args.images = int(args.images)
         return worker(args)
@@ -341,7 +346,9 @@ def main() -> None:
 def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
     print(
         f"\n{args.model} shapes, condition scale {args.scale}, top-k {args.top_k}; medians over {args.rounds} "
-        f"rounds" + (f"; decoder extrapolated from {args.steps} steps" if args.steps < 256 else "")
+        f"rounds"
+        + (f"; min-dalle decoder extrapolated from {args.mindalle_steps} steps" if args.mindalle_steps < 256 else "")
+        + (f"; crayonbox decoder extrapolated from {args.steps} steps" if args.steps < 256 else "")
     )
     head = (
         f"{'impl':<20}{'images':>7}{'encoder s':>11}{'step ms':>9}{'decoder s':>11}{'vqgan s':>9}"

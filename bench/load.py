@@ -90,7 +90,7 @@ async def run_clients(url: str, clients: int, duration: float, images: int) -> T
     return tally
 
 
-def offline_images_per_s(model: Path, batch: int, threads: int, repeats: int = 2) -> float:
+def offline_images_per_s(model: Path, batch: int, threads: int, dtype: str, repeats: int = 2) -> float:
     """Best of `repeats` timed runs of `pipe(prompt, num_images=batch)`, after one warm-up call."""
     import torch
 
@@ -98,7 +98,7 @@ def offline_images_per_s(model: Path, batch: int, threads: int, repeats: int = 2
 
     if threads:
         torch.set_num_threads(threads)
-    pipe = Pipeline.from_pretrained(model)
+    pipe = Pipeline.from_pretrained(model, dtype=dtype)
     pipe(PROMPTS[0], num_images=2, seed=0)
     best = float("inf")
     for r in range(repeats):
@@ -145,7 +145,8 @@ def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Pope
     port = free_port()
     command = [sys.executable, "-m", "crayonbox.cli", "serve", "--model", str(model), "--port", str(port),
                "--max-batch", str(args.max_batch), "--queue", str(args.queue),
-               "--deadline", str(args.deadline), "--threads", str(args.threads), "--log-level", "warning"]
+               "--deadline", str(args.deadline), "--threads", str(args.threads), "--dtype", args.dtype,
+               "--log-level", "warning"]
     server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 300
@@ -207,6 +208,7 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for the server and the offline run alike (0: torch's default)")
+    parser.add_argument("--dtype", default="auto", help="precision for the server and the offline run alike")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 0 < args.duration <= 600:
@@ -221,14 +223,14 @@ def main() -> int:
         try:
             # offline is timed before and after the load (server idle both times): on a shared machine the
             # background changes, and the ratio uses the faster of the two, which is the conservative choice
-            offline_before = offline_images_per_s(model, args.max_batch, args.threads)
+            offline_before = offline_images_per_s(model, args.max_batch, args.threads, args.dtype)
             print(f"load: {args.clients} clients × {args.duration:.0f} s, {args.images} images per request, "
                   f"server {url}, max batch {args.max_batch}", flush=True)
             cpu_before = thread_cpu_seconds(server.pid) if server is not None else {}
             tally = asyncio.run(run_clients(url, args.clients, args.duration, args.images))
             cpu_after = thread_cpu_seconds(server.pid) if server is not None else {}
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
-            offline_after = offline_images_per_s(model, args.max_batch, args.threads)
+            offline_after = offline_images_per_s(model, args.max_batch, args.threads, args.dtype)
         finally:
             if server is not None:
                 server.send_signal(signal.SIGTERM)
@@ -238,7 +240,7 @@ def main() -> int:
     wall = max(tally.last_answer - tally.first_sent, 1e-9)
     served = tally.images / wall
     report = {
-        "clients": args.clients, "duration_s": args.duration, "wall_s": round(wall, 2),
+        "clients": args.clients, "duration_s": args.duration, "dtype": args.dtype, "wall_s": round(wall, 2),
         "requests_sent": tally.sent, "ok": tally.ok, "refused": tally.refused, "errors": tally.errors,
         "lost": tally.lost, "images": tally.images, "served_images_per_s": round(served, 3),
         "requests_per_s": round(tally.ok / wall, 3),

@@ -85,6 +85,10 @@ class VQGANConfig:
         return d
 
 
+# Inference precisions (`Pipeline.from_pretrained(dtype=...)`, `--dtype`); fp16w and int8 are fbgemm weight-only
+# modes with fp32 activations, auto picks fp16w on x86 (see pipeline.WEIGHT_ONLY).
+PRECISIONS = ("float32", "bfloat16", "float16", "fp16w", "int8", "auto")
+
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "mini": ModelConfig(),
     "mega": ModelConfig(

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from crayonbox.config import PRECISIONS
 from crayonbox.errors import CrayonboxError
 
 
@@ -27,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _sampling_args(gen)
     gen.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "int8"],
-        default="float32",
-        help="int8 is fastest on CPUs without bf16 units (see bench/generate_vs_mindalle.py)",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: fp16w (fp16 weights, fp32 maths) on x86, else float32; int8 is faster but changes some "
+        "tokens (see bench/generate_vs_mindalle.py)",
     )
     gen.set_defaults(func=run_generate)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.pipeline import Pipeline, make_grid
+from crayonbox.pipeline import Pipeline, fbgemm_available, make_grid
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,39 @@ def test_int8_mode_loads_and_mostly_agrees(tiny_model_dir, pipe):
 def test_unknown_dtype_is_named(tiny_model_dir):
     with pytest.raises(CrayonboxError, match="unknown dtype 'int4'"):
         Pipeline.from_pretrained(tiny_model_dir, dtype="int4")
+
+
+def _teacher_forced_logits(p: Pipeline, prompt: str = "a red dog") -> torch.Tensor:
+    enc = p.tokenizer.encode(prompt)
+    ids, mask = torch.tensor([enc.ids]), torch.tensor([enc.attention_mask], dtype=torch.bool)
+    tokens = torch.randint(0, p.config.image_vocab_size, (1, p.config.image_length),
+                           generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        return p.bart(ids, mask, tokens)
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="fp16w needs fbgemm (x86)")
+def test_fp16w_is_exact_for_fp16_checkpoints(pipe, tmp_path):
+    """fp16w keeps fp16 weights and computes in fp32: for a folder stored in fp16 (as official checkpoints and
+    ours are) it multiplies by exactly the stored weights, so logits match fp32 to rounding order."""
+    pipe.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    exact = Pipeline.from_pretrained(tmp_path / "half", dtype="float32")
+    fast = Pipeline.from_pretrained(tmp_path / "half", dtype="fp16w")
+    assert fast.dtype == torch.float32  # activations stay fp32
+    assert not any(t.is_meta for t in fast.bart.state_dict().values() if isinstance(t, torch.Tensor))
+    a, b = _teacher_forced_logits(exact), _teacher_forced_logits(fast)
+    assert (a - b).abs().max() < 1e-3 * a.abs().max()
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.98
+    assert torch.equal(exact("a red dog", num_images=2, seed=4).tokens, fast("a red dog", num_images=2, seed=4).tokens)
+
+
+def test_auto_precision_picks_fp16w_only_where_fbgemm_runs(tiny_model_dir, monkeypatch):
+    import crayonbox.pipeline as pipeline
+
+    expected = "fp16w" if fbgemm_available() else "float32"
+    assert pipeline.auto_precision() == expected
+    monkeypatch.setattr(pipeline, "fbgemm_available", lambda: False)
+    assert pipeline.auto_precision() == "float32"
+    assert Pipeline.from_pretrained(tiny_model_dir, dtype="auto").dtype == torch.float32
+    with pytest.raises(CrayonboxError, match="fp16w needs fbgemm"):
+        Pipeline.from_pretrained(tiny_model_dir, dtype="fp16w")

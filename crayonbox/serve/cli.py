@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crayonbox.config import PRECISIONS
 from crayonbox.errors import CrayonboxError
 
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default="float32",
+    p.add_argument("--dtype", choices=PRECISIONS, default="auto",
                    help="precision (as for `crayonbox generate`); served = offline at the same one")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default, one per core); 1 on a busy shared machine")

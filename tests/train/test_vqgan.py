@@ -87,3 +87,20 @@ def test_missing_data_is_a_clear_error(tmp_path, micro_preset):
                                      preset=micro_preset, progress=False))
     with pytest.raises(CrayonboxError, match="no VQGAN"):
         load_vqgan(tmp_path)
+
+
+def test_inference_decode_in_place_matches_autograd_decode():
+    """Without autograd the resnet blocks work in place (faster); with it they must not (training). Both give
+    the same pixels, and the autograd path still backpropagates."""
+    from crayonbox.model.vqgan import VQGAN
+
+    torch.manual_seed(0)
+    vqgan = VQGAN(MICRO_VQGAN).eval()
+    tokens = torch.randint(0, MICRO_VQGAN.n_embed, (2, MICRO_VQGAN.tokens_side**2))
+    with torch.inference_mode():
+        fast = vqgan.decode(tokens)
+    slow = vqgan.decode(tokens)
+    assert slow.requires_grad
+    assert torch.allclose(fast, slow.detach(), atol=1e-6)
+    slow.sum().backward()
+    assert vqgan.decoder.conv_out.weight.grad is not None
