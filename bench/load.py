@@ -227,7 +227,9 @@ def main() -> int:
             print(f"load: {args.clients} clients × {args.duration:.0f} s, {args.images} images per request, "
                   f"server {url}, max batch {args.max_batch}", flush=True)
             cpu_before = thread_cpu_seconds(server.pid) if server is not None else {}
+            clients_cpu = time.process_time()
             tally = asyncio.run(run_clients(url, args.clients, args.duration, args.images))
+            clients_cpu = time.process_time() - clients_cpu
             cpu_after = thread_cpu_seconds(server.pid) if server is not None else {}
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
             offline_after = offline_images_per_s(model, args.max_batch, args.threads, args.dtype)
@@ -253,6 +255,8 @@ def main() -> int:
         # where the server's CPU went: its busiest thread is the model worker (a share near 1.0 means the
         # worker never waited; well below, it waited for the GIL or for work)
         **server_cpu_shares(cpu_before, cpu_after, wall),
+        # the load generator shares this machine: on 2 cores its CPU slows the worker (docs/serving.md)
+        "load_generator_cpu_per_wall_s": round(clients_cpu / wall, 3),
         "decode_steps": next((float(line.split()[-1]) for line in metrics.splitlines()
                               if line.startswith("crayonbox_decode_steps_total ")), None),
     }

@@ -308,12 +308,15 @@ def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:
                 param.data = param.data.float()
     with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated in favour of torchao
         warnings.simplefilter("ignore")
-        for parent in list(bart.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear):
-                    child.weight.data = child.weight.data.float()
-                    child.qconfig = qconfig
-                    setattr(parent, name, DynamicLinear.from_float(child))
+        # by name, not over a list of modules: such a list would keep every replaced fp32 layer alive
+        for name in [n for n, m in bart.named_modules() if isinstance(m, torch.nn.Linear)]:
+            parent_name, _, child_name = name.rpartition(".")
+            parent = bart.get_submodule(parent_name)
+            child = getattr(parent, child_name)
+            child.weight.data = child.weight.data.float()
+            child.qconfig = qconfig
+            setattr(parent, child_name, DynamicLinear.from_float(child))
+            del child
     return bart.eval()
 
 
