@@ -90,8 +90,8 @@ async def run_clients(url: str, clients: int, duration: float, images: int) -> T
     return tally
 
 
-def offline_images_per_s(model: Path, batch: int, threads: int, dtype: str, repeats: int = 2) -> float:
-    """Best of `repeats` timed runs of `pipe(prompt, num_images=batch)`, after one warm-up call."""
+def load_pipeline(model: Path, threads: int, dtype: str):
+    """The model for the offline timing, with the server's thread count and precision, warmed up."""
     import torch
 
     from crayonbox.pipeline import Pipeline
@@ -100,10 +100,15 @@ def offline_images_per_s(model: Path, batch: int, threads: int, dtype: str, repe
         torch.set_num_threads(threads)
     pipe = Pipeline.from_pretrained(model, dtype=dtype)
     pipe(PROMPTS[0], num_images=2, seed=0)
+    return pipe
+
+
+def offline_images_per_s(pipe, batch: int, repeats: int = 2, prompts: list[str] = PROMPTS) -> float:
+    """Best of `repeats` timed runs of `pipe(prompt, num_images=batch)`."""
     best = float("inf")
     for r in range(repeats):
         began = time.perf_counter()
-        pipe(PROMPTS[r % len(PROMPTS)], num_images=batch, seed=r)
+        pipe(prompts[r % len(prompts)], num_images=batch, seed=r)
         best = min(best, time.perf_counter() - began)
     return batch / best
 
@@ -223,7 +228,8 @@ def main() -> int:
         try:
             # offline is timed before and after the load (server idle both times): on a shared machine the
             # background changes, and the ratio uses the faster of the two, which is the conservative choice
-            offline_before = offline_images_per_s(model, args.max_batch, args.threads, args.dtype)
+            pipe = load_pipeline(model, args.threads, args.dtype)  # once: timed before and after the load
+            offline_before = offline_images_per_s(pipe, args.max_batch)
             print(f"load: {args.clients} clients × {args.duration:.0f} s, {args.images} images per request, "
                   f"server {url}, max batch {args.max_batch}", flush=True)
             cpu_before = thread_cpu_seconds(server.pid) if server is not None else {}
@@ -232,7 +238,7 @@ def main() -> int:
             clients_cpu = time.process_time() - clients_cpu
             cpu_after = thread_cpu_seconds(server.pid) if server is not None else {}
             metrics = httpx.get(f"{url}/metrics", timeout=10).text
-            offline_after = offline_images_per_s(model, args.max_batch, args.threads, args.dtype)
+            offline_after = offline_images_per_s(pipe, args.max_batch)
         finally:
             if server is not None:
                 server.send_signal(signal.SIGTERM)

@@ -14,22 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-import torch
+from load import load_pipeline, offline_images_per_s  # bench/load.py: the same offline timing as the load test
 
 from crayonbox.pipeline import Pipeline
 from crayonbox.serve.scheduler import Scheduler, SchedulerConfig
 from crayonbox.serve.tickets import Done, Failed, Work
 
 PROMPTS = ["a dog on a blue background", "a woman with dark skin tone on a yellow background", "a pizza", ""]
-
-
-def offline_images_per_s(pipe: Pipeline, batch: int, repeats: int) -> float:
-    best = float("inf")
-    for r in range(repeats):
-        began = time.perf_counter()
-        pipe(PROMPTS[r % len(PROMPTS)], num_images=batch, seed=r)
-        best = min(best, time.perf_counter() - began)
-    return batch / best
 
 
 def scheduler_images_per_s(pipe: Pipeline, batch: int, requests: int, images: int) -> float:
@@ -66,12 +57,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads (load.py's setting: 1)")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = Pipeline.from_pretrained(args.model, dtype=args.dtype)
-    pipe(PROMPTS[0], num_images=2, seed=0)  # warm-up
-    before = offline_images_per_s(pipe, args.max_batch, args.repeats)
+    pipe = load_pipeline(args.model, args.threads, args.dtype)
+    before = offline_images_per_s(pipe, args.max_batch, args.repeats, PROMPTS)
     served = scheduler_images_per_s(pipe, args.max_batch, args.requests, args.images)
-    after = offline_images_per_s(pipe, args.max_batch, args.repeats)
+    after = offline_images_per_s(pipe, args.max_batch, args.repeats, PROMPTS)
     print(f"offline {before:.2f} before, {after:.2f} after; scheduler {served:.2f} images/s; "
           f"scheduler ÷ offline {served / max(before, after):.3f}")
 

@@ -123,7 +123,7 @@ class Decoding:
         self.text_len = text_len or self.cfg.text_length
         self._cross_kv: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # per prompt, for the current add()
         self.row_owner: list[tuple[int, bool]] = []  # row → (job index, is_uncond): the one source of truth
-        self._index_rows()  # cond_row / uncond_row per image and the tensors `step` uses, derived from it
+        self._index_rows()  # the per-image tensors `step` uses, derived from it
 
     @property
     def active_images(self) -> int:
@@ -251,25 +251,25 @@ class Decoding:
         return removed
 
     def _index_rows(self) -> None:
-        """Rebuild, from `row_owner`, each image's cache rows and the per-image tensors `step` uses."""
-        self.cond_row = [0] * len(self.jobs)
-        self.uncond_row = [None] * len(self.jobs)
+        """Rebuild, from `row_owner`, the per-image tensors `step` uses (each image's cache rows, settings)."""
+        cond_row: list[int] = [0] * len(self.jobs)
+        uncond_row: list[int | None] = [None] * len(self.jobs)
         for row, (j, is_uncond) in enumerate(self.row_owner):
             if is_uncond:
-                self.uncond_row[j] = row
+                uncond_row[j] = row
             else:
-                self.cond_row[j] = row
+                cond_row[j] = row
         # text positions of the longest prompt in the batch (uncond rows hold the unconditional ids)
         self._cross_len = max((self.uncond_states.shape[0] if is_uncond else self.jobs[j].states.shape[0]
                                for j, is_uncond in self.row_owner), default=0)
         settings = [j.settings for j in self.jobs]
         self._batch = {
-            "cond": torch.tensor(self.cond_row, dtype=torch.long),
+            "cond": torch.tensor(cond_row, dtype=torch.long),
             # without an uncond row (scale 1) the cond logits stand in: guidance is then the identity
-            "uncond": torch.tensor([c if u is None else u for u, c in zip(self.uncond_row, self.cond_row,
+            "uncond": torch.tensor([c if u is None else u for u, c in zip(uncond_row, cond_row,
                                                                          strict=True)], dtype=torch.long),
             "scale": torch.tensor([s.condition_scale if u is not None else 1.0
-                                   for s, u in zip(settings, self.uncond_row, strict=True)]),
+                                   for s, u in zip(settings, uncond_row, strict=True)]),
             "top_k": torch.tensor([s.top_k for s in settings]),
             "top_p": torch.tensor([s.top_p for s in settings]),
             "temperature": torch.tensor([s.temperature for s in settings]),
