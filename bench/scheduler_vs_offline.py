@@ -3,8 +3,9 @@
     .venv/bin/python bench/scheduler_vs_offline.py --model crayonbox/assets/default --requests 16
 
 Separates the scheduler's own cost (admission, compaction, staggered positions, per-request VQGAN decodes) from
-the web layer's: `bench/load.py` measures both together. Offline is `pipe(prompt, num_images=max_batch)`, best
-of --repeats, timed before and after the scheduler run (the ratio uses the faster, the conservative choice).
+the web layer's: `bench/load.py` measures both together. Offline is load.py's sustained rate of
+full-batch offline generation, timed before and after the scheduler run (the ratio uses the faster, the
+conservative choice).
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=18)
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--images", type=int, default=9, help="images per request")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--offline-seconds", type=float, default=10.0, help="each offline timing runs this long")
     p.add_argument("--threads", type=int, default=1, help="torch threads (load.py's setting: 1)")
     args = p.parse_args()
     pipe = load_pipeline(args.model, args.threads, args.dtype)
-    before = offline_images_per_s(pipe, args.max_batch, args.repeats, PROMPTS)
+    before, _ = offline_images_per_s(pipe, args.max_batch, args.offline_seconds, PROMPTS, args.images)
     served = scheduler_images_per_s(pipe, args.max_batch, args.requests, args.images)
-    after = offline_images_per_s(pipe, args.max_batch, args.repeats, PROMPTS)
+    after, _ = offline_images_per_s(pipe, args.max_batch, args.offline_seconds, PROMPTS, args.images)
     print(f"offline {before:.2f} before, {after:.2f} after; scheduler {served:.2f} images/s; "
           f"scheduler ÷ offline {served / max(before, after):.3f}")
 

@@ -163,9 +163,7 @@ class Pipeline:
 
     def settings(self, **overrides: float | int | None) -> SamplingSettings:
         """The pipeline's defaults with the given non-None overrides, validated."""
-        values = self.defaults.to_dict()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return SamplingSettings(**values).validate()
+        return self.defaults.with_overrides(**overrides)
 
     def jobs(
         self, prompts: str | list[str], num_images: int, seed: int | None, settings: SamplingSettings

@@ -45,6 +45,12 @@ class SamplingSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_overrides(self, **overrides: float | int | None) -> SamplingSettings:
+        """These settings with the given non-None values replaced, validated."""
+        values = self.to_dict()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingSettings(**values).validate()
+
 
 def image_uniforms(seed: int, length: int) -> Tensor:
     """The random numbers one image consumes, one per token, from its own generator."""

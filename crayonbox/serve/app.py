@@ -4,8 +4,9 @@ Handlers never touch the model: they validate, apply the per-client limit, hand 
 and await its events on an asyncio queue. Every refusal is immediate (422 bad input, 429 over the client's
 rate, 503 full or past the deadline, both with `Retry-After`); a client that goes away has its rows cancelled.
 
-    app = create_app(Pipeline.from_pretrained(folder))
-    uvicorn.run(app)        # or `crayonbox serve --model folder`
+    app = create_app(Pipeline.from_pretrained(folder))        # decoding in a thread of this process
+    app = create_app(WorkerProcess(folder, SchedulerConfig()))  # in a process of its own (`crayonbox serve`)
+    uvicorn.run(app)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from crayonbox.serve.schemas import (
     check_prompt_tokens,
 )
 from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket, Work
+from crayonbox.serve.worker import ModelInfo, WorkerProcess
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
@@ -114,10 +116,13 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(pipe: Pipeline, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app serving `pipe`. The scheduler starts (and warms up) with the app's lifespan."""
+def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app. `backend`: a `Pipeline`, decoded by a `Scheduler` thread in this process (tests,
+    embedding), or a `WorkerProcess`, which decodes in a process of its own with its own `SchedulerConfig`
+    (`crayonbox serve`). Either starts (and warms up) with the app's lifespan, if not started already."""
     config = config or ServeConfig()
-    scheduler = Scheduler(pipe, config.scheduler)
+    scheduler = backend if isinstance(backend, WorkerProcess) else Scheduler(backend, config.scheduler)
+    pipe = scheduler.pipe  # a Pipeline or the worker's ModelInfo: tokenizer, configs and sampler defaults
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,13 +159,15 @@ def create_app(pipe: Pipeline, config: ServeConfig | None = None) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/healthz", response_model=Health, responses={503: {"description": "shutting down"}})
+    @app.get("/healthz", response_model=Health,
+             responses={503: {"description": "shutting down, or the model worker is down"}})
     async def healthz() -> JSONResponse:
         """Liveness and the batch state; 503 while draining, so a load balancer stops sending work."""
         s = scheduler
-        body = Health(status="draining" if s.draining else "ok", model=config.model_name,
+        status = "worker down" if getattr(s, "down", "") else "draining" if s.draining else "ok"
+        body = Health(status=status, model=config.model_name,
                       image_size=pipe.vqgan_config.resolution, image_tokens=pipe.config.image_length,
-                      max_batch_images=config.scheduler.max_batch_images, cache_rows=s.capacity_rows,
+                      max_batch_images=s.config.max_batch_images, cache_rows=s.capacity_rows,
                       queue_images=s.queue_images, batch_images=s.batch_images,
                       tokens_per_s=round(s.tokens_per_s, 2), defaults=pipe.defaults.to_dict())
         return JSONResponse(body.model_dump(), 503 if s.draining else 200)
@@ -207,7 +214,7 @@ async def _accept(app: FastAPI, body: GenerateRequest, request: Request, endpoin
                   frames: bool) -> Session:
     """Validate what pydantic cannot, apply the client's limit, and queue the work (or refuse at once)."""
     state = app.state
-    pipe: Pipeline = state.pipe
+    pipe: Pipeline | ModelInfo = state.pipe
     client = _client_id(request, state.config.api_keys)
     check_prompt_tokens(body.prompt, pipe.tokenizer)
     if body.top_k is not None and body.top_k > pipe.config.image_vocab_size:

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-in-flight", type=int, default=2, help="unanswered requests per client")
     p.add_argument("--api-keys", type=Path, default=None, metavar="FILE",
                    help="file of accepted X-API-Key values, one per line (default: any key names a client)")
+    p.add_argument("--worker", choices=["process", "thread"], default="process",
+                   help="where the model decodes: a process of its own (default: the web layer never holds "
+                   "the decode loop's GIL) or a thread of the server's process")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run_serve)
 
@@ -78,6 +81,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from crayonbox import default_model_dir
     from crayonbox.pipeline import Pipeline
     from crayonbox.serve.app import create_app
+    from crayonbox.serve.worker import WorkerProcess
 
     folder = args.model if args.model is not None else default_model_dir()
     if args.threads < 0:
@@ -87,7 +91,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     config = build_config(args, model_name=Path(folder).resolve().name)
-    app = create_app(Pipeline.from_pretrained(folder, dtype=args.dtype), config)
+    if args.worker == "process":  # loaded and warmed up before uvicorn starts, so a bad model is one line
+        backend = WorkerProcess(folder, config.scheduler, args.dtype, args.threads, args.log_level).start()
+    else:
+        backend = Pipeline.from_pretrained(folder, dtype=args.dtype)
+    app = create_app(backend, config)
     scheduler = app.state.scheduler
 
     class DrainingServer(uvicorn.Server):

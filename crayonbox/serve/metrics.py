@@ -92,6 +92,16 @@ class Histogram:
                     self._counts[i] += 1
                     break
 
+    def state(self) -> tuple[list[int], float]:
+        """(per-bucket counts, sum): what `load` takes, to mirror a histogram kept in another process."""
+        with self._lock:
+            return list(self._counts), self._sum
+
+    def load(self, counts: list[int], total: float) -> None:
+        """Replace the observations with another copy's `state()`."""
+        with self._lock:
+            self._counts, self._sum = list(counts), total
+
     @property
     def count(self) -> int:
         """Observations so far."""

@@ -118,8 +118,9 @@ class Scheduler:
             self._thread.join(timeout=30)
 
     # ------------------------------------------------------------------ requests
-    def submit(self, work: Work, sink: Callable[[Event], None]) -> Ticket:
-        """Queue `work`, or raise `Refused(503)` at once when it could not finish within the deadline."""
+    def submit(self, work: Work, sink: Callable[[Event], None], ticket_id: str | None = None) -> Ticket:
+        """Queue `work`, or raise `Refused(503)` at once when it could not finish within the deadline.
+        `ticket_id`: the caller's id for it (the worker process passes the web side's); default r1, r2, …"""
         with self._cond:
             if not self._accepting:
                 raise Refused(503, "the server is shutting down; try again shortly", retry_after_s=10)
@@ -138,7 +139,7 @@ class Scheduler:
                 raise Refused(503, f"too much traffic: this request would take about {finish:.0f} s, over "
                               f"the {self.config.deadline_s:.0f} s deadline; try again in about {late:.0f} s",
                               retry_after_s=late)
-            ticket = Ticket(f"r{next(self._ids)}", work, sink, self.clock(), self.steps_done)
+            ticket = Ticket(ticket_id or f"r{next(self._ids)}", work, sink, self.clock(), self.steps_done)
             self._waiting.append(ticket)
             self._cond.notify_all()
             return ticket

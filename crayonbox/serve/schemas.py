@@ -130,7 +130,7 @@ class GenerateResponse(BaseModel):
 class Health(BaseModel):
     """`GET /healthz`: liveness, the batch state and the model's sampling defaults."""
 
-    status: str = Field(description="ok, or draining while shutting down")
+    status: str = Field(description="ok; draining while shutting down; worker down if the model process died")
     model: str
     image_size: int
     image_tokens: int

@@ -1,0 +1,325 @@
+"""The model worker in a process of its own: `crayonbox serve` runs the `Scheduler` there, so the web layer's
+Python (HTTP parsing, validation, JSON, PNG, refusals) never holds the GIL that the decode loop needs.
+
+Why: in one process, under 32 clients, the decode thread blocked on the GIL ~80 times a second and was on the
+CPU for only 0.92–0.95 of the wall time (1.00 without the web layer); docs/serving.md has the measurement.
+
+    worker = WorkerProcess("path/to/model", SchedulerConfig(), dtype="auto", threads=1).start()
+    app = create_app(worker, config)          # the web layer cannot tell it from an in-process Scheduler
+
+`WorkerProcess` offers the `Scheduler`'s surface (submit, cancel, progress, drain, close and the gauges). One
+duplex pipe carries everything, pickled: calls and their replies, and the tickets' events. The channel is a
+private pipe to our own child process, never a file or a socket. A ticket's id is chosen on this side before
+its work is sent, so no event can arrive for a ticket this side does not know. If the worker dies, what it
+held fails with a 503 its client can act on, new work is refused with 503, and a new worker is started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crayonbox.config import ModelConfig, VQGANConfig, model_config_from_dict, read_json, vqgan_config_from_dict
+from crayonbox.errors import CrayonboxError
+from crayonbox.model_folder import read_pipeline_json
+from crayonbox.sample import SamplingSettings
+from crayonbox.serve.limits import Refused
+from crayonbox.serve.metrics import STEP_BUCKETS, Histogram
+from crayonbox.serve.scheduler import SchedulerConfig
+from crayonbox.serve.tickets import Done, Event, Failed, Queued, Started, Ticket, Work
+from crayonbox.serve.worker_main import GAUGES, worker_main
+from crayonbox.text.tokenizer import Tokenizer
+
+log = logging.getLogger("crayonbox.serve")
+STATS_MAX_AGE_S = 0.25  # gauges read within this long of each other share one call to the worker
+
+
+@dataclass
+class ModelInfo:
+    """What the web layer needs of a model (validation, /healthz) without loading its weights."""
+
+    tokenizer: Tokenizer
+    config: ModelConfig
+    vqgan_config: VQGANConfig
+    defaults: SamplingSettings
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> ModelInfo:
+        folder = Path(folder)
+        meta = read_pipeline_json(folder)
+        config = model_config_from_dict(read_json(folder / "bart" / "config.json"), f"{folder}/bart/config.json")
+        vqgan = vqgan_config_from_dict(read_json(folder / "vqgan" / "config.json"), f"{folder}/vqgan/config.json")
+        tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=config.text_length)
+        return cls(tokenizer, config, vqgan, SamplingSettings(**meta.get("sampler", {})).validate())
+
+    def settings(self, **overrides: float | int | None) -> SamplingSettings:
+        """The model's defaults with the given non-None overrides, validated (as `Pipeline.settings`)."""
+        return self.defaults.with_overrides(**overrides)
+
+
+class _Call:
+    """A call to the worker waiting for its reply."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.ok, self.value = False, None
+
+
+class WorkerProcess:
+    """A `Scheduler` in a child process, driven over a pipe. `pipe` is the model's `ModelInfo`."""
+
+    def __init__(self, folder: str | Path, config: SchedulerConfig | None = None, dtype: str = "auto",
+                 threads: int = 0, log_level: str = "warning", start_timeout_s: float = 900.0,
+                 restart_min_uptime_s: float = 30.0):
+        """`restart_min_uptime_s`: a worker that dies is restarted, unless it died this soon after starting."""
+        self.folder, self.config = Path(folder), config or SchedulerConfig()
+        self.dtype, self.threads, self.log_level = dtype, threads, log_level
+        self.start_timeout_s, self.restart_min_uptime_s = start_timeout_s, restart_min_uptime_s
+        self.pipe = ModelInfo.from_folder(self.folder)  # fails fast, before a process starts
+        self.capacity_rows = 0  # known once the worker is up
+        self.step_seconds = Histogram("crayonbox_decode_step_seconds", "one decode step of the whole batch",
+                                      STEP_BUCKETS)  # a copy of the worker's, refreshed with the gauges
+        self._tickets: dict[str, Ticket] = {}
+        self._calls: dict[int, _Call] = {}
+        self._lock = threading.Lock()  # _tickets, _calls, _accepting, _down
+        self._send_lock = threading.Lock()
+        self._ticket_ids, self._call_ids = itertools.count(1), itertools.count(1)
+        self._accepting, self._down = True, ""  # _down: why the worker is gone, once it is
+        self._stats: dict[str, Any] = {name: 0 for name in GAUGES}
+        self._stats_at = float("-inf")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._reader: threading.Thread | None = None
+        self._restarting: threading.Thread | None = None
+        self._started_at, self._closing = 0.0, False
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> WorkerProcess:
+        """Start the worker, wait until it has loaded the model and warmed up. Idempotent."""
+        if self._process is None:
+            self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
+        conn, child = context.Pipe(duplex=True)
+        process = context.Process(
+            target=worker_main, name="crayonbox-worker", daemon=True,
+            args=(child, str(self.folder), self.dtype, self.threads, self.config, self.log_level))
+        process.start()
+        child.close()
+        try:
+            if not conn.poll(self.start_timeout_s):
+                raise CrayonboxError(f"the model worker did not start within {self.start_timeout_s:.0f} s")
+            kind, payload = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            process.join(timeout=10)
+            raise CrayonboxError(f"the model worker exited (code {process.exitcode}) while loading "
+                                 f"{self.folder}; its log is above") from None
+        except CrayonboxError:
+            process.kill()
+            raise
+        if kind == "error":
+            process.join(timeout=10)
+            raise CrayonboxError(payload)
+        with self._lock:
+            self._conn, self._process, self._started_at = conn, process, time.monotonic()
+            self.capacity_rows, self._down = payload["capacity_rows"], ""
+        self._reader = threading.Thread(target=self._read_loop, args=(conn, process),
+                                        name="crayonbox-worker-pipe", daemon=True)
+        self._reader.start()
+
+    def _restart(self) -> None:
+        """A new worker after one died; while it loads, work is refused with 503."""
+        log.warning("restarting the model worker")
+        try:
+            self._spawn()
+        except CrayonboxError as e:
+            log.error("the model worker could not be restarted: %s", e)
+            with self._lock:
+                self._down = f"could not be restarted: {e}"
+            return
+        log.warning("the model worker is back")
+
+    def drain(self) -> None:
+        """Stop accepting work; what was accepted goes on. Only a flag: the server calls this from a signal
+        handler, which may have interrupted this very thread inside a lock or a pipe write. Every submit
+        passes here first, so the worker need not hear of it before `close`."""
+        self._accepting = False
+
+    @property
+    def draining(self) -> bool:
+        """True once shutdown began or the worker is gone: new work is refused."""
+        return not self._accepting or bool(self._down)
+
+    @property
+    def down(self) -> str:
+        """Why the worker process is gone ("" while it runs)."""
+        return self._down
+
+    def close(self, grace_s: float = 60.0) -> None:
+        """Graceful shutdown, as `Scheduler.close`: accepted work may finish for `grace_s`, the rest fails
+        with a 503; then the worker process exits."""
+        self.drain()
+        self._closing = True
+        if self._restarting is not None:
+            self._restarting.join(timeout=self.start_timeout_s)
+        if self._process is None:
+            return
+        self._send(("close", grace_s))
+        if self._reader is not None:
+            self._reader.join(timeout=grace_s + 30)
+        if self._process is not None:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, work: Work, sink: Callable[[Event], None]) -> Ticket:
+        """Queue `work` in the worker, or raise `Refused` (its own, or 503 when the worker is gone)."""
+        with self._lock:
+            if self._down:
+                raise Refused(503, f"the model worker is down ({self._down}); try again later", 30)
+            if not self._accepting:
+                raise Refused(503, "the server is shutting down; try again shortly", retry_after_s=10)
+            ticket = Ticket(f"r{next(self._ticket_ids)}", work, sink, time.monotonic(), 0)
+            self._tickets[ticket.id] = ticket
+        try:
+            refusal = self._call("submit", ticket.id, work)
+        except Refused:
+            with self._lock:
+                self._tickets.pop(ticket.id, None)
+            raise
+        if refusal is not None:
+            with self._lock:
+                self._tickets.pop(ticket.id, None)
+            raise Refused(*refusal)
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Withdraw a request (its client went away)."""
+        with self._lock:
+            if self._tickets.pop(ticket.id, None) is None:
+                return
+            ticket.state = "cancelled"
+        self._send(("cancel", ticket.id))
+
+    def progress(self, ticket: Ticket) -> Queued | None:
+        """Where a waiting request stands (None once it is decoding or done)."""
+        if ticket.state != "queued":
+            return None
+        try:
+            return self._call("progress", ticket.id)
+        except Refused:
+            return None
+
+    def estimate(self, n: int = 9) -> tuple[float, float]:
+        """(seconds to start, seconds to finish) for a new request of `n` images at default settings."""
+        return self._call("estimate", n)
+
+    def __getattr__(self, name: str) -> Any:
+        """The scheduler's gauges (queue_images, steps_done, …), read from the worker at most every 0.25 s."""
+        if name not in GAUGES:
+            raise AttributeError(name)
+        return self._snapshot()[name]
+
+    def _snapshot(self) -> dict[str, Any]:
+        if time.monotonic() - self._stats_at > STATS_MAX_AGE_S and not self._down:
+            try:
+                stats = self._call("stats", timeout_s=5)
+            except Refused:
+                return self._stats
+            self.step_seconds.load(*stats.pop("step_seconds"))
+            self._stats, self._stats_at = stats, time.monotonic()
+        return self._stats
+
+    # ------------------------------------------------------------------ the pipe
+    def _send(self, message: tuple) -> None:
+        data = pickle.dumps(message)
+        try:
+            with self._send_lock:
+                self._conn.send_bytes(data)
+        except OSError:  # the worker is gone: the reader says so and fails what it held
+            pass
+
+    def _call(self, op: str, *args: Any, timeout_s: float = 30.0) -> Any:
+        """Run `op` in the worker and return its value; a worker that is gone or silent is a 503."""
+        call, number = _Call(), next(self._call_ids)
+        with self._lock:
+            if self._process is None:
+                raise Refused(503, "the model worker has not started yet; try again shortly", 5)
+            if self._down:
+                raise Refused(503, f"the model worker is down ({self._down}); try again later", 30)
+            self._calls[number] = call
+        self._send(("call", number, op, args))
+        if not call.done.wait(timeout_s):
+            with self._lock:
+                self._calls.pop(number, None)
+            raise Refused(503, f"the model worker did not answer within {timeout_s:.0f} s", 10)
+        if not call.ok:
+            raise Refused(503, f"the model worker failed: {call.value}", 10)
+        return call.value
+
+    def _read_loop(self, conn, process) -> None:
+        """Replies wake their callers; events go to their tickets. Ends when the worker closes the pipe."""
+        try:
+            while True:
+                message = pickle.loads(conn.recv_bytes())
+                if message[0] == "reply":
+                    _, number, ok, value = message
+                    with self._lock:
+                        call = self._calls.pop(number, None)
+                    if call is not None:
+                        call.ok, call.value = ok, value
+                        call.done.set()
+                elif message[0] == "event":
+                    self._dispatch(message[1], message[2])
+                elif message[0] == "closed":
+                    self._gone("shut down")
+                    return
+        except (EOFError, OSError):
+            process.join(timeout=5)
+            log.error("the model worker stopped unexpectedly (exit code %s)", process.exitcode)
+            # Restart it, unless it died soon after starting: then it would only die again (a crash loop).
+            restart = not self._closing and time.monotonic() - self._started_at >= self.restart_min_uptime_s
+            self._gone(f"exited with code {process.exitcode}" + ("; restarting" if restart else ""))
+            if restart:
+                self._restarting = threading.Thread(target=self._restart, name="crayonbox-worker-restart",
+                                                    daemon=True)
+                self._restarting.start()
+        finally:
+            conn.close()
+
+    def _dispatch(self, ticket_id: str, event: Event) -> None:
+        with self._lock:
+            ticket = self._tickets.get(ticket_id)
+            if ticket is None:
+                return  # cancelled here; the worker had not heard yet
+            if isinstance(event, Started):
+                ticket.state, ticket.admitted_step = "decoding", event.step
+            elif isinstance(event, (Done, Failed)):
+                ticket.state = "done" if isinstance(event, Done) else "failed"
+                del self._tickets[ticket_id]
+        ticket.emit(event)
+
+    def _gone(self, why: str) -> None:
+        """The worker is gone: fail what it held and every waiting call."""
+        with self._lock:
+            self._down = why
+            tickets, self._tickets = list(self._tickets.values()), {}
+            calls, self._calls = list(self._calls.values()), {}
+        for call in calls:
+            call.ok, call.value = False, f"the worker {why}"
+            call.done.set()
+        for ticket in tickets:
+            ticket.state = "failed"
+            ticket.emit(Failed(503, f"the model worker {why} before this request finished; try again later",
+                               retry_after_s=30))
