@@ -204,6 +204,12 @@ def server_cpu_shares(before: dict[str, float], after: dict[str, float], wall: f
             "busiest_thread_cpu_per_wall_s": round(max(used.values()) / wall, 3)}
 
 
+def metric(exposition: str, name: str) -> float | None:
+    """The value of one unlabelled series in a Prometheus text exposition (None if absent)."""
+    return next((float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " ")),
+                None)
+
+
 def percentile(values: list[float], q: int) -> float:
     """The q-th percentile (inclusive method), NaN for no values."""
     if not values:
@@ -286,8 +292,11 @@ def main() -> int:
         **server_cpu_shares(cpu_before, cpu_after, wall),
         # the load generator shares this machine: on 2 cores its CPU slows the worker (docs/serving.md)
         "load_generator_cpu_per_wall_s": round(clients_cpu / wall, 3),
-        "decode_steps": next((float(line.split()[-1]) for line in metrics.splitlines()
-                              if line.startswith("crayonbox_decode_steps_total ")), None),
+        "decode_steps": metric(metrics, "crayonbox_decode_steps_total"),
+        # with the model in its own process, how long a call to it held the server's event loop
+        "worker_call_ms_mean": round(1000 * metric(metrics, "crayonbox_worker_call_seconds_sum")
+                                     / metric(metrics, "crayonbox_worker_call_seconds_count"), 3)
+        if metric(metrics, "crayonbox_worker_call_seconds_count") else None,
     }
     width = max(len(k) for k in report)
     for key, value in report.items():

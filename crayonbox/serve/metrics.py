@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
+CALL_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1)
 
 
 def _escape(value: str) -> str:
@@ -153,6 +154,8 @@ class ServeMetrics:
         self.queue_wait = r.add(Histogram("crayonbox_queue_wait_seconds",
                                           "acceptance to the first decode step"))
         r.add(s.step_seconds)
+        if hasattr(s, "call_seconds"):  # the model worker runs in its own process: how long the web side waits
+            r.add(s.call_seconds)
         for name, help_, read in [
             ("crayonbox_queue_images", "images waiting to start", lambda: s.queue_images),
             ("crayonbox_queue_requests", "requests waiting to start", lambda: s.queue_requests),

@@ -32,7 +32,7 @@ from crayonbox.errors import CrayonboxError
 from crayonbox.model_folder import read_pipeline_json
 from crayonbox.sample import SamplingSettings
 from crayonbox.serve.limits import Refused
-from crayonbox.serve.metrics import STEP_BUCKETS, Histogram
+from crayonbox.serve.metrics import CALL_BUCKETS, STEP_BUCKETS, Histogram
 from crayonbox.serve.scheduler import SchedulerConfig
 from crayonbox.serve.tickets import Done, Event, Failed, Queued, Started, Ticket, Work
 from crayonbox.serve.worker_main import GAUGES, worker_main
@@ -87,6 +87,9 @@ class WorkerProcess:
         self.capacity_rows = 0  # known once the worker is up
         self.step_seconds = Histogram("crayonbox_decode_step_seconds", "one decode step of the whole batch",
                                       STEP_BUCKETS)  # a copy of the worker's, refreshed with the gauges
+        # submit and progress block the event loop for one round trip: this says for how long
+        self.call_seconds = Histogram("crayonbox_worker_call_seconds", "round trip of a call to the model "
+                                      "worker process (submit, progress, stats)", CALL_BUCKETS)
         self._tickets: dict[str, Ticket] = {}
         self._calls: dict[int, _Call] = {}
         self._lock = threading.Lock()  # _tickets, _calls, _accepting, _down
@@ -259,8 +262,11 @@ class WorkerProcess:
             if self._down:
                 raise Refused(503, f"the model worker is down ({self._down}); try again later", 30)
             self._calls[number] = call
+        began = time.perf_counter()
         self._send(("call", number, op, args))
-        if not call.done.wait(timeout_s):
+        answered = call.done.wait(timeout_s)
+        self.call_seconds.observe(time.perf_counter() - began)
+        if not answered:
             with self._lock:
                 self._calls.pop(number, None)
             raise Refused(503, f"the model worker did not answer within {timeout_s:.0f} s", 10)

@@ -58,6 +58,8 @@ def test_worker_process_serves_offline_images_and_metrics(tiny_model_dir, pipe):
         steps = float(re.search(r"^crayonbox_decode_steps_total (\S+)$", metrics, re.M).group(1))
         assert steps >= 32  # two 16-token requests (plus nothing else)
         assert f"crayonbox_decode_step_seconds_count {int(steps)}" in metrics
+        calls = int(re.search(r"^crayonbox_worker_call_seconds_count (\d+)$", metrics, re.M).group(1))
+        assert calls >= 3  # two submits and at least one stats call, each timed
         # validation happens on the web side, from the model's tokenizer and config (no weights there)
         bad = c.post("/v1/generate", json={"prompt": "a dog", "top_k": 10_000})
         assert bad.status_code == 422 and "image codes" in bad.text
