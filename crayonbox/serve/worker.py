@@ -2,7 +2,8 @@
 Python (HTTP parsing, validation, JSON, PNG, refusals) never holds the GIL that the decode loop needs.
 
 Why: in one process, under 32 clients, the decode thread blocked on the GIL ~80 times a second and was on the
-CPU for only 0.92–0.95 of the wall time (1.00 without the web layer); docs/serving.md has the measurement.
+CPU for only 0.943–0.955 of the wall time (0.9995 without the web layer); in its own process 0.967–0.970.
+docs/serving.md has the measurements.
 
     worker = WorkerProcess("path/to/model", SchedulerConfig(), dtype="auto", threads=1).start()
     app = create_app(worker, config)          # the web layer cannot tell it from an in-process Scheduler
@@ -11,8 +12,8 @@ CPU for only 0.92–0.95 of the wall time (1.00 without the web layer); docs/ser
 duplex pipe carries everything, pickled: calls and their replies, and the tickets' events. The channel is a
 private pipe to our own child process, never a file or a socket. A ticket's id is chosen on this side before
 its work is sent, so no event can arrive for a ticket this side does not know. If the worker dies, what it
-held fails with a 503 its client can act on, new work is refused with 503, and a new worker is started.
-"""
+held fails with a 503 its client can act on, new work is refused with 503, and a new worker is started
+(unless the dead one had only just started: a crash loop)."""
 
 from __future__ import annotations
 
