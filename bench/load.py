@@ -210,6 +210,12 @@ def metric(exposition: str, name: str) -> float | None:
                 None)
 
 
+def mean_ms(exposition: str, histogram: str) -> float | None:
+    """A histogram's mean in milliseconds (None if it has no observations or is absent)."""
+    count = metric(exposition, histogram + "_count")
+    return round(1000 * metric(exposition, histogram + "_sum") / count, 3) if count else None
+
+
 def percentile(values: list[float], q: int) -> float:
     """The q-th percentile (inclusive method), NaN for no values."""
     if not values:
@@ -294,9 +300,7 @@ def main() -> int:
         "load_generator_cpu_per_wall_s": round(clients_cpu / wall, 3),
         "decode_steps": metric(metrics, "crayonbox_decode_steps_total"),
         # with the model in its own process, how long a call to it held the server's event loop
-        "worker_call_ms_mean": round(1000 * metric(metrics, "crayonbox_worker_call_seconds_sum")
-                                     / metric(metrics, "crayonbox_worker_call_seconds_count"), 3)
-        if metric(metrics, "crayonbox_worker_call_seconds_count") else None,
+        "worker_call_ms_mean": mean_ms(metrics, "crayonbox_worker_call_seconds"),
     }
     width = max(len(k) for k in report)
     for key, value in report.items():

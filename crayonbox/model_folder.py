@@ -53,6 +53,11 @@ def save_component(
 
 def load_component(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a component's config and weights, with errors that name the missing or corrupt file."""
+    return load_component_config(folder, name), load_component_weights(folder, name)
+
+
+def load_component_config(folder: Path, name: str) -> dict[str, Any]:
+    """Read a component's `config.json` (no weights)."""
     sub = Path(folder) / name
     if not sub.is_dir():
         raise CrayonboxError(
@@ -60,15 +65,18 @@ def load_component(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, t
             f"(expected {name}/config.json and {name}/{WEIGHTS}; convert official weights with "
             f"`crayonbox convert`)"
         )
-    config = read_json(sub / "config.json")
-    path = sub / WEIGHTS
+    return read_json(sub / "config.json")
+
+
+def load_component_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """Read a component's `model.safetensors`."""
+    path = Path(folder) / name / WEIGHTS
     if not path.exists():
         raise CrayonboxError(f"missing weights file: {path}")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CrayonboxError(f"corrupt weights file {path}: {e}") from None
-    return config, state
 
 
 def write_pipeline_json(

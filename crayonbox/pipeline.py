@@ -23,7 +23,13 @@ from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig, model_config_
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.vqgan import VQGAN
-from crayonbox.model_folder import load_component, read_pipeline_json, save_component, write_pipeline_json
+from crayonbox.model_folder import (
+    load_component_config,
+    load_component_weights,
+    read_pipeline_json,
+    save_component,
+    write_pipeline_json,
+)
 from crayonbox.sample import Decoding, ImageJob, SamplingSettings, rows_needed
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 from crayonbox.weights.checks import check_state
@@ -74,6 +80,32 @@ def make_grid(images: list[Image.Image], columns: int | None = None) -> Image.Im
     return grid
 
 
+@dataclass
+class ModelInfo:
+    """What a model folder says besides its weights: configs, tokenizer, sampler defaults, provenance. Enough
+    to validate requests (the server's web side holds this, not the weights)."""
+
+    config: ModelConfig
+    vqgan_config: VQGANConfig
+    tokenizer: Tokenizer
+    defaults: SamplingSettings
+    provenance: dict
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> ModelInfo:
+        folder = Path(folder)
+        meta = read_pipeline_json(folder)
+        config = model_config_from_dict(load_component_config(folder, "bart"), f"{folder}/bart/config.json")
+        vqgan = vqgan_config_from_dict(load_component_config(folder, "vqgan"), f"{folder}/vqgan/config.json")
+        tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=config.text_length)
+        defaults = SamplingSettings(**meta.get("sampler", {})).validate()
+        return cls(config, vqgan, tokenizer, defaults, meta.get("provenance") or {})
+
+    def settings(self, **overrides: float | int | None) -> SamplingSettings:
+        """The model's defaults with the given non-None overrides, validated."""
+        return self.defaults.with_overrides(**overrides)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -104,27 +136,25 @@ class Pipeline:
         AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, fp16w / int8 (weight-only, see WEIGHT_ONLY;
         `bench/generate_vs_mindalle.py` prints their speed and agreement with fp32), or auto (`auto_precision`)."""
         folder = Path(folder)
-        meta = read_pipeline_json(folder)
+        info = ModelInfo.from_folder(folder)  # configs, tokenizer, defaults: a bad folder fails before the weights
         if isinstance(dtype, str) and dtype not in PRECISIONS:
             raise CrayonboxError(f"unknown dtype {dtype!r}: choose one of {', '.join(PRECISIONS)}")
-        bart_cfg_d, bart_state = load_component(folder, "bart")
+        bart_state = load_component_weights(folder, "bart")
         if dtype == "auto":
             dtype = auto_precision()
         weight_only = dtype if dtype in WEIGHT_ONLY else None
         dtype = torch.float32 if weight_only else DTYPES[dtype] if isinstance(dtype, str) else dtype
-        vq_cfg_d, vq_state = load_component(folder, "vqgan")
+        vq_state = load_component_weights(folder, "vqgan")
         with torch.device("meta"):  # no memory: every tensor comes from the file (assign=True below)
-            bart = DalleBart(model_config_from_dict(bart_cfg_d, f"{folder}/bart/config.json"))
-        vqgan = VQGAN(vqgan_config_from_dict(vq_cfg_d, f"{folder}/vqgan/config.json"))
+            bart = DalleBart(info.config)
+        vqgan = VQGAN(info.vqgan_config)
         _load_state(bart, bart_state, f"{folder}/bart", allow_missing=(), assign=True)
         del bart_state  # the module holds these tensors now; converting them frees each original in turn
         _load_state(vqgan, vq_state, f"{folder}/vqgan", allow_missing=("encoder.", "quant_conv."))
-        tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=bart.cfg.text_length)
-        defaults = SamplingSettings(**meta.get("sampler", {})).validate()
         bart = quantize_linears(bart, weight_only) if weight_only else bart.to(dtype)
         # oneDNN runs the VQGAN's convolutions ~25 % faster channels-last (pixels agree to 2e-5).
         vqgan = vqgan.to(dtype).to(memory_format=torch.channels_last)
-        return cls(bart, vqgan, tokenizer, defaults, meta.get("provenance"))
+        return cls(bart, vqgan, info.tokenizer, info.defaults, info.provenance)
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         folder = Path(folder)

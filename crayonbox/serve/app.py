@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.pipeline import Pipeline
+from crayonbox.pipeline import ModelInfo, Pipeline
 from crayonbox.serve.limits import RateLimitConfig, RateLimiter, Refused
 from crayonbox.serve.metrics import CONTENT_TYPE, ServeMetrics
 from crayonbox.serve.scheduler import Scheduler, SchedulerConfig
@@ -42,7 +42,7 @@ from crayonbox.serve.schemas import (
     check_prompt_tokens,
 )
 from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket, Work
-from crayonbox.serve.worker import ModelInfo, WorkerProcess
+from crayonbox.serve.worker import WorkerProcess
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
@@ -164,7 +164,7 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     async def healthz() -> JSONResponse:
         """Liveness and the batch state; 503 while draining, so a load balancer stops sending work."""
         s = scheduler
-        status = "worker down" if getattr(s, "down", "") else "draining" if s.draining else "ok"
+        status = "worker down" if s.down else "draining" if s.draining else "ok"
         body = Health(status=status, model=config.model_name,
                       image_size=pipe.vqgan_config.resolution, image_tokens=pipe.config.image_length,
                       max_batch_images=s.config.max_batch_images, cache_rows=s.capacity_rows,

@@ -57,6 +57,8 @@ class SchedulerConfig:
 class Scheduler:
     """Owns `pipe` in one worker thread. `submit` from any thread; events come through each ticket's sink."""
 
+    down = ""  # why the worker is gone: never, for a thread of this process (a WorkerProcess may say why)
+
     def __init__(self, pipe: Pipeline, config: SchedulerConfig | None = None, clock=time.monotonic):
         self.pipe, self.config, self.clock = pipe, config or SchedulerConfig(), clock
         cfg = pipe.config

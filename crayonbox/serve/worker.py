@@ -9,61 +9,35 @@ docs/serving.md has the measurements.
     app = create_app(worker, config)          # the web layer cannot tell it from an in-process Scheduler
 
 `WorkerProcess` offers the `Scheduler`'s surface (submit, cancel, progress, drain, close and the gauges). One
-duplex pipe carries everything, pickled: calls and their replies, and the tickets' events. The channel is a
-private pipe to our own child process, never a file or a socket. A ticket's id is chosen on this side before
-its work is sent, so no event can arrive for a ticket this side does not know. If the worker dies, what it
-held fails with a 503 its client can act on, new work is refused with 503, and a new worker is started
-(unless the dead one had only just started: a crash loop)."""
+duplex pipe, private to the server and its own child process, carries everything as JSON with an allow-list
+of types (`wire.py`; nothing is unpickled): calls and their replies, and the tickets' events. A ticket's id is
+chosen on this side before its work is sent, so no event can arrive for a ticket this side does not know. If
+the worker dies, what it held fails with a 503 its client can act on, new work is refused with 503, and a new
+worker is started (unless the dead one had only just started: a crash loop).
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import multiprocessing
-import pickle
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crayonbox.config import ModelConfig, VQGANConfig, model_config_from_dict, read_json, vqgan_config_from_dict
 from crayonbox.errors import CrayonboxError
-from crayonbox.model_folder import read_pipeline_json
-from crayonbox.sample import SamplingSettings
+from crayonbox.pipeline import ModelInfo
 from crayonbox.serve.limits import Refused
 from crayonbox.serve.metrics import CALL_BUCKETS, STEP_BUCKETS, Histogram
 from crayonbox.serve.scheduler import SchedulerConfig
 from crayonbox.serve.tickets import Done, Event, Failed, Queued, Started, Ticket, Work
+from crayonbox.serve.wire import Channel
 from crayonbox.serve.worker_main import GAUGES, worker_main
-from crayonbox.text.tokenizer import Tokenizer
 
 log = logging.getLogger("crayonbox.serve")
 STATS_MAX_AGE_S = 0.25  # gauges read within this long of each other share one call to the worker
-
-
-@dataclass
-class ModelInfo:
-    """What the web layer needs of a model (validation, /healthz) without loading its weights."""
-
-    tokenizer: Tokenizer
-    config: ModelConfig
-    vqgan_config: VQGANConfig
-    defaults: SamplingSettings
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> ModelInfo:
-        folder = Path(folder)
-        meta = read_pipeline_json(folder)
-        config = model_config_from_dict(read_json(folder / "bart" / "config.json"), f"{folder}/bart/config.json")
-        vqgan = vqgan_config_from_dict(read_json(folder / "vqgan" / "config.json"), f"{folder}/vqgan/config.json")
-        tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=config.text_length)
-        return cls(tokenizer, config, vqgan, SamplingSettings(**meta.get("sampler", {})).validate())
-
-    def settings(self, **overrides: float | int | None) -> SamplingSettings:
-        """The model's defaults with the given non-None overrides, validated (as `Pipeline.settings`)."""
-        return self.defaults.with_overrides(**overrides)
 
 
 class _Call:
@@ -94,7 +68,6 @@ class WorkerProcess:
         self._tickets: dict[str, Ticket] = {}
         self._calls: dict[int, _Call] = {}
         self._lock = threading.Lock()  # _tickets, _calls, _accepting, _down
-        self._send_lock = threading.Lock()
         self._ticket_ids, self._call_ids = itertools.count(1), itertools.count(1)
         self._accepting, self._down = True, ""  # _down: why the worker is gone, once it is
         self._stats: dict[str, Any] = {name: 0 for name in GAUGES}
@@ -113,7 +86,8 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
-        conn, child = context.Pipe(duplex=True)
+        end, child = context.Pipe(duplex=True)
+        conn = Channel(end)
         process = context.Process(
             target=worker_main, name="crayonbox-worker", daemon=True,
             args=(child, str(self.folder), self.dtype, self.threads, self.config, self.log_level))
@@ -122,7 +96,7 @@ class WorkerProcess:
         try:
             if not conn.poll(self.start_timeout_s):
                 raise CrayonboxError(f"the model worker did not start within {self.start_timeout_s:.0f} s")
-            kind, payload = pickle.loads(conn.recv_bytes())
+            kind, payload = conn.recv()
         except (EOFError, OSError):
             process.join(timeout=10)
             raise CrayonboxError(f"the model worker exited (code {process.exitcode}) while loading "
@@ -227,7 +201,8 @@ class WorkerProcess:
 
     def estimate(self, n: int = 9) -> tuple[float, float]:
         """(seconds to start, seconds to finish) for a new request of `n` images at default settings."""
-        return self._call("estimate", n)
+        start, finish = self._call("estimate", n)
+        return start, finish
 
     def __getattr__(self, name: str) -> Any:
         """The scheduler's gauges (queue_images, steps_done, …), read from the worker at most every 0.25 s."""
@@ -247,10 +222,8 @@ class WorkerProcess:
 
     # ------------------------------------------------------------------ the pipe
     def _send(self, message: tuple) -> None:
-        data = pickle.dumps(message)
         try:
-            with self._send_lock:
-                self._conn.send_bytes(data)
+            self._conn.send(message)
         except OSError:  # the worker is gone: the reader says so and fails what it held
             pass
 
@@ -275,11 +248,11 @@ class WorkerProcess:
             raise Refused(503, f"the model worker failed: {call.value}", 10)
         return call.value
 
-    def _read_loop(self, conn, process) -> None:
+    def _read_loop(self, conn: Channel, process: multiprocessing.process.BaseProcess) -> None:
         """Replies wake their callers; events go to their tickets. Ends when the worker closes the pipe."""
         try:
             while True:
-                message = pickle.loads(conn.recv_bytes())
+                message = conn.recv()
                 if message[0] == "reply":
                     _, number, ok, value = message
                     with self._lock:

@@ -4,7 +4,6 @@ server over the pipe. Imported in the child only through `worker_main` (the spaw
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
 import threading
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from crayonbox.errors import CrayonboxError
 from crayonbox.serve.limits import Refused
 from crayonbox.serve.scheduler import Scheduler, SchedulerConfig
 from crayonbox.serve.tickets import Done, Event, Failed, Queued, Ticket, Work
+from crayonbox.serve.wire import Channel
 
 log = logging.getLogger("crayonbox.serve")
 # the scheduler's gauges the server reads (one `stats` call returns them all, with the step histogram)
@@ -28,13 +28,7 @@ def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerCo
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level.upper(), format="crayonbox-worker %(levelname)s: %(message)s")
-    send_lock = threading.Lock()
-
-    def send(message: tuple) -> None:
-        data = pickle.dumps(message)
-        with send_lock:
-            conn.send_bytes(data)
-
+    channel = Channel(conn)
     try:
         import torch
 
@@ -46,13 +40,14 @@ def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerCo
     except Exception as e:  # the parent prints it as the CLI's one-line error
         user_error = isinstance(e, CrayonboxError)
         log.error("loading %s failed", folder, exc_info=not user_error)
-        send(("error", str(e) if user_error else f"the model worker failed to start: {type(e).__name__}: {e}"))
+        channel.send(("error", str(e) if user_error else f"the model worker failed to start: {type(e).__name__}: {e}"))
         return
-    send(("ready", {"capacity_rows": scheduler.capacity_rows}))
-    _serve_parent(conn, scheduler, send)
+    channel.send(("ready", {"capacity_rows": scheduler.capacity_rows}))
+    _serve_parent(channel, scheduler)
 
 
-def _serve_parent(conn, scheduler: Scheduler, send: Callable[[tuple], None]) -> None:
+def _serve_parent(channel: Channel, scheduler: Scheduler) -> None:
+    send = channel.send
     tickets: dict[str, Ticket] = {}
 
     def sink_for(ticket_id: str) -> Callable[[Event], None]:
@@ -86,7 +81,7 @@ def _serve_parent(conn, scheduler: Scheduler, send: Callable[[tuple], None]) -> 
     calls = {"submit": submit, "stats": stats, "progress": progress, "estimate": scheduler.estimate}
     while True:
         try:
-            message = pickle.loads(conn.recv_bytes())
+            message = channel.recv()
         except (EOFError, OSError):  # the parent is gone (or closed the pipe after "closed")
             scheduler.close(0)
             return

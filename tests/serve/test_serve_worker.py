@@ -8,14 +8,16 @@ import shutil
 import threading
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from serve_helpers import png_pixels, wait_until
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.serve import wire
 from crayonbox.serve.app import ServeConfig, create_app
 from crayonbox.serve.limits import RateLimitConfig, Refused
 from crayonbox.serve.scheduler import SchedulerConfig
-from crayonbox.serve.tickets import Done, Failed, Started, Work
+from crayonbox.serve.tickets import Done, Failed, Result, Started, Work
 from crayonbox.serve.worker import WorkerProcess
 
 RATE = RateLimitConfig(requests_per_minute=10_000, burst=1_000, max_in_flight=100)
@@ -137,3 +139,18 @@ def test_a_model_that_fails_to_load_is_one_clear_error(tiny_model_dir, tmp_path)
         start_worker(broken)
     with pytest.raises(CrayonboxError, match="model folder not found"):
         WorkerProcess(tmp_path / "nowhere")
+
+
+def test_the_pipe_carries_results_exactly_and_nothing_it_does_not_know(pipe):
+    out = pipe("a red dog", num_images=2, seed=4)
+    result = Result(out.images, out.tokens, out.encodings[0], out.unconditional, out.seeds, out.settings, 0.5, 1.5)
+    back = wire.decode(wire.encode(("event", "r7", Done(result))))
+    assert back[:2] == ["event", "r7"] and isinstance(back[2], Done)
+    got = back[2].result
+    assert torch.equal(got.tokens, out.tokens) and got.tokens.dtype == torch.long
+    assert [im.tobytes() for im in got.images] == [im.tobytes() for im in out.images]
+    assert got.encoding == out.encodings[0] and got.settings == out.settings and got.seeds == out.seeds
+    with pytest.raises(ValueError, match="does not carry 'Popen'"):
+        wire.decode(b'{"__type__": "Popen", "fields": {"args": "rm -rf /"}}')
+    with pytest.raises(TypeError, match="cannot go over"):
+        wire.encode(object())
