@@ -44,6 +44,13 @@ class StepResult:
     dropped: bool = False
 
 
+# What a filter leaves when it blanks a caption: the normaliser's own blank (" "), so the item reaches the model
+# as the blank prompt `""` does (`<s> Ġ </s>`) wherever the filter sits in the pipeline. Only caption dropout
+# leaves the raw "" that training turns into the unconditional ids (see crayonbox.train.data). dalle-mini's
+# filters ran upstream of its normaliser, so an emptied caption became " " there too.
+FILTERED_BLANK = " "
+
+
 def is_blank(caption: str) -> bool:
     """True for "", " " and any whitespace-only caption (what the normaliser makes of an emptied text)."""
     return not caption.strip()
@@ -192,7 +199,7 @@ class EnglishOnly:
             reason = "low_confidence"
         else:
             return StepResult(s.caption)
-        return StepResult("", reason, dropped=self.policy == "drop")
+        return StepResult(FILTERED_BLANK, reason, dropped=self.policy == "drop")
 
 
 @lru_cache(maxsize=1)
@@ -288,7 +295,7 @@ class BanList:
             return StepResult(s.caption)
         if self.policy == "strip":
             return StepResult(_tidy_spaces(stripped), "banned")
-        return StepResult("", "banned", dropped=self.policy == "drop")
+        return StepResult(FILTERED_BLANK, "banned", dropped=self.policy == "drop")
 
 
 @dataclass
@@ -312,7 +319,7 @@ class MinLength:
         size = len(s.caption.split()) if self.unit == "words" else len(s.caption.strip())
         if size >= self.minimum:
             return StepResult(s.caption)
-        return StepResult("", "too_short", dropped=self.policy == "drop")
+        return StepResult(FILTERED_BLANK, "too_short", dropped=self.policy == "drop")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any
 
 from crayonbox.data.caption_steps import STEP_TYPES, CaptionState, is_blank
 from crayonbox.errors import CrayonboxError
+from crayonbox.text.normalize import NormalizerConfig
 
 SKIPPED = "skipped_dropped"  # reason recorded for steps after the one that dropped the item
 
@@ -115,6 +116,15 @@ def build_steps(config: dict[str, Any] | None = None) -> list[Any]:
         if step.kind == "english_only" and not any(s.kind == "langid" for s in steps[:i]):
             raise CrayonboxError(f"step {step.name!r} needs a langid step before it")
     return steps
+
+
+def pipeline_normalizer(config: dict[str, Any]) -> NormalizerConfig:
+    """The normaliser a pipeline config's `normalize` step applies (official when it has none): the
+    tokenizer trained on its captions normalises prompts the same way."""
+    for step in config.get("steps", []):
+        if step.get("step") == "normalize":
+            return NormalizerConfig(step.get("mode", "official"), tuple(step.get("disabled_steps", ())))
+    return NormalizerConfig()
 
 
 def step_config(step: Any) -> dict[str, Any]:

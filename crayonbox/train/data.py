@@ -207,14 +207,12 @@ def caption_normalizer(folder: str | Path):
     pipeline's manifest (caption_pipeline.json), or the official one for shards without a manifest."""
     import json
 
+    from crayonbox.data.captions import pipeline_normalizer
     from crayonbox.text.normalize import NormalizerConfig
 
     manifest = Path(folder) / "caption_pipeline.json"
     if manifest.exists():
-        steps = json.loads(manifest.read_text(encoding="utf-8"))["pipeline"]["steps"]
-        for step in steps:
-            if step.get("step") == "normalize":
-                return NormalizerConfig(step.get("mode", "official"), tuple(step.get("disabled_steps", ())))
+        return pipeline_normalizer(json.loads(manifest.read_text(encoding="utf-8"))["pipeline"])
     return NormalizerConfig()
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from crayonbox.data.caption_steps import (
+    FILTERED_BLANK,
     BanList,
     CaptionDropout,
     CaptionState,
@@ -60,11 +61,12 @@ def test_langid_sets_language_and_confidence_without_touching_the_caption():
 
 
 def test_english_only_blanks_or_drops_by_detected_language():
-    assert run(EnglishOnly(), "साड़ी", language="hi", confidence=0.9) == ("", "non_english", False)
-    assert run(EnglishOnly(policy="drop"), "sari", language="es", confidence=0.4) == ("", "non_english", True)
+    assert run(EnglishOnly(), "साड़ी", language="hi", confidence=0.9) == (FILTERED_BLANK, "non_english", False)
+    assert run(EnglishOnly(policy="drop"), "sari", language="es", confidence=0.4) == \
+        (FILTERED_BLANK, "non_english", True)
     assert run(EnglishOnly(), "a dog", language="en", confidence=0.9) == ("a dog", None, False)
     assert run(EnglishOnly(min_confidence=0.5), "dog", language="en", confidence=0.45) == \
-        ("", "low_confidence", False)
+        (FILTERED_BLANK, "low_confidence", False)
     assert run(EnglishOnly(keep=["en", "es"]), "un perro", language="es", confidence=0.9)[1] is None
     assert run(EnglishOnly(), "", language="und", confidence=0.0) == ("", None, False)  # already blank
 
@@ -93,15 +95,15 @@ def test_names_cc3m_style_uses_the_hypernym_and_ground_truth_names():
 def test_ban_list_drop_blank_and_strip_whole_words_only():
     words = ["stock photo", "nsfw"]
     assert run(BanList(words=words, policy="strip"), "Stock Photo of a dog") == ("of a dog", "banned", False)
-    assert run(BanList(words=words, policy="blank"), "nsfw cat") == ("", "banned", False)
-    assert run(BanList(words=words, policy="drop"), "nsfw cat") == ("", "banned", True)
+    assert run(BanList(words=words, policy="blank"), "nsfw cat") == (FILTERED_BLANK, "banned", False)
+    assert run(BanList(words=words, policy="drop"), "nsfw cat") == (FILTERED_BLANK, "banned", True)
     assert run(BanList(words=words), "a stock photographer") == ("a stock photographer", None, False)
 
 
 def test_min_length_in_words_or_characters():
-    assert run(MinLength(minimum=2), " kimono") == ("", "too_short", False)
+    assert run(MinLength(minimum=2), " kimono") == (FILTERED_BLANK, "too_short", False)
     assert run(MinLength(minimum=2), " a kimono") == (" a kimono", None, False)
-    assert run(MinLength(minimum=3, unit="chars", policy="drop"), "狗") == ("", "too_short", True)
+    assert run(MinLength(minimum=3, unit="chars", policy="drop"), "狗") == (FILTERED_BLANK, "too_short", True)
     assert run(MinLength(minimum=2), " ") == (" ", None, False)  # blank already: not this step's doing
 
 
