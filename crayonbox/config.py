@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,15 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CrayonboxError(f"missing file: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CrayonboxError(f"corrupt JSON in {path}: {e}") from None
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON to a temporary file beside `path`, then renamed over it: a reader, or a run killed mid-write,
+    never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from crayonbox.config import write_json_atomic
 from crayonbox.errors import CrayonboxError
 
 PROVENANCE_DIR = "provenance"
@@ -66,12 +67,6 @@ def _write_parquet_atomic(rows: list[dict], columns: list[str], path: Path) -> N
     os.replace(tmp, path)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
-    os.replace(tmp, path)
-
-
 def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     path = out_dir / MANIFEST_NAME
     if path.exists():
@@ -80,7 +75,7 @@ def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
             raise CrayonboxError(f"{out_dir} holds output of a different caption pipeline ({path}); "
                                  "choose another --out, or delete it to start over")
         return
-    _write_json_atomic(path, manifest)
+    write_json_atomic(path, manifest)
 
 
 _pipeline = None  # the pipeline of this process (each pool worker builds its own once)
@@ -108,7 +103,7 @@ def _process_shard(shard: Path, out_dir: Path) -> tuple[int, int, int, int]:
             for item, row in zip(items, rows, strict=True) if not row["dropped"]]
     shard_io.write_shard(out_dir / shard.name, kept)
     if problems:
-        _write_json_atomic(provenance_path(out_dir, shard, ".problems.json"), problems.to_dict())
+        write_json_atomic(provenance_path(out_dir, shard, ".problems.json"), problems.to_dict())
     _write_parquet_atomic(rows, _pipeline.columns(), provenance_path(out_dir, shard))  # last: marks it done
     blanked = sum(1 for item in kept if not item.caption.strip())
     return len(rows), len(rows) - len(kept), blanked, problems.total

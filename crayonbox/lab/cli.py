@@ -5,11 +5,13 @@
     crayonbox lab report RUN [--out DIR]
     crayonbox lab card MODEL [--run RUN]
     crayonbox lab families [NAME]
+    crayonbox lab blame CAPTIONS --tokenizer TOKDIR [--prompts null] [--arms english_only:off] --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -88,10 +90,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--out", type=Path, default=None, help="Markdown file (default MODEL/MODEL_CARD.md)")
     card.set_defaults(func=run_card_command)
 
+    ablate = lab_sub.add_parser("ablate", help="counterfactual retraining: each caption-pipeline change × "
+                                "training seeds, probed and measured against the baseline")
+    ablate.add_argument("run", type=Path, help="a `crayonbox train all` run folder")
+    ablate.add_argument("--arms", default=None, help="comma-separated STEP:CHANGE (english_only:drop, "
+                        "min_length:off, normalize:raw, dropout:off, names:off, …); default: the steps "
+                        "`lab blame` finds necessary for the blank prompt's ids")
+    ablate.add_argument("--seeds", type=int, default=2, help="training seeds per arm (default 2)")
+    ablate.add_argument("--prompts", default="null", help="families or prompt files (default null)")
+    ablate.add_argument("-n", type=int, default=300, help="images per prompt and scale (default 300)")
+    ablate.add_argument("--condition-scale", type=_floats, default=(1.0,), help="e.g. 1,3,10 (default 1)")
+    ablate.add_argument("--steps", type=int, default=0, help="transformer steps (default: the recipe's)")
+    ablate.add_argument("--workers", type=int, default=2, help="models trained at once, a thread each")
+    ablate.add_argument("--skin-max-distance", type=float, default=12.0, help="ΔE of the skin meter")
+    ablate.add_argument("--out", type=Path, required=True, help="ablation folder (created, or resumed)")
+    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
+    # Retraining is train/'s work: the handler is looked up by module name when the command runs.
+    ablate.set_defaults(func=_by_name("crayonbox.train.ablate", "run_ablate_command"))
+
+    explain = lab_sub.add_parser("explain", help="why the blank prompt draws what it draws: outcome, matched "
+                                 "training items, ablations, attribution, a verdict (HTML + JSON)")
+    explain.add_argument("run", type=Path, help="a `crayonbox train all` run folder")
+    explain.add_argument("--ablation", type=Path, default=None, help="a `crayonbox lab ablate` folder of RUN")
+    explain.add_argument("-n", type=int, default=300, help="images per condition scale (default 300)")
+    explain.add_argument("--condition-scale", type=_floats, default=(1.0, 3.0, 10.0), help="default 1,3,10")
+    explain.add_argument("--attribution-limit", type=int, default=0, help="training items scored (0 = all)")
+    explain.add_argument("--out", type=Path, required=True, help="folder for explanation.html and .json")
+    explain.add_argument("--quiet", action="store_true", help="no progress bars")
+    explain.set_defaults(func=run_explain_command)
+
     fam = lab_sub.add_parser("families", help="list the built-in prompt families (or one family's prompts)")
     fam.add_argument("name", nargs="?")
     fam.add_argument("--world-config", type=Path, default=None)
     fam.set_defaults(func=run_families_command)
+
+    blame = lab_sub.add_parser("blame", help="which caption-pipeline step made training items match a prompt")
+    blame.add_argument("captions", type=Path, help="a caption run folder (`crayonbox data captions` output)")
+    blame.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder (or a model folder)")
+    blame.add_argument("--prompts", default=None, help="families (null, …) and/or prompt files, comma-separated "
+                       "(default: the blank prompt \"\")")
+    blame.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                       help="an exact prompt, repeatable ('' is the blank prompt)")
+    blame.add_argument("--arms", default=None, help="comma-separated arms, e.g. english_only:off,normalize:raw "
+                       "(default: every candidate arm of the pipeline)")
+    blame.add_argument("--out", type=Path, required=True, help="new or empty folder (or an earlier blame's)")
+    blame.add_argument("--quiet", action="store_true", help="no progress bar")
+    blame.set_defaults(func=run_blame_command)
+
+
+def _by_name(module: str, function: str):
+    """A handler that imports `module` only when the command runs (train/ is not imported by the lab)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), function)(args)
+
+    return handler
 
 
 def run_probe_command(args: argparse.Namespace) -> int:
@@ -144,6 +197,18 @@ def run_card_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_explain_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab explain`."""
+    from crayonbox.lab.explain import EXPLANATION_HTML, ExplainConfig, explain_run
+
+    config = ExplainConfig(n=args.n, condition_scales=args.condition_scale,
+                           attribution_limit=args.attribution_limit)
+    explanation = explain_run(args.run, args.out, args.ablation, config, progress=not args.quiet)
+    print(explanation.conclusion)
+    print(f"{args.out / EXPLANATION_HTML}")
+    return 0
+
+
 def run_families_command(args: argparse.Namespace) -> int:
     """`crayonbox lab families`."""
     from crayonbox.lab.families import FAMILIES, family
@@ -155,3 +220,22 @@ def run_families_command(args: argparse.Namespace) -> int:
         print(json.dumps({"prompt": spec.prompt, "input_mode": spec.input_mode}, ensure_ascii=False))
     return 0
 
+
+
+def run_blame_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab blame`."""
+    from crayonbox.lab.blame import blame_run, check_out_dir, write_blame
+    from crayonbox.lab.families import PromptSpec, expand_prompts
+
+    check_out_dir(args.out)  # before the work, so a bad --out costs nothing
+    specs = (expand_prompts(args.prompts) if args.prompts else []) + [PromptSpec(p, "given")
+                                                                       for p in args.prompt or []]
+    arms = [a for a in args.arms.split(",") if a.strip()] if args.arms else None
+    result = blame_run(args.captions, args.tokenizer, specs or [""], arms, progress=not args.quiet)
+    write_blame(result, args.out)
+    for summary in result.table.summary():
+        top = ", ".join(f"{g} {n}" for g, n in summary["groups"].items() if g != "captioned")
+        print(f"{summary['label']}: {summary['matched']['n']} of {summary['kept']} items match ({top})")
+    print(f"{args.out}/blame.json, blame.parquet: {len(result.table.keys)} items × "
+          f"{len(result.table.arms)} arms in {result.seconds:.1f} s")
+    return 0

@@ -132,7 +132,8 @@ def launch_distributed(cfg: Any, nproc: int) -> int:
 def _all_command(args: argparse.Namespace) -> int:
     from crayonbox.train.recipe import run_recipe
 
-    result = run_recipe(args.recipe, args.out, args.minutes, progress=not args.quiet)
+    result = run_recipe(args.recipe, args.out, args.minutes, progress=not args.quiet, world=args.world,
+                        captions=args.captions, seed=args.seed)
     for stage in result["stages"]:
         status = "ran" if stage["ran_now"] else "done earlier"
         print(f"{stage['name']:>10}  {status:<13} {stage['seconds']:8.1f} s  "
@@ -184,8 +185,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("all", help="the whole recipe: world → captions → tokenizer → VQGAN → encode → "
                                    "transformer → judge → eval (each stage resumable)")
-    p.add_argument("--recipe", default="default", help="default (≤ 90 min on 2 cores) or smoke (toy, ~2 min)")
-    p.add_argument("--out", default="crayonbox-run", help="run folder (default: ./crayonbox-run)")
+    p.add_argument("--recipe", default="default", help="default (≤ 90 min on 2 cores), smoke (toy, ~2 min) or "
+                                                        "planted (a known skew, ~6 min)")
+    p.add_argument("--world", metavar="WORLD.yaml", help="world config (default: the recipe's own)")
+    p.add_argument("--captions", metavar="PIPELINE.yaml", help="caption pipeline config (default: the "
+                                                               "DALL·E mini era, see `data captions`)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the world build, VQGAN and transformer (default: 0)")
+    p.add_argument("--out", default="crayonbox-run", help="run folder: new, empty, or a run of the same recipe, "
+                                                          "world, captions and seed (default: ./crayonbox-run)")
     p.add_argument("--minutes", type=float, default=None, help="time budget; training stages shrink to fit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_all_command)

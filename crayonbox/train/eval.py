@@ -238,8 +238,8 @@ def blank_report(judge: Any, images: list, folder: Path | None, reference: int) 
 
 
 def _write_outputs(out: Path, result: dict[str, Any], cells: list[tuple[str, Any]], columns: int) -> None:
+    from crayonbox.config import write_json_atomic
     from crayonbox.pipeline import make_grid
-    from crayonbox.train.judge import write_json_atomic
 
     if cells:
         size = max(im.size[0] for _, im in cells)

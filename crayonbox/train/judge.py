@@ -20,8 +20,6 @@ nets) and metrics.json (held-out accuracy per attribute).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from crayonbox.config import write_json_atomic
 from crayonbox.errors import CrayonboxError
 from crayonbox.model_folder import WEIGHTS, load_component, save_component
 
@@ -355,13 +354,6 @@ class Judge:
     def features(self, images: Sequence[Image.Image | np.ndarray], batch: int = 256) -> np.ndarray:
         """(N, D) float64 judge features (for Fréchet distances)."""
         return self.run(images, batch).features.double().numpy()
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """JSON to a temporary file, then renamed over `path`: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def train_judge(world_dir: str | Path, out_dir: str | Path, **options: Any) -> dict[str, Any]:

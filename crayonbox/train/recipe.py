@@ -3,16 +3,23 @@ judge → eval, into one run folder.
 
     crayonbox train all --recipe default --out RUN [--minutes 90]
     crayonbox train all --recipe smoke --out RUN            # toy sizes, ~2 minutes: checks the plumbing
+    crayonbox train all --recipe planted --world W.yaml [--captions PIPELINE.yaml] [--seed 1] --out RUN
 
 Every stage is resumable on its own (the world and captions per shard, the VQGAN and transformer from their
 checkpoints, encode per shard), and RUN/recipe.json records each finished stage with its time, so re-running
 the command after a kill skips what is done and continues the stage that was cut off. `--minutes` is a budget
 for the whole run: the two training stages get what the plan gives them, capped by what is left after
 reserving the planned time of the stages after them (they stop early, checkpointed and exported).
+
+`--world` (any world YAML; default the recipe's own), `--captions` (a caption pipeline YAML; default
+DEFAULT_PIPELINE) and `--seed` (world build, VQGAN and transformer; 0 = the recipe's behaviour before the
+option existed) are recorded in the run (crayonbox/run_record.py: RUN/world.yaml, RUN/caption_pipeline.yaml,
+recipe.json), so the run can be rebuilt from its folder alone; a re-run with other inputs is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -21,7 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from crayonbox.errors import CrayonboxError
+from crayonbox.run_record import INPUT_KEYS, PIPELINE_CONFIG_COPY, RECIPE_RECORD, WORLD_CONFIG_COPY, read_recipe_table
 
 STAGES = ("world", "captions", "tokenizer", "vqgan", "encode", "model", "judge", "eval")
 
@@ -95,6 +105,7 @@ class Run:
     out: Path
     progress: bool
     minutes_left: Callable[[str], float]  # the time cap (minutes) for a training stage
+    seed: int = 0  # world build, VQGAN and transformer
 
     def path(self, name: str) -> Path:
         return self.out / name
@@ -112,17 +123,15 @@ def _cli(argv: list[str]) -> None:
 
 def stage_world(run: Run) -> dict:
     r = run.recipe
-    from crayonbox.data.world.config import DEFAULT_CONFIG
-
-    config = ["--config", str(DEFAULT_CONFIG.with_name(r.world_config))] if r.world_config else []
     _cli(["world", "build", "--out", str(run.path("world")), "-n", str(r.world_items), "--size",
-          str(r.world_size), *config, *([] if run.progress else ["--quiet"])])
+          str(r.world_size), "--config", str(run.path(WORLD_CONFIG_COPY)), "--seed", str(run.seed),
+          *([] if run.progress else ["--quiet"])])
     return {"items": r.world_items, "size": r.world_size}
 
 
 def stage_captions(run: Run) -> dict:
     _cli(["data", "captions", str(run.path("world")), "--out", str(run.path("captions")),
-          *([] if run.progress else ["--quiet"])])
+          "--config", str(run.path(PIPELINE_CONFIG_COPY)), *([] if run.progress else ["--quiet"])])
     return {}
 
 
@@ -139,7 +148,7 @@ def stage_vqgan(run: Run) -> dict:
 
     cfg = VQGANTrainConfig(**{"data": str(run.path("world")), "out": str(run.path("vqgan")), "resume": True,
                               "progress": run.progress, "max_minutes": run.minutes_left("vqgan"),
-                              **run.recipe.vqgan})
+                              **run.recipe.vqgan, "seed": run.seed})
     report = train_vqgan(cfg)
     return {k: report[k] for k in ("eval_psnr", "eval_usage", "eval_perplexity", "steps")}
 
@@ -158,7 +167,7 @@ def stage_model(run: Run) -> dict:
     cfg = TrainConfig(**{"tokens": str(run.path("tokens.parquet")), "tokenizer": str(run.path("tokenizer")),
                          "vqgan": str(run.path("vqgan")), "out": str(run.path("model")), "resume": True,
                          "progress": run.progress, "max_minutes": run.minutes_left("model"),
-                         **run.recipe.model})
+                         **run.recipe.model, "seed": run.seed})
     provenance = train(cfg)
     return {k: provenance[k] for k in ("steps", "final_train_loss", "final_eval_loss", "samples_seen")}
 
@@ -197,20 +206,132 @@ def _write_table(path: Path, table: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_recipe(name: str, out: str | Path, minutes: float | None = None, progress: bool = True) -> dict:
-    """Run (or continue) recipe `name` in `out`; returns the table also written to out/recipe.json."""
+@dataclass(frozen=True)
+class RunInputs:
+    """The world, caption pipeline and seed of a run: read and validated before any work."""
+
+    world_path: Path
+    world_bytes: bytes  # the YAML file as is: copied to RUN/world.yaml, hashed for the record
+    pipeline: dict[str, Any]  # `CaptionPipeline(config).config`: every option spelled out
+    seed: int
+
+    @property
+    def world_sha256(self) -> str:
+        return hashlib.sha256(self.world_bytes).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """The recipe.json entries (run_record.INPUT_KEYS)."""
+        return {"seed": self.seed, "caption_pipeline": self.pipeline,
+                "world_config": {"path": str(self.world_path.resolve()), "sha256": self.world_sha256,
+                                 "copy": WORLD_CONFIG_COPY}}
+
+
+def _read_yaml(path: Path, what: str) -> tuple[bytes, Any]:
+    """(bytes, parsed YAML) of a config file, or a one-line error naming it."""
+    try:
+        raw = path.read_bytes()
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise CrayonboxError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise CrayonboxError(f"{what} {path} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CrayonboxError(f"{what} {path} is not a YAML file (not UTF-8 text)") from None
+    except yaml.YAMLError as e:
+        raise CrayonboxError(f"{what} {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    if data is None:
+        raise CrayonboxError(f"{what} {path} is empty")
+    return raw, data
+
+
+def resolve_inputs(recipe: Recipe, world: str | Path | None = None, captions: str | Path | None = None,
+                   seed: int = 0) -> RunInputs:
+    """Read and validate a run's inputs; None = the recipe's world YAML / DEFAULT_PIPELINE."""
+    from crayonbox.data.captions import DEFAULT_PIPELINE, CaptionPipeline
+    from crayonbox.data.world.config import DEFAULT_CONFIG, parse_world_config
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CrayonboxError(f"--seed must be a non-negative integer, got {seed!r}")
+    world_path = Path(world) if world is not None else DEFAULT_CONFIG.with_name(recipe.world_config or
+                                                                                 DEFAULT_CONFIG.name)
+    world_bytes, world_data = _read_yaml(world_path, "world config")
+    try:
+        parse_world_config(world_data)
+    except CrayonboxError as e:
+        raise CrayonboxError(f"{world_path}: {e}") from None
+    pipeline_data = DEFAULT_PIPELINE
+    if captions is not None:
+        pipeline_data = _read_yaml(Path(captions), "caption pipeline config")[1]
+    try:
+        pipeline = CaptionPipeline(pipeline_data).config
+    except CrayonboxError as e:
+        raise CrayonboxError(f"{captions}: {e}") from None
+    return RunInputs(world_path, world_bytes, pipeline, seed)
+
+
+def _existing_table(out: Path) -> dict | None:
+    """The record of the run in `out`; None for a new or empty folder; anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise CrayonboxError(f"--out {out} is a file; give a new or empty folder, or a `train all` run folder")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    table = read_recipe_table(out)
+    if table is None:
+        raise CrayonboxError(f"--out {out} is a non-empty folder without a readable {RECIPE_RECORD}, so not a "
+                             "`crayonbox train all` run; give a new or empty folder")
+    return table
+
+
+def _check_same_inputs(out: Path, table: dict, name: str, inputs: RunInputs) -> None:
+    """Refuse to continue a run with another recipe, world, caption pipeline or seed."""
+    if table.get("recipe") != name:
+        raise CrayonboxError(f"{out} holds a run of recipe {table.get('recipe')!r}; choose another --out")
+    if all(k in table for k in INPUT_KEYS):
+        recorded = (table["world_config"].get("sha256"), table["caption_pipeline"], table["seed"])
+    else:
+        # Made before runs recorded their inputs, when every run used its recipe's world, the default
+        # pipeline and seed 0: it may continue with exactly those, and gets them recorded.
+        legacy = resolve_inputs(RECIPES[name])
+        recorded = (legacy.world_sha256, legacy.pipeline, legacy.seed)
+    given = (inputs.world_sha256, inputs.pipeline, inputs.seed)
+    labels = (f"world config (sha256 {str(recorded[0])[:12]}…)", "caption pipeline", f"seed ({recorded[2]})")
+    differ = [label for label, old, new in zip(labels, recorded, given, strict=True) if old != new]
+    if differ:
+        raise CrayonboxError(f"{out} holds a run with another {', '.join(differ)} (see its {RECIPE_RECORD}); "
+                             "resume with the same --world/--captions/--seed or choose another --out")
+
+
+def _write_inputs(out: Path, inputs: RunInputs) -> None:
+    """RUN/world.yaml (byte for byte) and RUN/caption_pipeline.yaml, which the world and captions stages read."""
+    world_copy = out / WORLD_CONFIG_COPY
+    if not world_copy.exists() or world_copy.read_bytes() != inputs.world_bytes:
+        world_copy.write_bytes(inputs.world_bytes)
+    (out / PIPELINE_CONFIG_COPY).write_text(
+        yaml.safe_dump(inputs.pipeline, sort_keys=False, allow_unicode=True, default_flow_style=None),
+        encoding="utf-8")
+
+
+def run_recipe(name: str, out: str | Path, minutes: float | None = None, progress: bool = True,
+               world: str | Path | None = None, captions: str | Path | None = None, seed: int = 0) -> dict:
+    """Run (or continue) recipe `name` in `out`; returns the table also written to out/recipe.json.
+
+    `world` / `captions`: a world config / caption pipeline YAML (None = the recipe's world, DEFAULT_PIPELINE);
+    `seed` seeds the world build and both training stages. Everything is checked before anything is written."""
     if name not in RECIPES:
         raise CrayonboxError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     recipe, out = RECIPES[name], Path(out)
+    inputs = resolve_inputs(recipe, world, captions, seed)
+    table = _existing_table(out) or {}
+    if table:
+        _check_same_inputs(out, table, name, inputs)
     out.mkdir(parents=True, exist_ok=True)
-    table_path = out / "recipe.json"
-    table = json.loads(table_path.read_text(encoding="utf-8")) if table_path.exists() else {}
-    if table and table.get("recipe") != name:
-        raise CrayonboxError(f"{out} holds a run of recipe {table.get('recipe')!r}; choose another --out")
+    _write_inputs(out, inputs)
+    table_path = out / RECIPE_RECORD
     budget = minutes if minutes is not None else sum(recipe.plan_minutes.values())
     table.update({"recipe": name, "out": str(out.resolve()), "model": str((out / "model").resolve()),
                   "budget_minutes": budget, "plan_minutes": recipe.plan_minutes,
-                  "recipe_config": asdict(recipe)})
+                  "recipe_config": asdict(recipe), **inputs.record()})
+    _write_table(table_path, table)  # the record exists from the start, even if the first stage is killed
     done: dict[str, dict] = {s["name"]: s for s in table.get("stages", []) if s.get("status") == "done"}
     started = time.perf_counter()
 
@@ -224,7 +345,7 @@ def run_recipe(name: str, out: str | Path, minutes: float | None = None, progres
         later = scale * sum(recipe.plan_minutes.get(s, 0) for s in STAGES[STAGES.index(stage) + 1:])
         return max(0.5, budget - spent - later)
 
-    run = Run(recipe, out, progress, minutes_left)
+    run = Run(recipe, out, progress, minutes_left, inputs.seed)
     stages = []
     for stage in STAGES:
         if stage in done:
