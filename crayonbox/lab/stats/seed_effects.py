@@ -12,8 +12,8 @@ between-study variance: the spread of p̂ over seeds minus its expected sampling
 Σ_a (S_a − 1) degrees of freedom, and the interval uses Student's t with those degrees of freedom. That is
 conservative when training noise is small (simulated, 2 seeds × 4 arms: 99.7 % coverage at τ = 0, 97–98 % at
 τ = 2 points, 94–96 % at 4–8 points; Welch–Satterthwaite degrees of freedom instead gave 89–93 %, under
-the nominal 95 %, so they are not used). It assumes training noise of similar size in every arm; the per-seed shares are reported so
-that a reader can check it.
+the nominal 95 %, so they are not used). It assumes training noise of similar size in every arm; the per-seed
+shares are reported so that a reader can check it.
 """
 
 from __future__ import annotations
