@@ -19,6 +19,7 @@ from typing import Any
 
 from crayonbox.config import read_json
 from crayonbox.errors import CrayonboxError
+from crayonbox.lab.families import NORMALISED
 from crayonbox.lab.stats.seed_effects import SeedCounts, SeedEffect, pooled_training_noise, seed_effect
 
 ABLATION_FILE = "ablation.json"
@@ -42,6 +43,25 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or "run_identity" not in manifest:
         raise CrayonboxError(f"{path} is not an ablation manifest")
     return manifest
+
+
+DEFAULT_MAX_ARMS = 3  # with the baseline, 4 arms × 2 seeds: the bench's ≤ 20-minute budget
+MIN_MOVED = 0.10  # an arm must move this share of the prompt's matched items to be ablated by default
+
+
+def default_arms(captions: Path, tokenizer: Path, prompt: str = "", max_arms: int = DEFAULT_MAX_ARMS) -> list[str]:
+    """The arms `lab ablate` runs when none are given: those whose change moves at least MIN_MOVED of the
+    items captioned like `prompt` (blame's "necessary"), most moved first. Normaliser modes are left out:
+    they change the prompt's own ids as well (raw `""` becomes the unconditional ids), so they test
+    hypothesis (e), not a filter; ask for `normalize:raw` explicitly."""
+    from crayonbox.lab.blame import blame_run
+
+    blamed = blame_run(captions, tokenizer, prompts=[prompt], progress=False).table
+    matched = blamed.prompts[0].matched_baseline
+    total = int(matched.sum())
+    moved = {a.name: int(blamed.prompts[0].necessary[a.name].sum()) for a in blamed.arms if a.kind != "normalize"}
+    chosen = [a for a, m in sorted(moved.items(), key=lambda kv: -kv[1]) if total and m >= MIN_MOVED * total]
+    return chosen[:max_arms]
 
 
 def roundtrip_validation(path: Path, world_config: Path, model: Path, n: int, max_distance: float) -> dict[str, Any]:
@@ -103,7 +123,7 @@ class Ablation:
     effects: list[ArmEffect] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # "arm seed S" jobs not finished
 
-    def effects_for(self, prompt: str, input_mode: str = "text", condition_scale: float | None = None,
+    def effects_for(self, prompt: str, input_mode: str = NORMALISED, condition_scale: float | None = None,
                     outcome: str | None = None) -> list[ArmEffect]:
         return [e for e in self.effects if e.prompt == prompt and e.input_mode == input_mode
                 and (condition_scale is None or e.condition_scale == condition_scale)

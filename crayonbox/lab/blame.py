@@ -8,10 +8,16 @@ RAW caption is run again through each arm (`crayonbox.data.caption_arms`: one st
 another normaliser mode, the tokenizer following the normaliser) and through each step alone. Per item:
 - necessary[arm]: it matches the prompt's ids under the baseline but not under the arm (dropped counts);
 - sufficient[step]: that step alone (langid before english_only) blanks or drops the non-blank raw caption;
-- raw_blank: the raw caption was already blank ("unlabeled").
-Its group is "blank via STEP(+STEP)" for the steps necessary through arms that keep the item (a drop arm
-removes the item, which says nothing about why it was blank), "blank via raw" / "blank via normaliser/other"
-when no step is, "captioned" when it does not match the prompt, "dropped" when the baseline drops it.
+- raw_blank: the raw caption said nothing ("unlabeled"): no letter, digit or symbol, e.g. "" or the ". " an
+  empty Flickr title and description join to.
+Its group is "blank via STEP(+STEP)" for the steps necessary through arms that keep the item and leave the
+normaliser as it is; else "blank via raw" when raw_blank; else "blank via STEP|STEP" for the steps each
+sufficient alone (overdetermined: langid calls "snail" non-English, and min_length blanks it too); else "blank
+via normaliser/other"; "captioned" when it does not match the prompt; "dropped" when the baseline drops it.
+A drop arm removes the item, which says nothing about why it was blank. A normaliser arm changes the prompt's
+ids too (raw "" is <s></s> while a filter's " " stays <s> Ġ </s>), so it separates nearly every blank caption
+from "" and would name the normaliser in every group (hypothesis e, "the normaliser merges blank inputs"): its
+counts are in the per-arm summary instead.
 
 Speed: the steps are pure functions of the text, the item's ground-truth names (names step) and the dropout
 draw (dropout), so each variant runs once per distinct (raw caption, names, dropout flags), and each distinct
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +49,6 @@ from crayonbox.text.tokenizer import Tokenizer
 
 ATTRIBUTES = ("skin_tone", "gender", "attire")  # ground truth of the world's people, where meta has it
 MARKER = ".crayonbox-lab-blame"  # marks an output folder this command wrote (so it may write there again)
-BLANK_PROMPT = PromptSpec("", "blank")
 RawItem = tuple[str, str, dict]  # (key, raw caption, meta)
 
 
@@ -69,6 +75,7 @@ class BlameTable:
     keys: list[str]
     arms: list[Arm]  # the arms compared with the baseline, in order
     steps: list[str]  # the baseline pipeline's step names, in order
+    dropout_steps: list[str]  # those of kind dropout (they blank to "", the others to " ")
     raw_blank: np.ndarray
     blanked_by: list[str | None]  # the provenance-style first blanking step (None when dropped)
     finals: list[str | None]  # the baseline's final caption (None when dropped)
@@ -125,46 +132,67 @@ class BlameResult:
 # ---- running variants of the pipeline ---------------------------------------------------------------------
 
 
-def _run_steps(steps: list[Any], key: str, caption: str, meta: dict) -> tuple[str | None, str | None, str | None]:
-    """(final caption, None when dropped; detected language; first blanking step) as `process_item` does."""
-    state = CaptionState(key, caption, meta)
-    blanked_by = "raw" if is_blank(caption) else None
-    for step in steps:
-        result = step(state)
-        if result.dropped:
-            return None, state.language, None
-        if blanked_by is None and is_blank(result.caption):
-            blanked_by = step.name
-        state.caption = result.caption
-    return state.caption, state.language, blanked_by
+Outcome = tuple[str | None, str | None, str | None]  # (final caption or None if dropped, language, blanked_by)
 
 
 class _Runner:
-    """Runs step lists over all items, once per distinct (raw caption, names, dropout flags)."""
+    """Runs step lists over all items. Each step's output is a pure function of the caption, the detected
+    language (english_only), the item's ground-truth names (names) and its dropout draw (dropout), so it is
+    memoised on exactly those: arms sharing a prefix of steps share its work."""
 
     def __init__(self, items: Sequence[RawItem]):
         self.items = items
         self.names = [ground_truth_names(meta) for _, _, meta in items]
-        self._draws: dict[int, np.ndarray] = {}
-        self._shared: dict[str, Any] = {}  # step config -> one instance, so arms share its memo (langid!)
+        self._draws: dict[int, list[float]] = {}
+        self._flags: dict[tuple[int, float], list[bool]] = {}
+        self._shared: dict[str, Any] = {}  # step config -> one instance, shared by every arm that has it
+        self._memo: dict[tuple, tuple] = {}
 
     def steps(self, config: dict[str, Any]) -> list[Any]:
         return [self._shared.setdefault(json.dumps(step_config(s), sort_keys=True), s) for s in build_steps(config)]
 
-    def _flags(self, step: Any) -> np.ndarray:
-        if step.seed not in self._draws:
-            self._draws[step.seed] = np.array([step.draw(key) for key, _, _ in self.items])
-        return self._draws[step.seed] < step.p
+    def _flag(self, step: Any) -> list[bool]:
+        if (step.seed, step.p) not in self._flags:
+            if step.seed not in self._draws:
+                self._draws[step.seed] = [step.draw(key) for key, _, _ in self.items]
+            self._flags[step.seed, step.p] = [d < step.p for d in self._draws[step.seed]]
+        return self._flags[step.seed, step.p]
 
-    def run(self, steps: list[Any]) -> list[tuple[str | None, str | None, str | None]]:
-        flags = [self._flags(s).tolist() for s in steps if s.kind == "dropout"]
-        memo: dict[tuple, tuple] = {}
+    def _walk(self, steps: list[Any], i: int) -> Outcome:
+        """As `CaptionPipeline.process_item`, through the step memo."""
+        key, caption, meta = self.items[i]
+        language = confidence = None
+        blanked_by = "raw" if is_blank(caption) else None
+        for step in steps:
+            kind = step.kind
+            extra = (language, confidence) if kind == "english_only" else self.names[i] if kind == "names" \
+                else self._flag(step)[i] if kind == "dropout" else None
+            memo_key = (id(step), caption, extra)
+            out = self._memo.get(memo_key)
+            if out is None:
+                state = CaptionState(key, caption, meta, language, confidence)
+                result = step(state)
+                out = self._memo[memo_key] = (result.caption, result.dropped, state.language,
+                                              state.language_confidence)
+            if kind == "langid":
+                language, confidence = out[2], out[3]
+            if out[1]:
+                return None, language, None
+            if blanked_by is None and is_blank(out[0]):
+                blanked_by = step.name
+            caption = out[0]
+        return caption, language, blanked_by
+
+    def run(self, steps: list[Any]) -> list[Outcome]:
+        """Each item's outcome, computed once per distinct (raw caption, names, dropout flags)."""
+        flags = [self._flag(s) for s in steps if s.kind == "dropout"]
+        memo: dict[tuple, Outcome] = {}
         out = []
-        for i, (key, raw, meta) in enumerate(self.items):
-            memo_key = (raw, self.names[i], *(f[i] for f in flags))
-            hit = memo.get(memo_key)
+        for i, (_, raw, _) in enumerate(self.items):
+            item_key = (raw, self.names[i], *(f[i] for f in flags))
+            hit = memo.get(item_key)
             if hit is None:
-                hit = memo[memo_key] = _run_steps(steps, key, raw, meta)
+                hit = memo[item_key] = self._walk(steps, i)
             out.append(hit)
         return out
 
@@ -181,6 +209,12 @@ def prompt_ids(tokenizer: Tokenizer, spec: PromptSpec) -> list[int]:
     there: probe loads torch)."""
     enc = tokenizer.unconditional() if spec.input_mode == UNCONDITIONAL_IDS else tokenizer.encode(spec.prompt)
     return [i for i, m in zip(enc.ids, enc.attention_mask, strict=True) if m]
+
+
+def is_unlabeled(caption: str) -> bool:
+    """True when the caption holds no letter, digit or symbol (emoji are symbols): only spaces, punctuation or
+    invisible characters, so nothing in it describes the image."""
+    return not any(unicodedata.category(ch)[0] in "LNS" for ch in caption)
 
 
 def _facets(items: Sequence[RawItem], languages: list[str | None]) -> dict[str, list[str]]:
@@ -219,7 +253,8 @@ def blame_items(raw: Sequence[RawItem], config: dict[str, Any], tokenizer: Token
     for arm in tqdm(every, desc="blame arms", unit="arm", disable=not progress):
         finals[arm.name] = runner.run(runner.steps(configs[arm.name]))
     _, languages, blanked_by = zip(*finals[BASELINE], strict=True)
-    raw_blank = np.array([is_blank(c) for _, c, _ in raw])
+    raw_blank = np.array([is_unlabeled(c) for _, c, _ in raw])
+    literally_blank = np.array([is_blank(c) for _, c, _ in raw])
     sufficient = {}
     for i, step in enumerate(base_steps):
         if step.kind == "langid":
@@ -227,8 +262,9 @@ def blame_items(raw: Sequence[RawItem], config: dict[str, Any], tokenizer: Token
         alone = [next(s for s in reversed(base_steps[:i]) if s.kind == "langid"), step] \
             if step.kind == "english_only" else [step]
         blank = np.array([f is None or is_blank(f) for f, _, _ in runner.run(alone)])
-        sufficient[step.name] = blank & ~raw_blank  # a raw-blank caption is blank whatever the step does
+        sufficient[step.name] = blank & ~literally_blank  # "" stays blank whatever the step does
     table = BlameTable(keys=[k for k, _, _ in raw], arms=chosen, steps=[s.name for s in base_steps],
+                       dropout_steps=[s.name for s in base_steps if s.kind == "dropout"],
                        raw_blank=raw_blank, blanked_by=list(blanked_by),
                        finals=[f for f, _, _ in finals[BASELINE]],
                        dropped={n: np.array([f is None for f, _, _ in r]) for n, r in finals.items()},
@@ -241,33 +277,37 @@ def _match_prompts(table: BlameTable, every: list[Arm], finals: dict[str, list],
                    config: dict[str, Any], specs: list[PromptSpec]) -> None:
     tokenizers: dict[str, Tokenizer] = {}
     codes: dict[str, np.ndarray] = {}
-    ids_code: dict[tuple[str, tuple[int, ...]], int] = {}
-    memo: dict[tuple[str, str], int] = {}  # (tokenizer, final caption) -> code of its ids
+    ids_code: dict[tuple[int, ...], int] = {}  # distinct ids -> a small int, so matching is one array compare
+    memo: dict[tuple[str, str], int] = {}  # (tokenizer's normaliser, final caption) -> code of its ids
     for arm in every:
-        tok = arm_tokenizer(tokenizer, config, arm)
+        tok = tokenizers[arm.name] = arm_tokenizer(tokenizer, config, arm)
         name = repr(tok.normalizer_config)
-        tokenizers[arm.name] = tok
-        out = np.full(len(table.keys), -1)
-        for i, (final, _, _) in enumerate(finals[arm.name]):
-            if final is not None:
-                if (name, final) not in memo:
-                    ids = (name, tuple(caption_ids(tok, final)))
-                    memo[name, final] = ids_code.setdefault(ids, len(ids_code))
-                out[i] = memo[name, final]
-        codes[arm.name] = out
+        arm_finals = [f for f, _, _ in finals[arm.name]]
+        todo = list(dict.fromkeys(f for f in arm_finals if f is not None and (name, f) not in memo))
+        for final, ids in zip(todo, caption_ids_batch(tok, todo), strict=True):
+            memo[name, final] = ids_code.setdefault(ids, len(ids_code))
+        codes[arm.name] = np.array([-1 if f is None else memo[name, f] for f in arm_finals], dtype=np.int64)
     for spec in specs:
         ids = {a.name: prompt_ids(tokenizers[a.name], spec) for a in every}
-        matched = {}
-        for a in every:
-            code = ids_code.get((repr(tokenizers[a.name].normalizer_config), tuple(ids[a.name])), -2)
-            matched[a.name] = codes[a.name] == code
+        matched = {a.name: codes[a.name] == ids_code.get(tuple(ids[a.name]), -2) for a in every}
         base = matched[BASELINE]
         necessary = {a.name: base & ~matched[a.name] for a in table.arms}
         table.prompts.append(PromptBlame(spec, ids, matched, necessary, _groups(table, base, necessary)))
 
 
+def caption_ids_batch(tokenizer: Tokenizer, captions: list[str]) -> list[tuple[int, ...]]:
+    """`reference.caption_ids` of many captions: the same normaliser and framing, without the notes and with
+    one batched BPE call (the notes cost more than the ids; tests check both agree)."""
+    unconditional = tuple(caption_ids(tokenizer, ""))
+    encoded = tokenizer.backend.encode_batch([tokenizer.normalizer(c) for c in captions], add_special_tokens=False)
+    room = tokenizer.text_length - 2
+    return [unconditional if c == "" else (tokenizer.bos_id, *e.ids[:room], tokenizer.eos_id)
+            for c, e in zip(captions, encoded, strict=True)]
+
+
 def _groups(table: BlameTable, matched: np.ndarray, necessary: dict[str, np.ndarray]) -> list[str]:
     order = {s: i for i, s in enumerate(table.steps)}
+    dropouts = set(table.dropout_steps)
     groups = []
     for i in range(len(table.keys)):
         if table.dropped[BASELINE][i]:
@@ -275,11 +315,17 @@ def _groups(table: BlameTable, matched: np.ndarray, necessary: dict[str, np.ndar
         elif not matched[i]:
             groups.append("captioned")
         else:
-            steps = {a.step for a in table.arms if necessary[a.name][i] and not table.dropped[a.name][i]}
+            steps = {a.step for a in table.arms
+                     if necessary[a.name][i] and not table.dropped[a.name][i] and a.kind != "normalize"}
+            # Dropout blanks to "" and the filters to " ": only steps leaving this item's kind of blank count.
+            alone = [s for s, mask in table.sufficient.items()
+                     if mask[i] and (table.finals[i] == "") == (s in dropouts)]
             if steps:
                 groups.append("blank via " + "+".join(sorted(steps, key=order.__getitem__)))
+            elif table.raw_blank[i]:
+                groups.append("blank via raw")
             else:
-                groups.append("blank via raw" if table.raw_blank[i] else "blank via normaliser/other")
+                groups.append("blank via " + ("|".join(alone) or "normaliser/other"))
     return groups
 
 
@@ -293,9 +339,11 @@ def _share(count: int, n: int) -> dict[str, Any]:
     return {"n": int(count), "of": int(n), "share": ci.estimate, "low": ci.low, "high": ci.high}
 
 
-def _breakdown(values: list[str], mask: np.ndarray, kept: np.ndarray) -> list[dict[str, Any]]:
+def _breakdown(values: list[str], mask: np.ndarray, kept: np.ndarray | None) -> list[dict[str, Any]]:
     """Per value: its share of the masked items and, for comparison, of every kept item (Wilson 95 %)."""
     inside = Counter(v for v, m in zip(values, mask, strict=True) if m)
+    if kept is None:
+        return [{"value": v, **_share(c, int(mask.sum()))} for v, c in inside.most_common()]
     overall = Counter(v for v, k in zip(values, kept, strict=True) if k)
     n_in, n_all = int(mask.sum()), int(kept.sum())
     return [{"value": v, **_share(inside[v], n_in), "all_items": _share(overall[v], n_all)}
@@ -307,7 +355,7 @@ def _prompt_summary(table: BlameTable, p: PromptBlame) -> dict[str, Any]:
     matched = p.matched_baseline
     groups = np.array(p.groups)
     facets = {"group": p.groups, **table.facets}
-    by_group = {g: {f: _breakdown(v, matched & (groups == g), kept) for f, v in table.facets.items()}
+    by_group = {g: {f: _breakdown(v, matched & (groups == g), None) for f, v in table.facets.items()}
                 for g in sorted(set(groups[matched].tolist()))}
     arms = []
     for a in table.arms:
@@ -383,8 +431,8 @@ def check_out_dir(out: Path) -> None:
                              "empty folder")
 
 
-def write_blame(result: BlameResult, out: Path) -> Path:
-    """Write OUT/blame.json and OUT/blame.parquet (each atomically); returns OUT."""
+def write_blame(result: BlameResult, out: Path) -> dict[str, Any]:
+    """Write OUT/blame.json and OUT/blame.parquet (each atomically); returns what blame.json holds."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -395,7 +443,8 @@ def write_blame(result: BlameResult, out: Path) -> Path:
     tmp = out / ".blame.parquet.tmp"
     pq.write_table(pa.table(result.table.rows()), tmp)
     os.replace(tmp, out / "blame.parquet")
+    data = result.to_dict()
     tmp = out / ".blame.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
     os.replace(tmp, out / "blame.json")
-    return out
+    return data

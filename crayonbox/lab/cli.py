@@ -232,8 +232,8 @@ def run_blame_command(args: argparse.Namespace) -> int:
                                                                        for p in args.prompt or []]
     arms = [a for a in args.arms.split(",") if a.strip()] if args.arms else None
     result = blame_run(args.captions, args.tokenizer, specs or [""], arms, progress=not args.quiet)
-    write_blame(result, args.out)
-    for summary in result.table.summary():
+    data = write_blame(result, args.out)
+    for summary in data["prompts"]:
         top = ", ".join(f"{g} {n}" for g, n in summary["groups"].items() if g != "captioned")
         print(f"{summary['label']}: {summary['matched']['n']} of {summary['kept']} items match ({top})")
     print(f"{args.out}/blame.json, blame.parquet: {len(result.table.keys)} items × "

@@ -85,6 +85,7 @@ class Matched:
     interval: tuple[float, float]
     tokens: list[str]
     by_step: dict[str, dict[str, Any]]  # group ("blank via english_only", …) → n, share, interval
+    moved_by: dict[str, int] = field(default_factory=dict)  # arm → matched items it no longer matches (blame)
 
 
 @dataclass
@@ -98,7 +99,8 @@ class AblationRow:
     arm_share: float
     baseline_share: float
     significant: bool
-    corrected: tuple[float, float, float] | None
+    corrected: tuple[float, float, float] | None  # the effect corrected for the meter's errors, with interval
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -216,8 +218,9 @@ def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, 
     from crayonbox.lab.blame import load_tokenizer
 
     tokens = load_tokenizer(record.tokenizer).encode("").tokens
+    moved_by = {arm: int(mask[matched].sum()) for arm, mask in prompt.necessary.items()}
     return (Matched(n, int(kept.sum()), hit / n if n else 0.0, (w.low, w.high) if w else (0.0, 0.0), tokens,
-                    by_step), result, training_share)
+                    by_step, moved_by), result, training_share)
 
 
 def _ablation_rows(ablation: Ablation | None, target: str, scale: float) -> list[AblationRow]:
@@ -232,19 +235,47 @@ def _ablation_rows(ablation: Ablation | None, target: str, scale: float) -> list
             manifest_config = read_run_record(ablation.manifest["run"]).pipeline_config
         arm = parse_arm(e.arm, manifest_config)
         rows.append(AblationRow(e.arm, e.step, e.change, arm.description, e.effect.effect, e.effect.interval,
-                                e.effect.arm_share, e.effect.baseline_share, e.effect.significant, e.corrected))
+                                e.effect.arm_share, e.effect.baseline_share, e.effect.significant, e.corrected,
+                                [s.seed for s in e.effect.arm_seeds]))
     return sorted(rows, key=lambda r: r.effect)
 
 
-def _attribution(record: RunRecord, blame: Any, config: ExplainConfig, progress: bool) -> dict[str, Any]:
-    """Likelihood scores of the training items under the blank prompt, per caption group."""
-    from crayonbox.lab.attribution import attribute_likelihood
+def _attribution(record: RunRecord, out: Path, blame: Any, scale: float, config: ExplainConfig,
+                 progress: bool) -> dict[str, Any]:
+    """Both attributions of the blank prompt's images to caption groups of training items: the model's
+    likelihood score per item, and the groups of the images' nearest training neighbours (blank-prompt
+    images against the `<unconditional ids>` control's images at the same scale)."""
+    from crayonbox.lab.attribution import attribute_likelihood, attribute_neighbours
 
     prompt = blame.table.prompts[0]
     groups = dict(zip(blame.table.keys, prompt.groups, strict=True))
-    result = attribute_likelihood(record.model, "", record.tokens, groups,
-                                  limit=config.attribution_limit or None, progress=progress)
-    return result.to_dict() if hasattr(result, "to_dict") else result
+    limit = config.attribution_limit or None
+    likelihood = attribute_likelihood(record.model, "", record.tokens, groups, limit=limit, progress=progress)
+    neighbours = attribute_neighbours(out / "probe", {BLANK.key}, record.world, groups, limit=limit,
+                                      condition_scale=scale, progress=progress)
+    found = neighbours.to_dict()
+    found.pop("target_neighbours", None)  # per-image lists: too long for the page; the probe keeps the images
+    return {"likelihood": likelihood.to_dict(), "neighbours": found}
+
+
+def _agreement(attribution: dict[str, Any], rows: list[AblationRow], blame: Any) -> dict[str, Any]:
+    """Does each attribution's top caption group consist of the items the strongest ablation arm moves?
+    (Group names come from blame's necessary steps; an arm such as english_only:drop moves items that blame
+    files under "blank via raw", so agreement is judged on the items, not on the names.)"""
+    strongest = min(rows, key=lambda r: r.effect) if rows else None
+    table = blame.table
+    prompt = table.prompts[0]
+    groups = np.array(prompt.groups)
+    out: dict[str, Any] = {"strongest_arm": strongest.arm if strongest else None}
+    top = {"likelihood": next(iter(attribution["likelihood"]["groups"]), {}).get("group"),
+           "neighbours": next(iter(attribution["neighbours"]["groups"]), {}).get("group")}
+    for method, group in top.items():
+        agree = None
+        if strongest is not None and strongest.significant and group and strongest.arm in prompt.necessary:
+            members = groups == group
+            agree = bool(members.any() and prompt.necessary[strongest.arm][members].mean() >= 0.5)
+        out[method] = {"top_group": group, "agree": agree}
+    return out
 
 
 # ---- hypotheses and verdict --------------------------------------------------------------------------------
@@ -299,10 +330,10 @@ def hypotheses(outcome: Outcome, by_scale: list[Outcome], matched: Matched, rows
                                ("filtering", "(c) filtering emptied or mangled captions", FILTER_KINDS)):
         tested = [r for r in rows if kinds.get(r.step or "") in wanted]
         status, text = _arm_status(tested, toward) if toward else (NOT_SUPPORTED if tested else NOT_TESTED, "")
-        blamed = {g: s for g, s in matched.by_step.items() if any(g.endswith(step) or f" {step}" in g
-                  for step, kind in kinds.items() if kind in wanted)}
-        share = sum(s["n"] for s in blamed.values()) / matched.n if matched.n else 0.0
-        evidence = f"blame: {_pct(share)} of the {matched.n} matched items need such a step"
+        arms = {a: m for a, m in matched.moved_by.items() if kinds.get(a.partition(":")[0]) in wanted and m}
+        evidence = ("blame: " + ", ".join(f"{a} moves {_pct(m / matched.n)}" for a, m in arms.items())
+                    + f" of the {matched.n} matched items") if arms and matched.n else \
+            "blame: no such step moves the matched items"
         out.append(Hypothesis(key, title, status, f"{evidence}; ablation: {text}" if text else
                               f"{evidence}; no ablation arm tests it"))
     raw = matched.by_step.get("blank via raw")
@@ -352,10 +383,10 @@ def conclusion(outcome: Outcome, matched: Matched, rows: list[AblationRow], caus
     if lo <= q <= hi:
         return text + (" The blank prompt draws what the training data holds: no pipeline step is needed to "
                        "explain it. Verdict: nothing to explain beyond the data.")
-    moved = [r for r in rows if r.step in causes]
-    for r in moved:
-        text += (f" With {r.description}, the blank prompt draws {v} in {_pct(r.arm_share)} "
-                 f"({_points(r.effect)} points [{_points(r.interval[0])}, {_points(r.interval[1])}]).")
+    for r in (r for r in rows if r.step in causes and r.significant):
+        text += (f" With {r.description}, the blank prompt's {v} share moves from {_pct(r.baseline_share)} to "
+                 f"{_pct(r.arm_share)} as the meter reads it ({_points(r.effect)} points [{_points(r.interval[0])}, "
+                 f"{_points(r.interval[1])}], retrained with {len(r.seeds)} seeds).")
     if causes:
         return text + f" Verdict: {', '.join(f'the {c} step' for c in causes)} caused it."
     if not has_ablation:
@@ -415,9 +446,8 @@ def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = 
     tokenizer = load_tokenizer(record.tokenizer)
     merged = [p for p in ("", " ", ".") if tokenizer.encode(p).ids == tokenizer.encode("").ids]
     causes = find_causes(outcome, rows)
-    attribution = _attribution(record, blame, config, progress)
-    if rows:
-        attribution["agrees_with_ablation"] = _agreement(attribution, rows)
+    attribution = _attribution(record, out, blame, headline, config, progress)
+    attribution["agreement"] = _agreement(attribution, rows, blame)
     explanation = Explanation(
         run=str(record.path.resolve()), prompt="", outcome=outcome, outcomes_by_scale=by_scale, control=control,
         matched=matched, ablations=rows, attribution=attribution,
@@ -428,13 +458,3 @@ def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = 
     write_json_atomic(out / EXPLANATION_JSON, explanation.to_dict())
     write_html(explanation, out / EXPLANATION_HTML, out / "probe")
     return explanation
-
-
-def _agreement(attribution: dict[str, Any], rows: list[AblationRow]) -> dict[str, Any]:
-    """Does the caption group the likelihood ranks first name the step whose ablation moved the most?"""
-    groups = attribution.get("groups") or []
-    top_group = groups[0]["group"] if groups else None
-    strongest = min(rows, key=lambda r: r.effect) if rows else None
-    step = strongest.step if strongest else None
-    return {"top_group": top_group, "strongest_arm": strongest.arm if strongest else None,
-            "agree": bool(top_group and step and step in str(top_group))}

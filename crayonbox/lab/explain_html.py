@@ -35,6 +35,38 @@ def _samples(probe: Path, limit: int = 32) -> str:
                                                                                              strict=True))
 
 
+def _agreement_note(agreement: dict, method: str) -> str:
+    found = agreement.get(method) or {}
+    if found.get("agree") is None:
+        return " No significant ablation arm to check it against."
+    verdict = "agrees" if found["agree"] else "disagrees"
+    return (f" Its top group, <code>{esc(found['top_group'])}</code>, {verdict} with the arm that moved the output "
+            f"most, <code>{esc(agreement['strongest_arm'])}</code> (agrees: most of the group's items are ones "
+            "that arm moves).")
+
+
+def _attribution(e: Explanation) -> str:
+    likelihood = e.attribution.get("likelihood", {}).get("groups", [])
+    neighbours = e.attribution.get("neighbours", {}).get("groups", [])
+    agreement = e.attribution.get("agreement", {})
+    html = ("<h2>Attribution to training items</h2><p class=\"note\">Likelihood: per training item, log p(image "
+            "tokens | blank prompt) − log p(image tokens | unconditional ids), by teacher forcing; mean per caption "
+            f"group with a bootstrap interval.{_agreement_note(agreement, 'likelihood')}</p>")
+    html += table(["rank", "group", "items", "mean score (nats)", "95 % interval"],
+                  [[g["rank"], g["group"], g["n"], f"{g['mean']['estimate']:.2f}",
+                    f"[{g['mean']['low']:.2f}, {g['mean']['high']:.2f}]"] for g in likelihood])
+    html += ("<p class=\"note\">Nearest neighbours: the caption groups of the 10 nearest training images of each "
+             "blank-prompt image (colour-layout descriptor), against those of the &lt;unconditional ids&gt; "
+             f"images; enrichment = ratio of the two shares, bootstrap over images."
+             f"{_agreement_note(agreement, 'neighbours')}</p>")
+    html += table(["group", "share among blank-prompt neighbours", "among control neighbours", "training share",
+                   "enrichment", "95 % interval"],
+                  [[g["group"], _pct(g["target_share"]), _pct(g["other_share"]), _pct(g["train_share"]),
+                    f"{g['enrichment']['estimate']:.2f}",
+                    f"[{g['enrichment']['low']:.2f}, {g['enrichment']['high']:.2f}]"] for g in neighbours])
+    return html
+
+
 def write_html(explanation: Explanation, path: Path, probe: Path) -> Path:
     """Render the explanation (see the module docstring); returns `path`."""
     e = explanation
@@ -75,18 +107,6 @@ def write_html(explanation: Explanation, path: Path, probe: Path) -> Path:
         sections.append("<h2>Counterfactual retraining</h2><p class=\"warn\">No ablation given: causes cannot be "
                         "named. Run <code>crayonbox lab ablate RUN --out ABL</code>, then explain with "
                         "<code>--ablation ABL</code>.</p>")
-    groups = e.attribution.get("groups", [])
-    if groups:
-        agree = e.attribution.get("agrees_with_ablation")
-        note = "" if agree is None else (f" The group ranked first is <code>{esc(agree['top_group'])}</code>; the "
-                                         f"arm that moved the output most is <code>{esc(agree['strongest_arm'])}"
-                                         f"</code>: {'they agree' if agree['agree'] else 'they disagree'}.")
-        sections.append(
-            "<h2>Attribution: the model's own score</h2><p class=\"note\">Per training item, log p(image tokens | "
-            "blank prompt) − log p(image tokens | unconditional ids), by teacher forcing; mean per caption group "
-            f"with a bootstrap interval.{note}</p>" + table(
-                ["rank", "group", "items", "mean score (nats)", "95 % interval"],
-                [[g["rank"], g["group"], g["n"], f"{g['mean']['estimate']:.2f}",
-                  f"[{g['mean']['low']:.2f}, {g['mean']['high']:.2f}]"] for g in groups]))
+    sections.append(_attribution(e))
     path.write_text(page("Why the blank prompt draws what it draws", sections), encoding="utf-8")
     return path

@@ -78,7 +78,7 @@ def run_identity(record: RunRecord) -> str:
     its VQGAN and transformer weights. An ablation folder is bound to it."""
     digest = hashlib.sha256(json.dumps([record.recipe, record.pipeline_config, record.seed], sort_keys=True).encode())
     digest.update(record.world_config_path.read_bytes())
-    for weights in (record.vqgan / "model.safetensors", record.model / "bart" / "model.safetensors"):
+    for weights in (record.model / "vqgan" / "model.safetensors", record.model / "bart" / "model.safetensors"):
         if not weights.exists():
             raise CrayonboxError(f"{record.path} lacks {weights.relative_to(record.path)}: finish the run with "
                                  "`crayonbox train all` first")
@@ -269,10 +269,10 @@ def run_ablate_command(args: argparse.Namespace) -> int:
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
     if arms is None:
-        from crayonbox.lab.blame import necessary_arms
+        from crayonbox.lab.ablation import default_arms
 
         record = read_run_record(args.run)
-        arms = necessary_arms(record.captions, record.tokenizer, prompt="")
+        arms = default_arms(record.captions, record.tokenizer, prompt="")
         if not args.quiet:
             print(f"arms (steps necessary for the blank prompt's ids): {', '.join(arms) or 'none'}")
     config = AblateConfig(arms=arms, seeds=args.seeds, prompts=[p.strip() for p in args.prompts.split(",")],
