@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crayonbox.lab.explain import Explanation, Outcome
+from crayonbox.lab.explanation import Explanation, Outcome
 from crayonbox.lab.report_html import esc, img, page, table
 
 

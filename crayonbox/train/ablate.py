@@ -27,6 +27,8 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import signal
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -215,6 +217,18 @@ def _run_job_star(args: tuple[Job, AblateConfig, list[PromptSpec]]) -> dict[str,
     return run_job(*args)
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, ask the kernel to SIGKILL this worker when its parent dies. Without it a
+    kill -9 of `lab ablate` leaves workers training on, and the resumed run would share their checkpoints."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the call: nobody is left to deliver the signal
+            os._exit(1)
+
+
 # ---- the ablation ------------------------------------------------------------------------------------------
 
 def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progress: bool = True) -> Path:
@@ -252,7 +266,8 @@ def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progres
     work = [(job, config, specs) for job in jobs]
     if config.workers > 1 and len(jobs) > 1:
         # spawn: torch's thread pools do not survive fork; one thread per job, `workers` jobs at once.
-        with mp.get_context("spawn").Pool(min(config.workers, len(jobs)), maxtasksperchild=1) as pool:
+        with mp.get_context("spawn").Pool(min(config.workers, len(jobs)), _die_with_parent,
+                                          maxtasksperchild=1) as pool:
             for _ in pool.imap_unordered(_run_job_star, work):
                 bar.update(1)
     else:

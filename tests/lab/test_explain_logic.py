@@ -2,18 +2,8 @@
 named only when an ablation's interval excludes zero in the direction of the training share, and the
 conclusion falls back to "cannot tell" or "nothing to explain" where the intervals do."""
 
-from crayonbox.lab.explain import (
-    CANNOT_TELL,
-    NOT_SUPPORTED,
-    NOT_TESTED,
-    SUPPORTED,
-    AblationRow,
-    Matched,
-    Outcome,
-    conclusion,
-    find_causes,
-    hypotheses,
-)
+from crayonbox.lab.explanation import CANNOT_TELL, NOT_SUPPORTED, NOT_TESTED, SUPPORTED, AblationRow, Matched, Outcome
+from crayonbox.lab.verdict import conclusion, find_causes, hypotheses
 
 KINDS = {"langid": "langid", "english_only": "english_only", "normalize": "normalize", "min_length": "min_length",
          "dropout": "dropout", "names": "names"}
