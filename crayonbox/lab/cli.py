@@ -224,7 +224,8 @@ def run_families_command(args: argparse.Namespace) -> int:
 
 def run_blame_command(args: argparse.Namespace) -> int:
     """`crayonbox lab blame`."""
-    from crayonbox.lab.blame import blame_run, check_out_dir, write_blame
+    from crayonbox.lab.blame import blame_run
+    from crayonbox.lab.blame_report import check_out_dir, write_blame
     from crayonbox.lab.families import PromptSpec, expand_prompts
 
     check_out_dir(args.out)  # before the work, so a bad --out costs nothing

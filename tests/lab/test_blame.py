@@ -12,7 +12,8 @@ from crayonbox.cli import main
 from crayonbox.data.caption_steps import CaptionDropout
 from crayonbox.data.captions import DEFAULT_PIPELINE
 from crayonbox.errors import CrayonboxError
-from crayonbox.lab.blame import MARKER, blame_items, blame_run, caption_ids_batch, load_tokenizer
+from crayonbox.lab.blame import blame_items, blame_run, caption_ids_batch, load_tokenizer
+from crayonbox.lab.blame_report import MARKER
 from crayonbox.lab.families import UNCONDITIONAL
 from crayonbox.lab.reference import caption_ids
 from crayonbox.text.normalize import NormalizerConfig

@@ -1,0 +1,93 @@
+"""`crayonbox lab blame`'s summaries and files: per prompt, the matched items broken down by group, source,
+language and ground truth (Wilson intervals), what each arm moves; blame.json and blame.parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crayonbox.data.caption_arms import BASELINE
+from crayonbox.errors import CrayonboxError
+from crayonbox.lab.stats import wilson_interval
+
+if TYPE_CHECKING:
+    from crayonbox.lab.blame import BlameResult, BlameTable, PromptBlame
+
+MARKER = ".crayonbox-lab-blame"  # marks an output folder this command wrote (so it may write there again)
+
+# ---- summaries --------------------------------------------------------------------------------------------
+
+
+def _share(count: int, n: int) -> dict[str, Any]:
+    if n == 0:
+        return {"n": 0, "of": 0, "share": None, "low": None, "high": None}
+    ci = wilson_interval(count, n)
+    return {"n": int(count), "of": int(n), "share": ci.estimate, "low": ci.low, "high": ci.high}
+
+
+def _breakdown(values: list[str], mask: np.ndarray, kept: np.ndarray | None) -> list[dict[str, Any]]:
+    """Per value: its share of the masked items and, for comparison, of every kept item (Wilson 95 %)."""
+    inside = Counter(v for v, m in zip(values, mask, strict=True) if m)
+    if kept is None:
+        return [{"value": v, **_share(c, int(mask.sum()))} for v, c in inside.most_common()]
+    overall = Counter(v for v, k in zip(values, kept, strict=True) if k)
+    n_in, n_all = int(mask.sum()), int(kept.sum())
+    return [{"value": v, **_share(inside[v], n_in), "all_items": _share(overall[v], n_all)}
+            for v in sorted(overall | inside, key=lambda v: (-inside[v], v))]
+
+
+def prompt_summary(table: BlameTable, p: PromptBlame) -> dict[str, Any]:
+    kept = ~table.dropped[BASELINE]
+    matched = p.matched_baseline
+    groups = np.array(p.groups)
+    facets = {"group": p.groups, **table.facets}
+    by_group = {g: {f: _breakdown(v, matched & (groups == g), None) for f, v in table.facets.items()}
+                for g in sorted(set(groups[matched].tolist()))}
+    arms = []
+    for a in table.arms:
+        under = p.matched[a.name]
+        arms.append({"arm": a.name, "description": a.description, "prompt_ids": p.ids[a.name],
+                     "matched": int(under.sum()), "moved": int((matched & ~under).sum()),
+                     "moved_by_drop": int((matched & table.dropped[a.name]).sum()),
+                     "new": int((under & ~matched).sum()), "dropped": int(table.dropped[a.name].sum())})
+    return {"prompt": p.prompt.prompt, "label": p.prompt.label, "input_mode": p.prompt.input_mode,
+            "ids": p.ids[BASELINE], "n_items": len(table.keys), "kept": int(kept.sum()),
+            "matched": _share(int(matched.sum()), int(kept.sum())),
+            "groups": dict(Counter(p.groups).most_common()),
+            "raw_blank": int((matched & table.raw_blank).sum()),
+            "sufficient": {s: int((matched & m).sum()) for s, m in table.sufficient.items()},
+            "blanked_by": dict(Counter(str(b) for b, m in zip(table.blanked_by, matched, strict=True) if m)),
+            "breakdown": {f: _breakdown(v, matched, kept) for f, v in facets.items()},
+            "by_group": by_group, "arms": arms}
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output folder that is neither new, nor empty, nor one this command wrote."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
+        raise CrayonboxError(f"--out {out} exists and was not written by `crayonbox lab blame`; give a new or "
+                             "empty folder")
+
+
+def write_blame(result: BlameResult, out: Path) -> dict[str, Any]:
+    """Write OUT/blame.json and OUT/blame.parquet (each atomically); returns what blame.json holds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    check_out_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("crayonbox lab blame\n", encoding="utf8")
+    tmp = out / ".blame.parquet.tmp"
+    pq.write_table(pa.table(result.table.rows()), tmp)
+    os.replace(tmp, out / "blame.parquet")
+    data = result.to_dict()
+    tmp = out / ".blame.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    os.replace(tmp, out / "blame.json")
+    return data
