@@ -25,6 +25,7 @@ from crayonbox.lab.stats.seed_effects import SeedCounts, SeedEffect, pooled_trai
 ABLATION_FILE = "ablation.json"
 VALIDATION_FILE = "validation.json"
 RESULT_FILE = "result.json"
+EFFECTS_FILE = "effects.json"
 MIN_SEPARATION = 0.2  # Se − Fp below this: the instrument cannot separate the outcome; no corrected effect
 
 
@@ -124,10 +125,11 @@ class Ablation:
     missing: list[str] = field(default_factory=list)  # "arm seed S" jobs not finished
 
     def effects_for(self, prompt: str, input_mode: str = NORMALISED, condition_scale: float | None = None,
-                    outcome: str | None = None) -> list[ArmEffect]:
+                    outcome: str | None = None, arm: str | None = None) -> list[ArmEffect]:
+        """The effects on one prompt, optionally of one scale, outcome and arm."""
         return [e for e in self.effects if e.prompt == prompt and e.input_mode == input_mode
                 and (condition_scale is None or e.condition_scale == condition_scale)
-                and (outcome is None or e.outcome == outcome)]
+                and (outcome is None or e.outcome == outcome) and (arm is None or e.arm == arm)]
 
     def summary_lines(self) -> list[str]:
         """One line per arm for the blank prompt's most changed outcome (what the CLI prints)."""

@@ -145,15 +145,11 @@ def _ablation_rows(ablation: Ablation | None, target: str, scale: float) -> list
         return []
     from crayonbox.data.caption_arms import parse_arm
 
-    manifest_config = None
-    rows = []
-    for e in ablation.effects_for("", condition_scale=scale, outcome=target):
-        if manifest_config is None:
-            manifest_config = read_run_record(ablation.manifest["run"]).pipeline_config
-        arm = parse_arm(e.arm, manifest_config)
-        rows.append(AblationRow(e.arm, e.step, e.change, arm.description, e.effect.effect, e.effect.interval,
-                                e.effect.arm_share, e.effect.baseline_share, e.effect.significant, e.corrected,
-                                [s.seed for s in e.effect.arm_seeds]))
+    config = ablation.manifest["pipeline_config"]
+    rows = [AblationRow(e.arm, e.step, e.change, parse_arm(e.arm, config).description, e.effect.effect,
+                        e.effect.interval, e.effect.arm_share, e.effect.baseline_share, e.effect.significant,
+                        e.corrected, [s.seed for s in e.effect.arm_seeds])
+            for e in ablation.effects_for("", condition_scale=scale, outcome=target)]
     return sorted(rows, key=lambda r: r.effect)
 
 

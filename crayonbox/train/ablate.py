@@ -15,6 +15,7 @@ Layout (every piece is written atomically, so a kill -9 loses at most the step i
     ABL/arms/<arm>/seed<S>/model/          the retrained transformer (resumes from its checkpoint)
     ABL/arms/<arm>/seed<S>/probe/          its probe run (resumable, see crayonbox.lab.store)
     ABL/arms/<arm>/seed<S>/result.json     counts per prompt × scale × outcome: the job's done marker
+    ABL/effects.json                       every arm's paired effect per prompt × scale × outcome (rewritten)
 
 The baseline arm at the run's own seed is the run's model itself when the step count is the recipe's. The
 statistics (crayonbox.lab.ablation) read only these files.
@@ -40,9 +41,11 @@ from crayonbox.data.captions import pipeline_normalizer
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.ablation import (
     ABLATION_FILE,
+    EFFECTS_FILE,
     RESULT_FILE,
     VALIDATION_FILE,
     arm_slug,
+    load_ablation,
     read_manifest,
     roundtrip_validation,
 )
@@ -246,7 +249,8 @@ def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progres
                 "arms": [a.name for a in arms], "seeds": seeds, "prompts": config.prompts, "n": config.n,
                 "condition_scales": list(config.condition_scales), "image_seed": config.image_seed,
                 "steps": config.steps, "skin_max_distance": config.skin_max_distance,
-                "recipe_steps": record.recipe_config["model"].get("steps"), "config": asdict(config)}
+                "recipe_steps": record.recipe_config["model"].get("steps"), "config": asdict(config),
+                "pipeline_config": record.pipeline_config}
     _check_out(out, manifest)
     roundtrip_validation(out / VALIDATION_FILE, record.world_config_path, record.model, config.validation_n,
                          config.skin_max_distance)
@@ -275,13 +279,12 @@ def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progres
             run_job(*item)
             bar.update(1)
     bar.close()
+    write_json_atomic(out / EFFECTS_FILE, load_ablation(out).to_dict())
     return out
 
 
 def run_ablate_command(args: argparse.Namespace) -> int:
     """`crayonbox lab ablate`."""
-    from crayonbox.lab.ablation import load_ablation
-
     arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
     if arms is None:
         from crayonbox.lab.ablation import default_arms
