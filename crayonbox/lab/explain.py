@@ -118,6 +118,9 @@ def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, 
     result = blame_run(record.captions, record.tokenizer, prompts=[BLANK], progress=False)
     table = result.table
     prompt = table.prompts[0]
+    if "skin_tone" not in table.facets:
+        raise CrayonboxError(f"{record.captions} has no ground-truth skin tones (world metadata): explain compares "
+                             "the blank prompt with the training items' ground truth, so it needs a world run")
     tones = np.array(table.facets["skin_tone"])
     kept = ~table.dropped["baseline"]
     training_share = float(np.mean(tones[kept] == target)) if kept.any() else 0.0

@@ -274,6 +274,8 @@ def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progres
                                           maxtasksperchild=1) as pool:
             for _ in pool.imap_unordered(_run_job_star, work):
                 bar.update(1)
+            pool.close()  # let the workers exit on their own: `with` alone terminates them mid-cleanup
+            pool.join()
     else:
         for item in work:
             run_job(*item)
