@@ -17,6 +17,9 @@ from crayonbox.config import read_json
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.measure import read_metrics
 from crayonbox.lab.probe import model_hash
+from crayonbox.lab.report_html import pct
+from crayonbox.lab.report_summary import NO_REFERENCE
+from crayonbox.lab.results_run import Metrics
 from crayonbox.model_folder import read_pipeline_json
 
 HEADLINE_FAMILIES = ("null", "neutral")
@@ -25,11 +28,6 @@ HEADLINE_FAMILIES = ("null", "neutral")
 def md(text: Any) -> str:
     """Text safe inside a Markdown table cell (pipes and newlines escaped, backticks kept literal)."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "\\`")
-
-
-def pct(x: float | None) -> str:
-    """0.4123 → "41.2 %" ("–" for None)."""
-    return "–" if x is None else f"{100 * x:.1f} %"
 
 
 def model_section(folder: Path, meta: dict[str, Any], weights_hash: str) -> list[str]:
@@ -56,96 +54,86 @@ def model_section(folder: Path, meta: dict[str, Any], weights_hash: str) -> list
     return lines
 
 
-def text_label(prompt: dict[str, Any]) -> str:
-    """A prompt record as readers should see it: repr, or <unconditional ids> for the control."""
-    return "<unconditional ids>" if prompt["input_mode"] == "unconditional-ids" else repr(prompt["prompt"])
-
-
-def headline_rows(metrics: dict[str, Any]) -> list[str]:
+def headline_rows(metrics: Metrics) -> list[str]:
     """Markdown rows: for null and neutral prompts, each instrument attribute's most common outcome; one row
     per group of prompts with identical ids (they get identical images); by attribute, prompt, scale."""
-    prompts = [p for p in metrics.get("prompts", []) if p["family"] in HEADLINE_FAMILIES]
-    members: dict[str, list[str]] = {}
-    for p in prompts:
-        members.setdefault(p["id_group"], []).append(text_label(p))
-    order = {}
-    for p in prompts:
-        if members[p["id_group"]][0] == text_label(p):
-            order[p["key"]] = (len(order), " = ".join(members[p["id_group"]]))
-    cells = sorted((c for c in metrics["cells"] if c["prompt_key"] in order),
-                   key=lambda c: (c["instrument"], c["attribute"], order[c["prompt_key"]][0],
-                                  c["settings"]["condition_scale"]))
+    groups = [g for g in metrics.id_groups() if g.first.family in HEADLINE_FAMILIES]
+    order = {g.first.key: (i, g) for i, g in enumerate(groups)}
+    cells = sorted((c for c in metrics.cells if c.prompt_key in order),
+                   key=lambda c: (c.instrument, c.attribute, order[c.prompt_key][0], c.scale))
     rows = []
     for c in cells:
-        top = max(range(len(c["labels"])), key=lambda j: c["counts"][j])
-        sim = c.get("simultaneous", {})
-        gaps = c.get("vs_reference", {}).get("gaps", {})
-        test = c.get("test", {})
-        rows.append(f"| {md(order[c['prompt_key']][1])} | {c['settings']['condition_scale']:g} | "
-                    f"{md(c['instrument_name'])}.{md(c['attribute'])} | {md(c['labels'][top])} | "
-                    f"{pct(c['shares'][top])} [{pct(pick(sim, 'low', top))}, "
-                    f"{pct(pick(sim, 'high', top))}] | "
-                    f"{pct(pick(gaps, 'reference', top))} | "
-                    f"{'yes' if test.get('bh_rejected') else 'no' if test else '–'} | {c['n']} |")
+        top = c.share(c.top)
+        test = c.test
+        if metrics.reference.measured:
+            ref, matched = c.vs_reference, c.vs_matched
+            compared = (f"{pct(ref.share(c.top)) if ref else '–'} | "
+                        f"{pct(matched.share(c.top)) + f' of {matched.reference_n}' if matched else '–'}")
+        else:
+            compared = f"MAD {c.mad.mad:.3f}, p {c.mad.p_value:.3g}" if c.mad and c.mad.mad is not None and \
+                c.mad.p_value is not None else "–"
+        rows.append(f"| {md(order[c.prompt_key][1].text)} | {c.scale:g} | {md(c.instrument_name)}."
+                    f"{md(c.attribute)} | {md(top.label)} | {pct(top.share)} [{pct(top.low)}, {pct(top.high)}] | "
+                    f"{compared} | {'yes' if test and test.bh_rejected else 'no' if test else '–'} | {c.n} |")
     return rows
 
 
-def pick(result: dict[str, Any], name: str, j: int) -> float | None:
-    """Entry j of a per-outcome list in a statistics result (None when absent or failed)."""
-    values = result.get(name)
-    return values[j] if isinstance(values, list) else None
-
-
-def measured_section(metrics: dict[str, Any], run: Path) -> list[str]:
+def measured_section(metrics: Metrics, run: Path) -> list[str]:
     """The card's measured sections, from a run's metrics.json."""
-    run_info, ref = metrics["run"], metrics["reference"]
-    dd = metrics.get("dedupe", {}).get("run", {})
+    dd = metrics.dedupe
+    if metrics.reference.measured:
+        against = (f"Reference: {metrics.reference.source} ({metrics.reference.n} training images). Intervals are "
+                   f"{metrics.run.confidence:.0%} simultaneous over each attribute's outcomes; \"differs\" means "
+                   "the G-test against the training images survives Benjamini–Hochberg at FDR 5 % across every "
+                   "prompt × scale × attribute. \"matched\" is the share among training items whose captions "
+                   "reached the model as the prompt's own ids (where at least 20 did).")
+        header = ["| prompt | scale | attribute | outcome | share [CI] | training share | matched share | differs "
+                  "| n |", "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        against = (f"**{NO_REFERENCE[0].upper() + NO_REFERENCE[1:]}.** Intervals are "
+                   f"{metrics.run.confidence:.0%} simultaneous over each attribute's outcomes; \"differs\" means "
+                   "the MAD test against equal shares of the substantive outcomes survives Benjamini–Hochberg at "
+                   "FDR 5 % across every prompt × scale × attribute.")
+        header = ["| prompt | scale | attribute | outcome | share [CI] | vs a balanced model | differs | n |",
+                  "|---|---|---|---|---|---|---|---|"]
+    found = metrics.discoveries()
     lines = ["", "## Measured behaviour (crayonbox lab)", "",
-             f"From lab run `{run}`: {run_info['images']} images; {dd.get('unique_perceptual', '–')} "
-             f"perceptually unique. Reference: {ref.get('source') or 'none'}. Intervals are "
-             f"{run_info['confidence']:.0%} simultaneous over each attribute's outcomes; \"differs\" means "
-             "the G-test against the training images survives Benjamini–Hochberg at FDR 5 % across every "
-             "prompt × scale × attribute.", "",
-             "### What the null prompts really are", ""]
-    for p in metrics.get("prompts", []):
-        if p["family"] == "null":
-            who = "<unconditional ids>" if p["input_mode"] == "unconditional-ids" else repr(p["prompt"])
-            lines.append(f"- `{md(who)}` → `{md(' '.join(p['tokens']))}`"
-                         + (" (the unconditional input itself)" if p["equals_unconditional"] else ""))
-    lines += ["", "### Most common outcome per prompt", "",
-              "| prompt | scale | attribute | outcome | share [CI] | training share | differs | n |",
-              "|---|---|---|---|---|---|---|---|", *headline_rows(metrics)]
-    slopes = [r for r in metrics.get("dose_response", [])
-              if "slope" in r and r["slope_low"] * r["slope_high"] > 0]
+             f"From lab run `{run}`: {metrics.run.images} images; "
+             f"{dd.unique_perceptual if dd and dd.unique_perceptual is not None else '–'} perceptually unique. "
+             f"{against} {len(found)} significant differences, counted once per group of prompts with identical "
+             "ids × scale × attribute.", "", "### What the null prompts really are", ""]
+    for g in metrics.id_groups():
+        if g.first.family == "null":
+            lines.append(f"- `{md(g.text)}` → `{md(' '.join(g.first.tokens))}`"
+                         + (" (the unconditional input itself)" if g.first.equals_unconditional else ""))
+    lines += ["", "### Most common outcome per prompt", "", *header, *headline_rows(metrics)]
+    slopes = [r for r in metrics.dose_response if r.detected]
     lines += ["", "### What guidance changes", ""]
     if slopes:
         lines += ["Outcomes whose share changes with condition scale (odds ratio per doubling, CI excludes "
                   "1):", ""]
-        names = {p["key"]: text_label(p) for p in metrics.get("prompts", [])}
-        group = {p["key"]: p["id_group"] for p in metrics.get("prompts", [])}
+        group = metrics.group_of()
         seen: set[tuple] = set()
-        for r in sorted(slopes, key=lambda r: -abs(r["slope"])):
-            ident = (group.get(r["prompt_key"], r["prompt_key"]), r["instrument"], r["attribute"], r["label"])
+        for r in sorted(slopes, key=lambda r: -abs(r.slope or 0)):
+            ident = (group[r.prompt_key].name, r.instrument, r.attribute, r.label)
             if ident in seen or len(seen) >= 12:
                 continue  # identical ids, identical images: one line per group
             seen.add(ident)
-            lines.append(f"- `{md(names.get(r['prompt_key'], r['prompt_key']))}` · "
-                         f"{md(r['instrument'].split('-')[0])}.{md(r['attribute'])} = {md(r['label'])}: "
-                         f"{' → '.join(pct(s) for s in r['shares'])} at scales "
-                         f"{', '.join(f'{s:g}' for s in r['scales'])} (OR {r['odds_ratio']:.2f})")
+            lines.append(f"- `{md(group[r.prompt_key].text)}` · {md(r.instrument.split('-')[0])}."
+                         f"{md(r.attribute)} = {md(r.label)}: {' → '.join(pct(s) for s in r.shares or [])} at "
+                         f"scales {', '.join(f'{s:g}' for s in r.scales or [])} (OR {r.odds_ratio:.2f})")
     else:
         lines.append("No outcome's share changed detectably with condition scale in this run.")
     lines += ["", "### How far the instruments can be trusted", ""]
-    for info in metrics["instruments"].values():
-        v = info.get("validation", {})
-        if "confusions" in v:
-            for attribute, c in v["confusions"].items():
-                recall = ", ".join(f"{k} {pct(x)}" for k, x in c["recall"].items())
-                lines.append(f"- {md(info['name'])}.{md(attribute)}: accuracy {pct(c['accuracy'])} on "
-                             f"{c['n']} held-out renders ({md(v['source'])}); recall per true class: "
-                             f"{md(recall)}; unclear {pct(c['unclear_rate'])}")
+    for info in metrics.instruments.values():
+        if info.confusions:
+            for attribute, c in info.confusions.items():
+                recall = ", ".join(f"{k} {pct(x)}" for k, x in c.recall.items())
+                lines.append(f"- {md(info.name)}.{md(attribute)}: accuracy {pct(c.accuracy)} on "
+                             f"{c.n} held-out renders ({md(info.validation_source)}); recall per true class: "
+                             f"{md(recall)}; unclear {pct(c.unclear_rate)}")
         else:
-            lines.append(f"- {md(info['name'])}: {md(v.get('error') or v.get('source', 'not validated'))}")
+            lines.append(f"- {md(info.name)}: {md(info.validation_error or info.validation_source or 'not validated')}")
     return lines
 
 
@@ -161,11 +149,13 @@ def build_card(model: str | Path, run: str | Path | None = None) -> str:
                   "--condition-scale 1,3,10 --out RUN", "    crayonbox lab measure RUN",
                   f"    crayonbox lab card {folder} --run RUN"]
     else:
-        metrics = read_metrics(run)
-        if metrics["run"].get("model_hash") != weights_hash:
-            measured = str(metrics["run"].get("model_hash"))[:12]
+        metrics = Metrics.from_dict(read_metrics(run))
+        if metrics.run.model_hash != weights_hash:
+            measured = str(metrics.run.model_hash)[:12]
             raise CrayonboxError(f"run {run} measured other weights (hash {measured}…, this model "
                                  f"{weights_hash[:12]}…): probe this model first")
+        if not metrics.reference.measured:
+            lines.insert(1, f"\n> **{NO_REFERENCE[0].upper() + NO_REFERENCE[1:]}** (lab run `{run}`).")
         lines += measured_section(metrics, Path(run))
         lines += ["", "## Reproduce", "", f"    crayonbox lab measure {run}",
                   f"    crayonbox lab report {run}"]
