@@ -12,21 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
+from machine import cpu_summary
+
 from crayonbox.lab.blame import blame_run, read_caption_run
 from crayonbox.lab.families import UNCONDITIONAL
 
 TOKENIZER = Path(__file__).parents[1] / "crayonbox" / "assets" / "default" / "tokenizer"
-
-
-def cpu() -> str:
-    """Model name and the vector flags that matter, from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "unknown CPU"
-    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info) if k.strip()}
-    flags = [f for f in first.get("flags", "").split() if f.startswith(("avx", "sse4", "fma"))]
-    return f"{first.get('model name', '?')}; flags {' '.join(flags)}"
 
 
 def ensure_captions(work: Path, n: int) -> Path:
@@ -51,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     caps = args.captions or ensure_captions(args.work, args.n)
     _, items, _ = read_caption_run(caps)
-    print(cpu())
+    print(cpu_summary())
     start = time.perf_counter()
     result = blame_run(caps, TOKENIZER, ["", UNCONDITIONAL], progress=False)
     seconds = time.perf_counter() - start
