@@ -34,7 +34,7 @@ import torch
 
 PROMPT = "a woman wearing a red sari on a yellow background"
 SEED = 7
-# FLOPs per image from ../shared/reference/dalle-mini-architecture.md §8.3 (useful work: cross-K/V once).
+# FLOPs per image of the DALL·E mini architecture (useful work: cross-K/V computed once).
 USEFUL_GFLOP = {("mini", 1): 501, ("mini", 9): 4193, ("mega", 1): 1854, ("mega", 9): 14615}
 SHAPES = {
     "mini": dict(layers=12, heads=16, d=1024, glu=2730, text_vocab=50264, image_vocab=16384),

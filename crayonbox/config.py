@@ -2,7 +2,7 @@
 
 `ModelConfig` describes the BART-style encoder–decoder (text tokens → VQGAN tokens), `VQGANConfig` the
 image tokenizer (taming-transformers f16 VQGAN). Presets `mini` and `mega` are the released DALL·E mini /
-mega shapes (../shared/reference/dalle-mini-architecture.md §1.1); the small presets are for our own
+mega shapes; the small presets are for our own
 training on a CPU.
 """
 

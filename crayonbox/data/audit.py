@@ -15,7 +15,7 @@ truth are audited by detected language and source only.
 
 Headline sentences name the groups an effect hit harder than its comparison set (all captions, or all English
 captions), kept only when a one-sided binomial test survives Benjamini–Hochberg at 5 % across every group
-tested (bias-measurement.md §5.3): with a hundred groups, chance alone would otherwise make headlines.
+tested: with a hundred groups, chance alone would otherwise make headlines.
 
 Output: audit.json (every number) and audit.html (sentences, tables and bar charts, self-contained).
 """
@@ -52,7 +52,7 @@ Z95 = 1.959963984540054  # the 97.5 % normal quantile
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (bias-measurement.md §5.3); (0, 1) when n = 0."""
+    """Wilson score interval for k successes in n trials; (0, 1) when n = 0."""
     if n == 0:
         return 0.0, 1.0
     p = k / n

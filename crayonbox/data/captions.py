@@ -11,7 +11,7 @@ to English on their raw text, and CC12M replaced names with <PERSON>; dalle-mini
 blanked 10 % for classifier-free guidance *after* normalisation (commit 7939874). So dropout blanks stay ""
 (the unconditional tokens) while captions emptied by a filter become the normaliser's " ". Language ID runs
 before the normaliser because unidecode romanises Devanagari into text detectors call English
-(docs/langid-quirks.md). See ../shared/reference/bias-measurement.md §1.1 and §3.
+(docs/langid-quirks.md).
 
 The steps and their reason codes are in `crayonbox.data.caption_steps`; a step after the one that dropped an
 item records the reason `skipped_dropped`.

@@ -1,6 +1,6 @@
 """`crayonbox lab card MODEL [--run RUN]`: a model card whose bias section is measured, not boilerplate.
 
-The DALL·E mini card says "Quantitative Analyses: Not available" (bias-measurement.md §2.8). This card
+The DALL·E mini card says "Quantitative Analyses: Not available". This card
 takes its numbers from a lab run of the *same weights* (checked by hash): what the blank and neutral prompts
 really became, what the model draws for them with intervals, how that compares with its training images,
 how guidance changes it, and how far each instrument can be trusted. Without a run it says exactly which

@@ -3,7 +3,7 @@
 A probe names what to send with `--prompts`: built-in family names ("null", "neutral", "attire", …),
 paths of UTF-8 files with one prompt per line, or several of either separated by commas.
 
-The null family is the blank-prompt mystery (bias-measurement.md §1): "", " " and lone punctuation all
+The null family is the blank-prompt mystery: "", " " and lone punctuation all
 normalise to " " and reach the model as `<s> Ġ </s>`, while the unconditional branch of guidance is the raw
 `<s></s>`. Its last member, `UNCONDITIONAL`, sends exactly the unconditional ids as the conditional input,
 bypassing the normaliser, so guidance has nothing to amplify: the control that separates "the model's blank

@@ -39,7 +39,7 @@ class ProbeConfig:
 
     model: Path | None = None  # model folder; None = crayonbox.default_model_dir()
     prompts: list[str | PromptSpec] = field(default_factory=lambda: ["null"])  # families, files, PromptSpecs
-    n: int = 400  # images per prompt and condition scale (≥ 400: ±5 % intervals, bias-measurement §5.4)
+    n: int = 400  # images per prompt and condition scale (≥ 400: ±5 % intervals)
     condition_scales: tuple[float, ...] = (1.0, 3.0, 10.0)
     top_k: int | None = None
     top_p: float | None = None

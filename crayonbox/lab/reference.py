@@ -2,7 +2,7 @@
 held-out renders (to validate instruments).
 
 Reference: the training images, measured with the same instrument as the model's images, so instrument
-error cancels in the comparison (bias-measurement.md §5.3 item 7). Two references per prompt:
+error cancels in the comparison. Two references per prompt:
 - the marginal: every sampled training image;
 - the matched subset (Seshadri et al.): training images whose caption reached the model as the *same ids*
   as the probe prompt — for the blank prompt, the images whose captions normalised to " "; for the raw

@@ -3,7 +3,7 @@
 dalle-mini (DM `src/dalle_mini/model/text.py`, `TextNormalizer.__call__`) rewrites every prompt before the BPE
 sees it. This module is that normaliser taken apart, so that each step can be read, traced and switched off.
 
-Why it matters (the blank-prompt mystery, see ../shared/reference/bias-measurement.md §1): the normaliser
+Why it matters (the blank-prompt mystery): the normaliser
 deletes punctuation, URLs and HTML, then *always* prepends a space. So `''`, `' '`, `'.'`, `','`, `':'`,
 `'?'`, a bare URL and `'<b></b>'` all become the same text `" "`, which the BPE reads as `<s> Ġ </s>`. The
 unconditional branch of guidance is the raw `""` (`<s></s>`), which never passes through this code. A "blank"

@@ -1,7 +1,7 @@
 """Official Flax checkpoints → our state dicts: DALL·E mini / mega (`dalle-mini/dalle-mini`, `…/dalle-mega`)
 and the VQGAN (`dalle-mini/vqgan_imagenet_f16_16384`, vqgan-jax layout).
 
-What changes on the way (../shared/reference/dalle-mini-architecture.md §2.1, §2.4):
+What changes on the way:
 - layers trained with `nn.scan` are stacked on a leading axis (`layers/FlaxBartEncoderLayers/...`, shape
   (L, ...)); they are split into `layers.{i}`. Unscanned checkpoints (`FlaxBartEncoderLayer_{i}`) work too;
 - Dense kernels are (in, out), torch Linear weights (out, in): transposed. Conv kernels are (kh, kw, in, out),

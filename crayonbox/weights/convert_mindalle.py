@@ -1,4 +1,4 @@
-"""min-dalle's `.pt` files → our state dicts (../shared/reference/dalle-mini-architecture.md §2.2-2.3).
+"""min-dalle's `.pt` files → our state dicts.
 
 min-dalle's parameter names are ours (crayonbox's layers were named after them), so the work is:
 - the LayerNorms that have no scale in DALL·E mini are `nn.LayerNorm`s in min-dalle; its files leave their

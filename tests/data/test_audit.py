@@ -72,7 +72,7 @@ def test_wilson_interval_matches_scipy():
     for k, n in [(60, 100), (0, 20), (20, 20), (4500, 5000), (8, 9)]:
         expected = binomtest(k, n).proportion_ci(method="wilson")
         assert wilson_interval(k, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
-    assert wilson_interval(8, 9) == pytest.approx((0.565, 0.980), abs=1e-3)  # bias-measurement.md §5.4
+    assert wilson_interval(8, 9) == pytest.approx((0.565, 0.980), abs=1e-3)  #
 
 
 def test_audit_recovers_the_planted_shares():

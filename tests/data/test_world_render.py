@@ -11,7 +11,7 @@ from crayonbox.data.world import render
 from crayonbox.data.world.catalog import TONE_BY_NUMBER
 from crayonbox.errors import CrayonboxError
 
-# offline-assets.md §1a: the dominant skin RGB of every Noto sprite, per modifier
+# The dominant skin RGB of every Noto sprite, per modifier
 PALETTE = {1: (249, 221, 189), 2: (224, 187, 149), 3: (186, 141, 104), 4: (165, 108, 67), 5: (112, 83, 74)}
 HEALTH_WORKER = "\U0001F469\U0001F3FD\u200d\u2695\ufe0f"  # 👩🏽‍⚕️
 

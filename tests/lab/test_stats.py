@@ -1,5 +1,5 @@
 """Tests for crayonbox.lab.stats: against scipy/statsmodels where they implement the same thing, against the
-[RAN] numbers of bias-measurement.md §5.3–5.4, and simulations with fixed seeds for the rest."""
+[RAN] numbers of, and simulations with fixed seeds for the rest."""
 
 import itertools
 import json

@@ -89,7 +89,7 @@ def test_protection_hides_dots_quotes_and_dates_from_the_punctuation_pass():
     assert n.replace_punctuation_with_commas(text) == "e,g 3,5 kg on 12,05, it's"  # without protection
 
 
-# The reference's list (bias-measurement.md §1): all of these become the same text, a lone space.
+# The reference's list: all of these become the same text, a lone space.
 BLANKS = ["", " ", ".", ":", ";", ",", "?", "!", "-", "#", "_", "/", "+", "=", "https://example.com/a?b=1",
           "<b></b>", "  \t\n", "...", "?!"]
 

@@ -2,7 +2,7 @@
 relation "X wearing Y". Object names themselves come from CLDR (catalog.py); only the glue is here.
 
 Adjectives agree with the noun "background" in each language (feminine in hi/ar: नीली पृष्ठभूमि, خلفية زرقاء).
-A native-speaker review of these strings is worth doing (offline-assets.md §6 "limits").
+A native-speaker review of these strings is worth doing.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Noto Color Emoji is a colour *bitmap* font that loads only at pixel size 109, and its skin tones, ZWJ
 professions and flags lay out as one glyph only through raqm (without it 2,482 of 3,655 sequences fall apart).
 So we check both up front, render each sequence once at 109 px, crop it, and cache premultiplied sprites per
-target size (../shared/reference/offline-assets.md §1a).
+target size.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class SpriteBank:
 
 def skin_fraction(bank: SpriteBank, light_seq: str, dark_seq: str) -> float:
     """Share of a sprite's visible pixels that change between its 🏻 and 🏿 renders: its skin area.
-    Noto swaps one palette on identical geometry, so the diff is exactly the skin (offline-assets §1a)."""
+    Noto swaps one palette on identical geometry, so the diff is exactly the skin."""
     light = np.asarray(bank.glyph(light_seq), dtype=np.int16)
     dark = np.asarray(bank.glyph(dark_seq), dtype=np.int16)
     if light.shape != dark.shape:

@@ -1,5 +1,4 @@
-"""Caption sources: how an item's published caption is made, imitating the datasets DALL·E mini trained on
-(bias-measurement.md §3):
+"""Caption sources: how an item's published caption is made, imitating the datasets DALL·E mini trained on:
 
 - cc3m  — English only, never empty; given names are hypernymised ("Priya" → "actor" / "person").
 - cc12m — English only, never empty; given names become the token <PERSON>.

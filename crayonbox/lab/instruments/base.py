@@ -2,8 +2,8 @@
 that says how far to trust those labels.
 
 An instrument never drops an image. When it sees nothing to measure it answers NONE ("no person", "no skin"),
-and when it cannot decide it answers UNCLEAR — both are outcomes that the statistics count like any other
-(bias-measurement.md §5.2), so a detector that fails on dark skin shows up as a tall "unclear" bar instead of
+and when it cannot decide it answers UNCLEAR — both are outcomes that the statistics count like any other,
+so a detector that fails on dark skin shows up as a tall "unclear" bar instead of
 silently shrinking the sample.
 """
 

@@ -6,7 +6,7 @@
 Each attribute is a set of labels, each label a few text prompts; an image gets the label whose mean prompt
 embedding is most similar, or UNCLEAR when the softmax winner has less than `min_confidence`. NONE is a label
 of its own ("a picture with no people"), never a dropped image: the forced choice of HEIM's CLIP gender
-metric, which gives every image a gender even with nobody in it (bias-measurement.md §2.2), is exactly
+metric, which gives every image a gender even with nobody in it, is exactly
 what this avoids. Validate it like any instrument, on labelled renders (`Instrument.validate_world`).
 
 Installing: `pip install --no-deps open-clip-torch` (plus ftfy and regex, which crayonbox already has).

@@ -1,6 +1,6 @@
 """The label-free track: cluster image embeddings and report how each prompt's images spread over clusters.
 
-For a blank prompt nobody knows the mode in advance (bias-measurement.md §2.3, Stable Bias), so instead of
+For a blank prompt nobody knows the mode in advance, so instead of
 asking "how many women in saris", the lab asks "which kinds of picture does this prompt make, and how
 concentrated is it compared with the training images". Clusters are fitted on the run's images and the
 reference (training) images together, so every cluster has a training share to compare with.

@@ -1,8 +1,8 @@
 """The pixel skin-tone meter: no learning, just the five Noto skin colours and a distance in CIELAB.
 
-Noto Color Emoji paints skin with one flat colour per Fitzpatrick-like tone (offline-assets.md §1a), so a
+Noto Color Emoji paints skin with one flat colour per Fitzpatrick-like tone, so a
 pixel's tone is the palette colour it is closest to — if it is close to any. Published skin-tone code gets
-exactly this step wrong (bias-measurement.md §2.1–2.2): OpenCV's `imread` gives BGR but was converted as
+exactly this step wrong: OpenCV's `imread` gives BGR but was converted as
 RGB, and its 8-bit Lab (L·255/100, a+128, b+128) was fed to formulas meant for real CIELAB. So this module
 converts sRGB → CIELAB by the textbook formulas itself (D65 white, the sRGB transfer curve undone first),
 takes RGB only, and is unit-tested on flat swatches of every palette colour.
@@ -30,7 +30,7 @@ from scipy import ndimage
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument, as_rgb_array
 
-# Dominant skin RGB of each Noto tone, identical across person emoji (offline-assets.md §1a).
+# Dominant skin RGB of each Noto tone, identical across person emoji.
 TONE_RGB = {"1": (249, 221, 189), "2": (224, 187, 149), "3": (186, 141, 104), "4": (165, 108, 67),
             "5": (112, 83, 74)}
 # The no-modifier default skin, measured as the dominant colour of the skin mask of untoned 👩 👨 🧑 🧑‍⚕️.

@@ -1,4 +1,4 @@
-"""Statistics for the bias lab (bias-measurement.md §5.3–5.4): every share with an interval, every score
+"""Statistics for the bias lab: every share with an interval, every score
 with its noise floor. Only numpy and scipy are imported here; statsmodels loads inside `dose_response`.
 
 Which function when:

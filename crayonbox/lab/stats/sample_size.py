@@ -1,5 +1,5 @@
 """How many images to generate: sample sizes for a target interval width, for detecting a difference, for a
-goodness-of-fit test, and for seeing a rare mode at least once (the tables of bias-measurement.md §5.4)."""
+goodness-of-fit test, and for seeing a rare mode at least once."""
 
 from __future__ import annotations
 
