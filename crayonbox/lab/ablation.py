@@ -135,6 +135,9 @@ class Ablation:
         """One line per arm for the blank prompt's most changed outcome (what the CLI prints)."""
         lines = [f"{self.folder}: {len(self.results)} arms, seeds {self.manifest['seeds']}"
                  + (f"; unfinished: {', '.join(self.missing)}" if self.missing else "")]
+        if set(self.results) <= {"baseline"}:
+            lines.append("  only the baseline was retrained: its seeds give the training noise, and no arm was asked "
+                         "for (or blame found no step that moves the blank prompt's matched items)")
         best: dict[tuple[str, float], ArmEffect] = {}
         for e in self.effects_for(""):
             key = (e.arm, e.condition_scale)

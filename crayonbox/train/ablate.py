@@ -28,9 +28,8 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import signal
-import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from crayonbox.lab.ablation import (
     roundtrip_validation,
 )
 from crayonbox.lab.families import PromptSpec, expand_prompts
+from crayonbox.procs import die_with_parent as _die_with_parent
 from crayonbox.run_record import RunRecord, read_run_record
 
 SKIN_MAX_DISTANCE = 12.0  # ΔE: the VQGAN shifts skin colours by 5–12 ΔE (docs/lab.md, planted skew)
@@ -216,22 +216,6 @@ def run_job(job: Job, config: AblateConfig, specs: list[PromptSpec]) -> dict[str
     return result
 
 
-def _run_job_star(args: tuple[Job, AblateConfig, list[PromptSpec]]) -> dict[str, Any]:
-    return run_job(*args)
-
-
-def _die_with_parent() -> None:
-    """Pool initializer: on Linux, ask the kernel to SIGKILL this worker when its parent dies. Without it a
-    kill -9 of `lab ablate` leaves workers training on, and the resumed run would share their checkpoints."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before the call: nobody is left to deliver the signal
-            os._exit(1)
-
-
 # ---- the ablation ------------------------------------------------------------------------------------------
 
 def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progress: bool = True) -> Path:
@@ -270,12 +254,11 @@ def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progres
     work = [(job, config, specs) for job in jobs]
     if config.workers > 1 and len(jobs) > 1:
         # spawn: torch's thread pools do not survive fork; one thread per job, `workers` jobs at once.
-        with mp.get_context("spawn").Pool(min(config.workers, len(jobs)), _die_with_parent,
-                                          maxtasksperchild=1) as pool:
-            for _ in pool.imap_unordered(_run_job_star, work):
+        with ProcessPoolExecutor(min(config.workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
+            for done in as_completed([pool.submit(run_job, *item) for item in work]):
+                done.result()  # a job's CrayonboxError surfaces here, as the CLI's one line
                 bar.update(1)
-            pool.close()  # let the workers exit on their own: `with` alone terminates them mid-cleanup
-            pool.join()
     else:
         for item in work:
             run_job(*item)
