@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,12 @@ class ModelConfig:
         return side
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value, least = getattr(self, f.name), 0 if f.name in ("bos_token_id", "text_pad_id") else 1
+            if f.name != "layer_norm_eps" and value < least:
+                raise CrayonboxError(f"{f.name} must be at least {least} (got {value})")
+        if not 0 < self.layer_norm_eps < 1:
+            raise CrayonboxError(f"layer_norm_eps must be between 0 and 1 (got {self.layer_norm_eps})")
         if self.d_model % self.heads:
             raise CrayonboxError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
         if self.grid**2 != self.image_length:
@@ -84,6 +91,19 @@ class VQGANConfig:
         d = dataclasses.asdict(self)
         d["ch_mult"], d["attn_resolutions"] = list(self.ch_mult), list(self.attn_resolutions)
         return d
+
+
+# The largest guidance scale anything accepts (the server's API, `generate`, `lab probe`): beyond it the
+# unconditional logits are scaled into floating-point noise, and inf turns every logit into nan.
+MAX_CONDITION_SCALE = 100.0
+
+
+def check_condition_scale(value: float, where: str = "--condition-scale") -> float:
+    """`value` as a float, or a one-line error when it is not a finite number in [0, MAX_CONDITION_SCALE]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_CONDITION_SCALE:
+        raise CrayonboxError(f"{where} must be a number from 0 to {MAX_CONDITION_SCALE:g} (got {value!r})")
+    return float(value)
 
 
 # Inference precisions (`Pipeline.from_pretrained(dtype=...)`, `--dtype`); fp16w and int8 are fbgemm weight-only
@@ -176,13 +196,38 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
         raise CrayonboxError(f"{where}: unknown config field(s) {unknown}; known: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
+        kwargs[key] = _typed(value, type(names[key].default), f"{where}: {key}")
     return cls(**kwargs)
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    """`value` checked against the type of the field's default, so `"d_model": "big"` is an error that names
+    the field instead of a TypeError deep inside the model."""
+    if kind is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+            raise CrayonboxError(f"{where} must be a list of whole numbers (got {value!r})")
+        return tuple(value)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise CrayonboxError(f"{where} must be {'a whole number' if kind is int else 'a ' + kind.__name__} "
+                             f"(got {value!r})")
+    return float(value) if kind is float else value
 
 
 def model_config_from_dict(data: dict[str, Any], where: str = "config") -> ModelConfig:
     cfg = _from_dict(ModelConfig, data, where)
-    cfg.validate()
+    try:
+        cfg.validate()
+    except CrayonboxError as e:
+        raise CrayonboxError(f"{where}: {e}") from None
     return cfg
 
 
@@ -191,13 +236,18 @@ def vqgan_config_from_dict(data: dict[str, Any], where: str = "config") -> VQGAN
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON file with an error that names the file, never a bare traceback."""
+    """Read a JSON object from a file with an error that names the file, never a bare traceback."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CrayonboxError(f"missing file: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CrayonboxError(f"corrupt JSON in {path}: {e}") from None
+    except OSError as e:  # a folder, a path under a file, no permission
+        raise CrayonboxError(f"cannot read {path}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise CrayonboxError(f"corrupt JSON in {path}: expected an object {{...}}, got {type(data).__name__}")
+    return data
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

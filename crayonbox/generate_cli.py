@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from crayonbox.config import PRECISIONS
+from crayonbox.config import PRECISIONS, check_condition_scale
 from crayonbox.errors import CrayonboxError
+from crayonbox.outdir import check_output_file, check_output_folder, claim_output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +72,12 @@ def run_generate(args: argparse.Namespace) -> int:
         raise CrayonboxError(f"-n must be between 1 and 64 (got {args.num_images})")
     if args.output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise CrayonboxError(f"-o {args.output}: use a .png, .jpg or .webp file name")
+    if args.condition_scale is not None:
+        check_condition_scale(args.condition_scale)
+    # Every output path is checked now: finding it unwritable after the whole generation wastes the run.
+    check_output_file(args.output)
+    if args.save_each is not None:
+        check_output_folder(args.save_each, "generate --save-each")
     pipe = Pipeline.from_pretrained(_model_dir(args.model), dtype=args.dtype)
     encoded = pipe.tokenizer.encode(args.prompt)
     for note in encoded.notes:
@@ -90,10 +97,13 @@ def run_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         progress=True,
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(out.images).save(args.output)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        make_grid(out.images).save(args.output)
+    except OSError as e:  # checked above, but a disk can fill up while generating
+        raise CrayonboxError(f"cannot write {args.output}: {e.strerror or e}") from None
     if args.save_each:
-        args.save_each.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(args.save_each, "generate --save-each")
         for image, seed, tokens in zip(out.images, out.seeds, out.tokens, strict=True):
             image.save(args.save_each / f"{seed}.png")
             record = {

@@ -98,12 +98,19 @@ def read_pipeline_json(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.exists():
         raise CrayonboxError(f"model folder not found: {folder}")
+    if not folder.is_dir():
+        raise CrayonboxError(f"{folder} is a file, not a model folder: pass the folder that holds pipeline.json")
     data = read_json(folder / "pipeline.json")
     if data.get("format") != FORMAT:
         raise CrayonboxError(
             f"{folder}/pipeline.json is not a crayonbox model (format={data.get('format')!r})"
         )
-    if data.get("format_version", 0) > FORMAT_VERSION:
+    version = data.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CrayonboxError(f"{folder}/pipeline.json: format_version must be a whole number (got {version!r})")
+    if not isinstance(data.get("sampler", {}), dict) or not isinstance(data.get("provenance") or {}, dict):
+        raise CrayonboxError(f"{folder}/pipeline.json: 'sampler' and 'provenance' must be objects")
+    if version > FORMAT_VERSION:
         raise CrayonboxError(
             f"{folder} was written by a newer crayonbox (format {data['format_version']}); upgrade"
         )

@@ -98,7 +98,7 @@ class ModelInfo:
         config = model_config_from_dict(load_component_config(folder, "bart"), f"{folder}/bart/config.json")
         vqgan = vqgan_config_from_dict(load_component_config(folder, "vqgan"), f"{folder}/vqgan/config.json")
         tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=config.text_length)
-        defaults = SamplingSettings(**meta.get("sampler", {})).validate()
+        defaults = SamplingSettings.from_dict(meta.get("sampler", {}), f"{folder}/pipeline.json")
         return cls(config, vqgan, tokenizer, defaults, meta.get("provenance") or {})
 
     def settings(self, **overrides: float | int | None) -> SamplingSettings:

@@ -94,8 +94,12 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf8"))
     except FileNotFoundError as e:
         raise CrayonboxError(f"pipeline config {path} does not exist") from e
+    except UnicodeDecodeError as e:
+        raise CrayonboxError(f"pipeline config {path} is not UTF-8 text (byte {e.start})") from e
+    except OSError as e:  # a folder, no permission
+        raise CrayonboxError(f"cannot read pipeline config {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
-        raise CrayonboxError(f"pipeline config {path} is not valid YAML: {e}") from e
+        raise CrayonboxError(f"pipeline config {path} is not valid YAML: {' '.join(str(e).split())}") from e
     return data
 
 

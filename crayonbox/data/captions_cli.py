@@ -24,9 +24,11 @@ from typing import Any
 
 from crayonbox.config import write_json_atomic
 from crayonbox.errors import CrayonboxError
+from crayonbox.outdir import claim_output_folder
 
 PROVENANCE_DIR = "provenance"
 MANIFEST_NAME = "caption_pipeline.json"
+CAPTIONS_KIND = "captions"  # the kind of output folder (crayonbox.outdir)
 
 
 @dataclass
@@ -70,8 +72,12 @@ def _write_parquet_atomic(rows: list[dict], columns: list[str], path: Path) -> N
 def _check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     path = out_dir / MANIFEST_NAME
     if path.exists():
-        previous = json.loads(path.read_text(encoding="utf8"))
-        if previous.get("pipeline") != manifest["pipeline"]:
+        try:
+            previous = json.loads(path.read_text(encoding="utf8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CrayonboxError(f"{path} is damaged ({type(e).__name__}), so it cannot tell which pipeline "
+                                 f"made {out_dir}: choose another --out, or delete it to start over") from None
+        if not isinstance(previous, dict) or previous.get("pipeline") != manifest["pipeline"]:
             raise CrayonboxError(f"{out_dir} holds output of a different caption pipeline ({path}); "
                                  "choose another --out, or delete it to start over")
         return
@@ -127,6 +133,7 @@ def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[s
         raise CrayonboxError(f"no webdataset shards (*.tar) in {in_dir}; point IN at a folder of shards")
     if in_dir.resolve() == out_dir.resolve():
         raise CrayonboxError("--out must differ from IN: the processed shards would overwrite the input")
+    claim_output_folder(out_dir, CAPTIONS_KIND, MANIFEST_NAME)  # never into (or over) someone's shards
     (out_dir / PROVENANCE_DIR).mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"pipeline": pipeline.config, "input": str(in_dir.resolve())})
     for stale in (out_dir / PROVENANCE_DIR).glob(".*.tmp"):  # left by a killed run; its shard reruns

@@ -9,7 +9,6 @@ Malformed members are counted in the report, never raised.
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 from collections import Counter
@@ -21,11 +20,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from crayonbox.data.langid import DEFAULT_LANGUAGES, Py3LangidDetector
-from crayonbox.data.shards import Item, ProblemLog, decode_image, iter_items, list_shards
+from crayonbox.data.shards import Item, ProblemLog, decode_image, image_header, iter_items, list_shards
 from crayonbox.errors import CrayonboxError
+from crayonbox.outdir import check_output_folder, claim_output_folder
 
 WORD_BINS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 40), (41, 10**9))
 GRID_COLUMNS, GRID_CELL = 8, 64
+INSPECT_KIND = "inspect"  # the kind of output folder (crayonbox.outdir)
 
 
 def _source(meta: dict) -> str:
@@ -47,14 +48,14 @@ def _word_bin(n: int) -> str:
 
 
 def _image_header(item: Item, problems: ProblemLog, where: str) -> tuple[str, str] | None:
-    """(size "WxH", format) from the image header, without decoding pixels."""
+    """(size "WxH", format) from the image header, without decoding pixels; a bad or oversized image (a
+    decompression bomb) is a counted problem."""
     try:
-        with Image.open(io.BytesIO(item.image)) as im:
-            return f"{im.width}x{im.height}", (im.format or "?").lower()
-    except (OSError, ValueError, SyntaxError) as e:
-        message = str(e).split(" <")[0]  # drop "<_io.BytesIO object at 0x…>"
-        problems.add("bad_image", where, f"{type(e).__name__}: {message}"[:120])
+        width, height, kind = image_header(item.image)
+    except CrayonboxError as e:
+        problems.add("bad_image", where, str(e)[:120])
         return None
+    return f"{width}x{height}", kind
 
 
 def _total_rows(folder: Path) -> int | None:
@@ -166,10 +167,11 @@ def format_report(report: dict) -> str:
 
 def inspect_folder(folder: Path, out: Path, languages: tuple[str, ...] = DEFAULT_LANGUAGES,
                    progress: bool = True) -> dict:
-    """Summarise `folder` and write summary.json, summary.txt and grid.png into `out`."""
+    """Summarise `folder` and write summary.json, summary.txt and grid.png into `out` (a new or empty folder,
+    or an earlier inspect's)."""
+    check_output_folder(out, INSPECT_KIND)  # refused before the pass over the shards, not after
     report, samples = summarise(folder, languages, progress=progress)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_folder(out, INSPECT_KIND)
     (out / "summary.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "summary.txt").write_text(format_report(report) + "\n", encoding="utf-8")
     if samples:

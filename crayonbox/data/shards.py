@@ -41,6 +41,7 @@ import io
 import json
 import os
 import tarfile
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -55,6 +56,11 @@ from crayonbox.errors import CrayonboxError
 
 IMAGE_EXTS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 BASE_COLUMNS = ("key", "caption", "width", "height", "status")
+# Bounds on what one member may cost, since shards come from anywhere: a 1 MB gzip can declare a 1 GiB member,
+# and a 1 kB PNG can claim 60000×60000 pixels. Past these, the member is a counted problem, never read.
+MAX_IMAGE_BYTES = 64 << 20
+MAX_TEXT_BYTES = 1 << 20  # a caption or metadata JSON
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 @dataclass
@@ -117,13 +123,43 @@ def flatten(prefix: str, value, out: dict) -> dict:
     return out
 
 
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than MAX_IMAGE_PIXELS (a decompression bomb, or just huge)."""
+
+
+def _open_image(data: bytes) -> Image.Image:
+    """Open encoded bytes (header only), refusing images over MAX_IMAGE_PIXELS before any pixel is decoded.
+    Raises ImageTooLarge, or OSError / ValueError / SyntaxError for bytes that are not an image."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its limit and twice it, then decodes anyway: make that an error too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(str(e).split(",")[0]) from None  # PIL appends a DOS-attack remark
+    if im.width * im.height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise ImageTooLarge(f"{im.width}x{im.height} pixels is over the limit of {MAX_IMAGE_PIXELS}")
+    return im
+
+
+def image_header(data: bytes) -> tuple[int, int, str]:
+    """(width, height, lower-case format) from an image's header, without decoding pixels; raises
+    CrayonboxError (a bounded one-line reason) for bytes that are not a usable image."""
+    try:
+        with _open_image(data) as im:
+            return im.width, im.height, (im.format or "?").lower()
+    except (OSError, ValueError, SyntaxError) as e:
+        message = str(e).split(" <")[0]  # drop "<_io.BytesIO object at 0x…>"
+        raise CrayonboxError(f"{type(e).__name__}: {message}"[:160]) from None
+
+
 def _image_size(item: Item) -> tuple[int | None, int | None]:
     if "width" in item.meta and "height" in item.meta:
         return item.meta["width"], item.meta["height"]
     try:
-        with Image.open(io.BytesIO(item.image or b"")) as im:  # reads the header only
-            return im.size
-    except (OSError, ValueError):
+        return image_header(item.image or b"")[:2]
+    except CrayonboxError:
         return None, None
 
 
@@ -241,6 +277,11 @@ def iter_shard(path: Path, with_images: bool = True, problems: ProblemLog | None
                 if ext in IMAGE_EXTS and not with_images:
                     parts[ext] = b"" if member.size == 0 else None  # presence only; bytes not read
                 elif ext in IMAGE_EXTS or ext in ("txt", "json"):
+                    limit = MAX_IMAGE_BYTES if ext in IMAGE_EXTS else MAX_TEXT_BYTES
+                    if member.size > limit:  # the header's size: checked before a byte is read
+                        problems.add("member_too_large", f"{path.name}:{member.name}",
+                                     f"{member.size} bytes, over the limit of {limit}")
+                        continue
                     parts[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # zlib: r|* also opens .tar.gz
         problems.add("corrupt_shard", path.name, f"{type(e).__name__}: {e}"[:160])
@@ -260,10 +301,11 @@ def decode_image(item: Item) -> Image.Image:
     if not item.image:
         raise CrayonboxError(f"item {item.key} has no image")
     try:
-        with Image.open(io.BytesIO(item.image)) as im:
+        with _open_image(item.image) as im:
             return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise CrayonboxError(f"item {item.key}: image cannot be decoded ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        message = str(e).split(" <")[0]
+        raise CrayonboxError(f"item {item.key}: image cannot be decoded ({message})"[:200]) from None
 
 
 def read_metadata(folder: Path, problems: ProblemLog | None = None) -> pa.Table:

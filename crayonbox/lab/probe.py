@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
-from crayonbox.config import read_json
+from crayonbox.config import check_condition_scale, read_json
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.families import UNCONDITIONAL_IDS, PromptSpec, expand_prompts
-from crayonbox.lab.store import ImageRecord, RunStore, settings_key, write_png
+from crayonbox.lab.store import DB_NAME, RUN_KIND, ImageRecord, RunStore, settings_key, write_png
 from crayonbox.model_folder import read_pipeline_json
+from crayonbox.outdir import check_output_folder
+from crayonbox.procs import die_with_parent
 from crayonbox.sample import ImageJob, SamplingSettings, rows_needed
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 
@@ -59,8 +61,8 @@ class ProbeConfig:
             raise CrayonboxError(f"-n must be at least 1 image per prompt and scale (got {self.n})")
         if not self.condition_scales:
             raise CrayonboxError("give at least one --condition-scale")
-        if any(not s >= 0 for s in self.condition_scales):
-            raise CrayonboxError(f"condition scales must be ≥ 0 (got {list(self.condition_scales)})")
+        for scale in self.condition_scales:
+            check_condition_scale(scale)
         if self.workers < 1 or self.batch_images < 1:
             raise CrayonboxError("--workers and --batch-images must be at least 1")
         if not 0 <= self.seed < 2**62:
@@ -147,7 +149,8 @@ def encode_spec(tokenizer: Tokenizer, spec: PromptSpec) -> EncodedPrompt:
 
 def sampler_settings(folder: Path, config: ProbeConfig) -> list[SamplingSettings]:
     """One SamplingSettings per condition scale: the model's defaults with the probe's overrides."""
-    base = SamplingSettings(**read_pipeline_json(folder).get("sampler", {})).to_dict()
+    base = SamplingSettings.from_dict(read_pipeline_json(folder).get("sampler", {}),
+                                      f"{folder}/pipeline.json").to_dict()
     for name in ("top_k", "top_p", "temperature"):
         if getattr(config, name) is not None:
             base[name] = getattr(config, name)
@@ -162,10 +165,10 @@ class ProbeWorker:
     """A loaded pipeline plus the probe's prompts; turns Tasks into stored PNGs and ImageRecords."""
 
     def __init__(self, model_dir: Path, specs: list[PromptSpec], settings: list[SamplingSettings], seed: int,
-                 run_dir: Path, weights_hash: str):
+                 run_dir: Path, weights_hash: str, pipe: Any = None):
         from crayonbox.pipeline import Pipeline
 
-        self.pipe = Pipeline.from_pretrained(model_dir)
+        self.pipe = pipe if pipe is not None else Pipeline.from_pretrained(model_dir)
         self.specs, self.seed, self.run_dir, self.weights_hash = specs, seed, Path(run_dir), weights_hash
         self.settings = {settings_key(**s.to_dict()): s for s in settings}
         self.encodings = [encode_spec(self.pipe.tokenizer, spec) for spec in specs]
@@ -213,6 +216,7 @@ _WORKER: dict[str, ProbeWorker] = {}
 
 
 def _init_worker(args: tuple, threads: int) -> None:
+    die_with_parent()  # a kill -9 of the probe must not leave workers drawing into its run folder
     torch.set_num_threads(threads)
     _WORKER["worker"] = ProbeWorker(*args)
 
@@ -264,6 +268,12 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
     specs = expand_prompts(config.prompts, config.world_config)
     settings = sampler_settings(folder, config)
     weights_hash, tokens_hash = model_hash(folder), text_hash(folder)
+    check_output_folder(out, RUN_KIND, DB_NAME)  # someone's folder is refused before the model loads
+    # Load the model before the run folder exists: a corrupt model must not leave a run bound to its hash
+    # (and a worker that cannot load it would be restarted by the pool forever).
+    from crayonbox.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(folder)
     store = RunStore.create(out)
     try:
         store.bind_model(weights_hash, tokens_hash, str(folder.resolve()))
@@ -280,12 +290,13 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
         if config.workers == 1 or len(todo) <= config.batch_images:
             if config.threads:
                 torch.set_num_threads(config.threads)
-            worker = ProbeWorker(*args) if todo else None
+            worker = ProbeWorker(*args, pipe=pipe) if todo else None
             for tasks in chunked(todo, config.batch_images):
                 generated += store.add_images(worker.run(tasks))
                 bar.update(len(tasks))
         else:
             # Split so every worker gets work even for small probes, but never more than batch_images at once.
+            del pipe  # each worker loads its own; the parent only writes the database
             size = max(1, min(config.batch_images, -(-len(todo) // config.workers)))
             context = mp.get_context("spawn")  # no fork: torch's thread pools do not survive it safely
             with context.Pool(config.workers, _init_worker, (args, config.threads or 1)) as pool:

@@ -35,6 +35,7 @@ from PIL import Image
 from crayonbox.errors import CrayonboxError
 
 DB_NAME = "lab.sqlite"
+RUN_KIND = "lab run"  # the kind of output folder (crayonbox.outdir)
 IMAGES_DIR = "images"
 SCHEMA_VERSION = 1
 
@@ -167,14 +168,9 @@ class RunStore:
     def create(cls, folder: str | Path) -> RunStore:
         """Open a run folder for writing, creating it when absent. Refuses a non-empty folder that is not a
         run, so a typo in --out never writes into (or next to) someone's files."""
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise CrayonboxError(f"{folder} is a file, not a run folder: pass a folder path to --out")
-        if folder.is_dir() and not (folder / DB_NAME).exists() and any(folder.iterdir()):
-            raise CrayonboxError(f"{folder} is not empty and is not a lab run (no {DB_NAME}): choose a new "
-                                 "or empty --out folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls._connect(folder)
+        from crayonbox.outdir import claim_output_folder
+
+        return cls._connect(claim_output_folder(folder, RUN_KIND, DB_NAME))
 
     @classmethod
     def open(cls, folder: str | Path) -> RunStore:
@@ -187,20 +183,29 @@ class RunStore:
 
     @classmethod
     def _connect(cls, folder: Path) -> RunStore:
+        path = folder / DB_NAME
+        db = None
         try:
-            db = sqlite3.connect(str(folder / DB_NAME), timeout=60, isolation_level=None)
+            db = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+            # Check whose database this is before changing anything in it (WAL mode rewrites its header).
+            version = _schema_version(db, path)
+            if version is not None and version > SCHEMA_VERSION:
+                raise CrayonboxError(f"{folder} was written by a newer crayonbox (lab schema {version}); upgrade")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            if version is None:  # a new database: tables and marker commit together, never one without the other
+                db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nINSERT OR REPLACE INTO meta (key, value) "
+                                 f"VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;")
+            else:
+                db.executescript(SCHEMA)  # tables added by later versions of the same schema
         except sqlite3.DatabaseError as e:
-            raise CrayonboxError(f"{folder / DB_NAME} is not a readable lab database ({e})") from None
-        store = cls(folder, db)
-        version = store.get_meta("schema_version")
-        if version is None:
-            store.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) > SCHEMA_VERSION:
-            raise CrayonboxError(f"{folder} was written by a newer crayonbox (lab schema {version}); upgrade")
-        return store
+            if db is not None:
+                db.close()
+            raise CrayonboxError(f"{path} is not a readable lab database ({e})") from None
+        except CrayonboxError:
+            db.close()
+            raise
+        return cls(folder, db)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -343,6 +348,25 @@ class RunStore:
             if sha not in have and sha not in seen:
                 seen.add(sha)
                 yield sha
+
+
+def _schema_version(db: sqlite3.Connection, path: Path) -> int | None:
+    """The lab schema version of the database, None when it is empty (new); an error for a database of
+    something else, which must never get the lab's tables added to it."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables \
+        else None
+    try:
+        return int(row[0]) if row else _not_ours(path)
+    except (TypeError, ValueError):
+        return _not_ours(path)
+
+
+def _not_ours(path: Path) -> int:
+    raise CrayonboxError(f"{path} is an SQLite database but not a crayonbox lab run (no lab schema marker); "
+                         "nothing was changed: choose another --out folder")
 
 
 class _Transaction:

@@ -115,6 +115,11 @@ def _model_command(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(TrainConfig, args)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from crayonbox.outdir import check_output_folder
+        from crayonbox.train.model import MODEL_KIND
+
+        # here, where it prints one line: in the ranks torchrun would turn it into tracebacks
+        check_output_folder(cfg.out, MODEL_KIND, "train/checkpoint.pt")
         return launch_distributed(cfg, args.nproc)
     provenance = train(cfg)
     print(f"model in {cfg.out}: {provenance['steps']} steps, train loss "

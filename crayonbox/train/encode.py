@@ -18,7 +18,10 @@ from pathlib import Path
 import torch
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.outdir import check_output_file, check_output_folder, claim_output_folder
 from crayonbox.train.data import read_token_parquet, write_token_parquet
+
+PARTS_KIND = "encode parts"  # the kind of OUT.parts/ (crayonbox.outdir)
 
 
 @dataclass
@@ -73,6 +76,9 @@ def encode_dataset(data: str | Path, vqgan: str | Path, out: str | Path, batch_s
     from crayonbox.train.vqgan import load_vqgan
 
     data, out = Path(data), Path(out)
+    check_output_file(out)
+    parts = out.with_name(out.name + ".parts")
+    check_output_folder(parts, PARTS_KIND, "manifest.json")  # before the VQGAN is hashed or loaded
     shards = list_shards(data)
     if not shards:
         raise CrayonboxError(f"no shards (*.tar) in {data}; build a world with `crayonbox world build`")
@@ -84,8 +90,7 @@ def encode_dataset(data: str | Path, vqgan: str | Path, out: str | Path, batch_s
             return EncodeSummary(len(shards), len(shards), len(read_token_parquet(out)), out)
         raise CrayonboxError(f"{out} exists but was made from other shards or another VQGAN; delete it or "
                              "choose another --out")
-    parts = out.with_name(out.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(parts, PARTS_KIND, "manifest.json")
     _check_manifest(parts / "manifest.json", manifest)
 
     model, _ = load_vqgan(vqgan)
@@ -109,7 +114,11 @@ def encode_dataset(data: str | Path, vqgan: str | Path, out: str | Path, batch_s
 def _metadata(path: Path) -> dict:
     import pyarrow.parquet as pq
 
-    raw = pq.read_schema(path).metadata or {}
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise CrayonboxError(f"{path} exists but is not a token parquet ({type(e).__name__}); delete it or "
+                             "choose another --out") from None
     try:
         return {k.decode(): json.loads(v) for k, v in raw.items() if not k.startswith(b"ARROW")}
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -118,7 +127,11 @@ def _metadata(path: Path) -> dict:
 
 def _check_manifest(path: Path, manifest: dict) -> None:
     if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CrayonboxError(f"{path} is damaged ({type(e).__name__}); delete {path.parent} to start "
+                                 "over") from None
         if previous != manifest:
             raise CrayonboxError(f"{path.parent} holds parts from other shards or another VQGAN; delete it "
                                  "to start over")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.outdir import claim_output_folder
 from crayonbox.train.judge import (
     NONE,
     SCENE_ATTRIBUTES,
@@ -47,6 +48,7 @@ from crayonbox.train.judge_data import (
 )
 
 CHECKPOINT = "judge-checkpoint.pt"
+JUDGE_KIND = "judge"  # the kind of output folder (crayonbox.outdir)
 RESULT_NEUTRAL_OPTIONS = ("resume", "progress", "workers", "threads")  # options that do not change the judge
 
 
@@ -183,7 +185,7 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     from crayonbox.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, JUDGE_KIND, CHECKPOINT)  # before its temporaries are cleaned: they may be someone's
     remove_stale_temporaries(out)
     world_config, provenance = load_world(world_path)
     neutral = neutral_config(world_config, cfg.person_share)

@@ -30,6 +30,7 @@ from torch import nn
 from crayonbox.config import MODEL_PRESETS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
+from crayonbox.outdir import claim_output_folder
 from crayonbox.text.tokenizer import Tokenizer
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.data import Batch, TokenDataset, blank_draws, held_out, read_token_parquet
@@ -40,6 +41,7 @@ TRAIN_PRESETS: dict[str, ModelConfig] = {
     "tiny": MODEL_PRESETS["tiny"],
     "small": MODEL_PRESETS["small"],
 }
+MODEL_KIND = "model"  # the kind of output folder (crayonbox.outdir)
 METRICS = ["step", "epoch", "lr", "loss", "grad_norm", "eval_loss", "samples_per_s", "elapsed_s"]
 
 
@@ -203,6 +205,7 @@ def train(cfg: TrainConfig) -> dict:
     dist = setup_distributed(cfg)
     work = Path(cfg.out) / "train"
     ckpt_path = work / "checkpoint.pt"
+    claim_output_folder(cfg.out, MODEL_KIND, "train/checkpoint.pt")  # never into someone's folder
     if ckpt_path.exists() and not cfg.resume:
         raise CrayonboxError(f"{cfg.out} already holds a training run: pass --resume to continue it, or "
                              "choose another --out")

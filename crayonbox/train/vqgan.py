@@ -29,11 +29,13 @@ from torch import Tensor
 from crayonbox.config import VQGAN_PRESETS, VQGANConfig, vqgan_config_from_dict, write_json
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.vqgan import VQGAN
+from crayonbox.outdir import claim_output_folder
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.data import EpochSampler, held_out
 
 # Shapes trained here: config.VQGAN_PRESETS ("small32" is the default model's, sized for the CPU budget).
 TRAIN_VQGAN_PRESETS: dict[str, VQGANConfig] = VQGAN_PRESETS
+VQGAN_KIND = "vqgan"  # the kind of output folder (crayonbox.outdir)
 METRICS = ["step", "lr", "loss", "l1", "l2", "edge", "commit", "restarted", "eval_psnr", "eval_usage",
            "eval_perplexity", "samples_per_s", "elapsed_s"]
 
@@ -262,6 +264,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     out, work = Path(cfg.out), Path(cfg.out) / "train"
     ckpt_path = work / "checkpoint.pt"
+    claim_output_folder(out, VQGAN_KIND, "train/checkpoint.pt")  # never into someone's folder
     if ckpt_path.exists() and not cfg.resume:
         raise CrayonboxError(f"{out} already holds a VQGAN run: pass --resume to continue it, or choose "
                              "another --out")

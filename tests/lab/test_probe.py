@@ -67,7 +67,7 @@ def test_bad_input_is_refused_and_nothing_stored_changes(probed_run, tiny_model_
         run_probe(ProbeConfig(model=tiny_model_dir, n=0), probed_run, progress=False)
     with pytest.raises(CrayonboxError, match="unknown prompt family"):
         run_probe(ProbeConfig(model=tiny_model_dir, prompts=["nul"], n=2), probed_run, progress=False)
-    with pytest.raises(CrayonboxError, match="condition scales must be"):
+    with pytest.raises(CrayonboxError, match="--condition-scale must be a number from 0 to 100"):
         run_probe(ProbeConfig(model=tiny_model_dir, n=2, condition_scales=(-1,)), probed_run, progress=False)
     other = build_tiny_model(tmp_path / "other", seed=1)
     with pytest.raises(CrayonboxError, match="another model"):

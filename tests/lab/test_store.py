@@ -67,7 +67,7 @@ def test_run_refuses_another_model_and_keeps_its_rows(tmp_path):
 
 def test_create_refuses_a_foreign_non_empty_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(CrayonboxError, match="not empty and is not a lab run"):
+    with pytest.raises(CrayonboxError, match="not empty and holds no crayonbox lab run output"):
         RunStore.create(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     with pytest.raises(CrayonboxError, match="not a lab run"):

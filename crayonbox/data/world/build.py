@@ -28,9 +28,12 @@ from crayonbox.data.world.render import SpriteBank, background, encode_png, load
 from crayonbox.data.world.sources import Published, publish
 from crayonbox.data.world.world import Scene, World, sprite_side
 from crayonbox.errors import CrayonboxError
+from crayonbox.outdir import check_output_folder, claim_output_folder
+from crayonbox.procs import die_with_parent
 
 WORLD_VERSION = 1
 MANIFEST = "_world.json"
+WORLD_KIND = "world"  # the kind of output folder (crayonbox.outdir)
 TMP_FILE = re.compile(r"^\d{5}\.(tar|parquet)\.tmp$")
 
 
@@ -123,11 +126,17 @@ def _check_manifest(out: Path, manifest: dict) -> None:
     """Refuse to mix two different worlds in one folder; record this world otherwise."""
     path = out / MANIFEST
     if path.exists():
+        # A damaged manifest is an error, not "no manifest": treating it as absent would let another seed or
+        # config add its shards to the old ones.
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old is not None and (old.get("seed"), old.get("config")) != (manifest["seed"], manifest["config"]):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CrayonboxError(f"{path} is damaged ({type(e).__name__}), so it cannot tell which world {out} "
+                                 "holds: use a new --out folder, or delete the folder to rebuild") from None
+        if not isinstance(old, dict):
+            raise CrayonboxError(f"{path} is damaged (not a JSON object): use a new --out folder, or delete "
+                                 "the folder to rebuild")
+        if (old.get("seed"), old.get("config")) != (manifest["seed"], manifest["config"]):
             raise CrayonboxError(f"{out} holds a world built with another seed or config; resume with the "
                                  "same --config/--seed/--size, or use a new --out folder")
     tmp = path.with_name(path.name + ".tmp")
@@ -139,6 +148,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(config: WorldConfig, seed: int) -> None:
+    die_with_parent()  # a killed build must not leave workers writing shards into the folder
     _WORKER["world"], _WORKER["seed"] = make_world(config), seed
 
 
@@ -155,7 +165,7 @@ def build_world(config: WorldConfig, out: Path, n: int, workers: int = 2, seed: 
     if n < 1:
         raise CrayonboxError(f"-n must be at least 1, got {n}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, WORLD_KIND, MANIFEST)  # someone's shards are never overwritten or deleted
     world = make_world(config)  # validates pools and keys before any worker starts
     manifest = {
         "generator": "crayonbox world build", "world_version": WORLD_VERSION, "seed": seed, "n": n,
@@ -163,7 +173,7 @@ def build_world(config: WorldConfig, out: Path, n: int, workers: int = 2, seed: 
         "distinct_emoji": len({e.seq for item in world.items.values() for e in item.variants.values()}),
         "distinct_concepts": len(world.items), "dropped_for_invisible_skin": world.dropped,
     }
-    _check_manifest(out, manifest)
+    _check_manifest(claim_output_folder(out, WORLD_KIND, MANIFEST), manifest)
     for stale in out.iterdir():  # leftovers of a killed write; their shards are redone below
         if TMP_FILE.match(stale.name):
             stale.unlink()

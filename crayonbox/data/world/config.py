@@ -8,6 +8,7 @@ Keyed tables ("cooccurrence", "pair_with_person", "source_mix", "proper_names.ra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,18 @@ def _mix(value: Any, where: str, allowed: tuple | None = None, convert=None) -> 
         key = convert(key, where) if convert else key
         if allowed is not None and key not in allowed:
             raise _fail(where, f"unknown outcome {key!r}; allowed: {list(allowed)}")
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+        if not _finite(weight) or weight < 0:
             raise _fail(f"{where}.{key}", f"expected a non-negative weight, got {weight!r}")
         out[key] = float(weight)
     total = sum(out.values())
     if total <= 0:
         raise _fail(where, "all weights are zero")
     return {k: w / total for k, w in out.items()}
+
+
+def _finite(value: Any) -> bool:
+    """A real number: YAML's .nan and .inf parse as floats, and a nan weight slips past every comparison."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def _tone(key: Any, where: str) -> int | None:
@@ -140,7 +146,7 @@ def _source(name: str, data: Any) -> SourceConfig:
     src = SourceConfig(name=name, **data)
     if src.kind not in SOURCE_KINDS:
         raise _fail(f"{where}.kind", f"unknown kind {src.kind!r}; use one of {SOURCE_KINDS}")
-    if isinstance(src.share, bool) or not isinstance(src.share, int | float) or src.share < 0:
+    if not _finite(src.share) or src.share < 0:
         raise _fail(f"{where}.share", f"expected a non-negative weight, got {src.share!r}")
     src.language = _mix(src.language, f"{where}.language", LANGUAGES)
     src.style = _mix(src.style, f"{where}.style", STYLES)
@@ -189,6 +195,9 @@ def parse_world_config(data: Any) -> WorldConfig:
         raise _fail("shard_size", f"expected a positive integer, got {cfg.shard_size!r}")
     if cfg.image_format not in ("png", "jpg"):
         raise _fail("image_format", f"expected 'png' or 'jpg', got {cfg.image_format!r}")
+    quality = cfg.jpeg_quality
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise _fail("jpeg_quality", f"expected an integer from 1 to 100, got {quality!r}")
     cfg.objects_per_scene = _mix(cfg.objects_per_scene, "objects_per_scene", tuple(POSITIONS))
     if not isinstance(cfg.pool, dict) or not cfg.pool:
         raise _fail("pool", "expected a mapping of category → list of emoji names")
@@ -197,7 +206,7 @@ def parse_world_config(data: Any) -> WorldConfig:
             raise _fail(f"pool.{category}", f"expected a non-empty list of emoji names, got {names!r}")
     cfg.categories = _mix(cfg.categories, "categories", tuple(cfg.pool))
     for name, weight in _mapping(data, "weights", "").items():
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+        if not _finite(weight) or weight <= 0:
             raise _fail(f"weights.{name}", f"expected a positive weight, got {weight!r}")
     cfg.pair_with_person = {k: _probability(v, f"pair_with_person.{k}")
                             for k, v in _mapping(data, "pair_with_person", "").items()}
@@ -239,7 +248,7 @@ def _layout(data: dict) -> dict[str, Any]:
     for n, bounds in _mapping(data, "scale", "layout").items():
         if n not in POSITIONS:
             raise _fail(f"layout.scale.{n}", f"object counts are {list(POSITIONS)}")
-        ok = isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
+        ok = isinstance(bounds, list) and len(bounds) == 2 and all(_finite(b) for b in bounds)
         if not ok or not 0.05 <= bounds[0] <= bounds[1] <= 1.0:
             raise _fail(f"layout.scale.{n}", f"expected [low, high] fractions of the side, got {bounds!r}")
         scale[n] = (float(bounds[0]), float(bounds[1]))
@@ -257,15 +266,45 @@ def _proper_names(data: dict) -> dict[str, dict]:
     return {"rate": rate, "culture": culture}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently, so a
+    pasted second `sari:` rule would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_world_yaml(text: str) -> Any:
+    """YAML text → data, with duplicate keys an error (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_world_config(path: Path | str | None = None) -> WorldConfig:
     """Read and validate a world config (the shipped default.yaml when `path` is None)."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_world_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CrayonboxError(f"world config not found: {path}") from None
+    except IsADirectoryError:
+        raise CrayonboxError(f"world config {path} is a folder: give the YAML file") from None
+    except UnicodeDecodeError as e:
+        raise CrayonboxError(f"world config {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise CrayonboxError(f"cannot read world config {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise CrayonboxError(f"world config {path} is not valid YAML: {e}") from None
+        raise CrayonboxError(f"world config {path} is not valid YAML: {' '.join(str(e).split())}") from None
     try:
         return parse_world_config(data)
     except CrayonboxError as e:

@@ -135,6 +135,11 @@ class World:
                   "proper_names.rate": self.config.proper_names["rate"],
                   "proper_names.culture": self.config.proper_names["culture"]}
         tables |= {f"sources.{s.name}.overrides": s.overrides for s in self.config.sources}
+        emoji_names = set(self.items) | set(self.catalog.by_name)
+        for name in self.config.weights:  # a misspelt name would silently weigh nothing
+            if name not in emoji_names:
+                raise CrayonboxError(f"world config: weights: unknown emoji {name!r}; use an English emoji "
+                                     "name from the pool")
         for where, table in tables.items():
             for key in table:
                 if key not in known:
