@@ -16,13 +16,13 @@ import base64
 import io
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -47,7 +47,11 @@ from crayonbox.serve.worker import WorkerProcess
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 MAX_BODY_BYTES = 16 * 1024
-REFUSALS = {422: {"description": "invalid input; `detail` names the field"},
+MAX_ERROR_TEXT = 200  # characters of a 422's `msg`: enough to act on, never an echo of a body
+MAX_FIELD_NAME = 40  # characters of a field name in a 422's `loc` (an unknown key is the client's own text)
+REFUSALS = {408: {"description": "the request body did not arrive within the body timeout"},
+            413: {"description": "request body over 16 KiB (whatever the transfer encoding)"},
+            422: {"description": "invalid input; `detail` names the field"},
             429: {"description": "this client is over its rate; see Retry-After"},
             503: {"description": "server full, expected wait past the deadline, or shutting down; "
                               "see Retry-After"}}
@@ -61,6 +65,8 @@ class ServeConfig:
     rate: RateLimitConfig = field(default_factory=RateLimitConfig)
     api_keys: frozenset[str] | None = None  # when set, X-API-Key must be one of these (else 401)
     shutdown_grace_s: float = 60.0  # accepted work may finish for this long after a shutdown begins
+    max_body_bytes: int = MAX_BODY_BYTES  # per request, counted as it streams in (chunked or not)
+    body_timeout_s: float = 10.0  # the whole body must arrive within this long of the headers (else 408)
     model_name: str = "crayonbox"
 
 
@@ -99,21 +105,131 @@ class SessionStream(StreamingResponse):
             self.session.close(499)  # a no-op when the stream already closed it with its real status
 
 
-class BodySizeLimit:
-    """A request is a prompt and a few numbers: refuse megabytes (413) before anything parses them. Plain
-    ASGI, because Starlette's BaseHTTPMiddleware would hide client disconnects from the handlers."""
+class _BodyTooLarge(Exception):
+    pass
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+class _ClientGone(Exception):
+    pass
+
+
+class RequestGuard:
+    """Every HTTP request's body is read here, before any parser or handler sees it: at most `max_bytes`,
+    counted as the chunks arrive through the ASGI receive channel (so a chunked body, which has no
+    Content-Length, is held to the same limit as one that declares its length), and all of it within
+    `timeout_s` of the headers. Over the limit: 413; too slow: 408. Both are short JSON that never quotes the
+    input, and close the connection. The app then gets the body from memory (at most `max_bytes`), and
+    absolute redirects are rewritten to relative ones.
+
+    Plain ASGI, because Starlette's BaseHTTPMiddleware would hide client disconnects from the handlers."""
+
+    LINGER_BYTES = 1 << 20  # after a 413, read and drop at most this much more of the body …
+    LINGER_S = 2.0  # … for at most this long, before closing
+
+    def __init__(self, app, max_bytes: int, timeout_s: float, on_refused: Callable[[int], None] | None = None):
+        self.app, self.max_bytes, self.timeout_s, self.on_refused = app, max_bytes, timeout_s, on_refused
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_bytes:
-                response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, 413)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        send = _relative_redirects(send)
+        too_large = f"request body over {self.max_bytes} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            # refused on the header alone: with `Expect: 100-continue` the client never even sends the body
+            await self._refuse(413, too_large, send, receive)
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            await self._refuse(408, f"request body not received within {self.timeout_s:g} s", send)
+            return
+        except _BodyTooLarge:
+            await self._refuse(413, too_large, send, receive)
+            return
+        except _ClientGone:
+            return  # nobody to answer
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read_body(self, receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:  # stop here: what was read is dropped, the rest is never kept
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(self, status: int, message: str, send, linger_on=None) -> None:
+        """Answer `status` with `Connection: close`. With `linger_on` (a receive channel whose client may still
+        be sending), the whole answer goes out first, then up to LINGER_BYTES more of the body are read and
+        dropped for up to LINGER_S before the connection closes: closing on unread bytes makes the kernel send
+        a reset, which can destroy the answer before the client reads it."""
+        if self.on_refused is not None:
+            self.on_refused(status)
+        body = json.dumps({"detail": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        # the answer is complete for the client (Content-Length), but not for the server while it lingers
+        await send({"type": "http.response.body", "body": body, "more_body": linger_on is not None})
+        if linger_on is None:
+            return
+        dropped = 0
+        try:
+            async with asyncio.timeout(self.LINGER_S):
+                while dropped <= self.LINGER_BYTES:
+                    message = await linger_on()
+                    dropped += len(message.get("body", b""))
+                    if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _replay(body: bytes, receive):
+    """A receive channel that gives the app the body already read, then passes through to the real one (so
+    handlers and streams still hear `http.disconnect` when the client goes away)."""
+    delivered = False
+
+    async def replay() -> dict:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _relative_redirects(send):
+    """Starlette builds redirects (`/static` → `/static/`) as absolute URLs from the request's Host header, so
+    a forged Host would be copied into `Location`. This server only ever redirects to itself: keep the path."""
+
+    async def relative(message: dict) -> None:
+        if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+            headers = [(k, relative_location(v) if k.lower() == b"location" else v)
+                       for k, v in message.get("headers", [])]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return relative
+
+
+def relative_location(location: bytes) -> bytes:
+    """`Location` reduced to path and query. A path that starts with `//` would be read by browsers as another
+    host (`//evil.example/`), so leading slashes collapse to one."""
+    parts = urlsplit(location.decode("latin-1"))
+    path = "/" + parts.path.lstrip("/")
+    return (path + ("?" + parts.query if parts.query else "")).encode("latin-1")
 
 
 def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = None) -> FastAPI:
@@ -136,12 +252,14 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     app.state.limiter = RateLimiter(config.rate)
     app.state.metrics = ServeMetrics(scheduler)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestGuard, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s,
+                       on_refused=lambda code: app.state.metrics.bodies_refused.inc(code=str(code)))
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:
         _count(request, e.status)
-        headers = {"Retry-After": e.retry_after} if e.status in (429, 503) else None
+        # no Retry-After when there is no time to promise (a model worker that could not be brought back)
+        headers = {"Retry-After": e.retry_after} if e.status in (429, 503) and e.retry_after else None
         return JSONResponse({"detail": e.message}, e.status, headers=headers)
 
     @app.exception_handler(InvalidField)
@@ -153,7 +271,7 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, e: RequestValidationError) -> Response:
         _count(request, 422)
-        return JSONResponse({"detail": [_json_safe_error(error) for error in e.errors()]}, 422)
+        return JSONResponse({"detail": [_short_error(error) for error in e.errors()]}, 422)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -164,8 +282,14 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     async def healthz() -> JSONResponse:
         """Liveness and the batch state; 503 while draining, so a load balancer stops sending work."""
         s = scheduler
-        status = "worker down" if s.down else "draining" if s.draining else "ok"
-        body = Health(status=status, model=config.model_name,
+        retry_s = s.restart_eta_s if s.down else None  # None: down for good, no time to promise
+        if s.down:
+            status = "worker restarting" if retry_s is not None else "worker down"
+        else:
+            status = "draining" if s.draining else "ok"
+        body = Health(status=status, detail=s.down,
+                      retry_after_s=None if retry_s is None else round(retry_s, 1),
+                      model=config.model_name,
                       image_size=pipe.vqgan_config.resolution, image_tokens=pipe.config.image_length,
                       max_batch_images=s.config.max_batch_images, cache_rows=s.capacity_rows,
                       queue_images=s.queue_images, batch_images=s.batch_images,
@@ -266,8 +390,8 @@ async def _stream(app: FastAPI, session: Session) -> AsyncIterator[str]:
                 return
             elif isinstance(event, Failed):
                 code = event.status
-                yield _sse("error", {"status": event.status, "detail": event.message,
-                                     "retry_after": max(1, round(event.retry_after_s))})
+                retry = None if event.retry_after_s is None else max(1, round(event.retry_after_s))
+                yield _sse("error", {"status": event.status, "detail": event.message, "retry_after": retry})
                 return
     finally:
         session.close(code)
@@ -314,7 +438,8 @@ def _encode_images(images: list[Image.Image], fmt: str) -> list[str]:
 
 
 def _failure_response(event: Failed) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, round(event.retry_after_s)))} if event.status in (429, 503) else None
+    headers = ({"Retry-After": str(max(1, round(event.retry_after_s)))}
+               if event.status in (429, 503) and event.retry_after_s is not None else None)
     return JSONResponse({"detail": event.message}, event.status, headers=headers)
 
 
@@ -322,15 +447,20 @@ def _sse(name: str, data: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _json_safe_error(error: dict) -> dict:
-    """A pydantic error as JSON. FastAPI echoes the offending `input`, which may be what JSON cannot carry (a
-    lone surrogate, NaN): the echo then turned the 422 into a 500. Such inputs are echoed as their repr."""
-    error = jsonable_encoder({k: v for k, v in error.items() if k != "url"})
-    try:
-        json.dumps(error.get("input"), allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        error["input"] = repr(error.get("input"))
-    return error
+def _short_error(error: dict) -> dict:
+    """A pydantic error as a short JSON item: the type, the field's location and the message. FastAPI's default
+    also echoes the offending `input` (and `ctx`): a 16 KiB prompt came back whole, and a value JSON cannot
+    carry (a lone surrogate, NaN) turned the 422 into a 500. Field names come from the client too (an unknown
+    key is named in `loc`), so they are cut and made encodable like the message."""
+    loc = [part if isinstance(part, int) else _short_text(str(part), MAX_FIELD_NAME) for part in error.get("loc", ())]
+    return {"type": _short_text(str(error.get("type", ""))), "loc": loc,
+            "msg": _short_text(str(error.get("msg", "")))}
+
+
+def _short_text(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    if len(text) > limit:
+        text = text[:limit] + f"… ({len(text)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate becomes \udXXX
 
 
 def _client_id(request: Request, api_keys: frozenset[str] | None) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import sys
 from pathlib import Path
 
 from crayonbox.config import PRECISIONS
@@ -34,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, default=30, metavar="PER_MIN", help="requests per minute per client")
     p.add_argument("--burst", type=int, default=10, help="requests a quiet client may send back to back")
     p.add_argument("--max-in-flight", type=int, default=2, help="unanswered requests per client")
+    p.add_argument("--body-timeout", type=float, default=10, metavar="S",
+                   help="a request body must arrive within this long of its headers (else 408)")
+    p.add_argument("--max-connections", type=int, default=512, metavar="N",
+                   help="open connections and running requests beyond this get 503 at once")
     p.add_argument("--api-keys", type=Path, default=None, metavar="FILE",
                    help="file of accepted X-API-Key values, one per line (default: any key names a client)")
     p.add_argument("--worker", choices=["process", "thread"], default="process",
@@ -57,6 +63,10 @@ def build_config(args: argparse.Namespace, model_name: str):
         raise CrayonboxError(f"--queue must be at least 9 images (got {args.queue})")
     if args.deadline <= 0 or args.rate <= 0 or args.burst < 1 or args.max_in_flight < 1:
         raise CrayonboxError("--deadline and --rate must be > 0, --burst and --max-in-flight ≥ 1")
+    if not 0 < args.body_timeout <= 300:
+        raise CrayonboxError(f"--body-timeout must be > 0 and ≤ 300 s (got {args.body_timeout})")
+    if args.max_connections < 1:
+        raise CrayonboxError(f"--max-connections must be ≥ 1 (got {args.max_connections})")
     if not 0 <= args.frame_budget <= 1:
         raise CrayonboxError(f"--frame-budget is a share of time, 0–1 (got {args.frame_budget})")
     keys = None
@@ -71,7 +81,24 @@ def build_config(args: argparse.Namespace, model_name: str):
                                 frame_budget=args.frame_budget)
     rate = RateLimitConfig(requests_per_minute=args.rate, burst=args.burst, max_in_flight=args.max_in_flight)
     # accepted work was promised to finish within the deadline, so the grace period is the deadline
-    return ServeConfig(scheduler, rate, keys, shutdown_grace_s=args.deadline, model_name=model_name)
+    return ServeConfig(scheduler, rate, keys, shutdown_grace_s=args.deadline, model_name=model_name,
+                       body_timeout_s=args.body_timeout)
+
+
+def exposure_warning(host: str, port: int, api_keys: bool) -> str | None:
+    """One line for stderr when `host` is not loopback-only: who can now reach the server. None for loopback."""
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: it may resolve to anything, so it gets the warning
+    who = "every network interface" if host in ("0.0.0.0", "::", "[::]") else host
+    access = ("clients need a key from --api-keys" if api_keys else
+              "no authentication: anyone who can reach it may use it (see --api-keys)")
+    return (f"crayonbox: warning: --host {host} exposes the server on {who}, port {port}, over plain HTTP; "
+            f"{access}. docs/security.md says what it promises.")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -91,6 +118,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     config = build_config(args, model_name=Path(folder).resolve().name)
+    warning = exposure_warning(args.host, args.port, config.api_keys is not None)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if args.worker == "process":  # loaded and warmed up before uvicorn starts, so a bad model is one line
         backend = WorkerProcess(folder, config.scheduler, args.dtype, args.threads, args.log_level).start()
     else:
@@ -103,8 +133,12 @@ def run_serve(args: argparse.Namespace) -> int:
             scheduler.drain()  # from the first signal on, new requests get 503 instead of a reset connection
             super().handle_exit(sig, frame)
 
+    # The grace period covers accepted work (the deadline) and bodies still arriving (the body timeout, after
+    # which they get 408): past it uvicorn cancels what is left, and a cancelled request logs a traceback.
+    grace = max(config.shutdown_grace_s, config.body_timeout_s) + 5
     uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                               timeout_graceful_shutdown=int(config.shutdown_grace_s) + 5)
+                               timeout_graceful_shutdown=int(grace), limit_concurrency=args.max_connections,
+                               timeout_keep_alive=5)
     print(f"crayonbox: serving {folder} on http://{args.host}:{args.port}/  (API docs: /docs)")
     DrainingServer(uv_config).run()
     return 0

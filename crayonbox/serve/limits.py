@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 class Refused(Exception):
     """Work the server will not take now: `status` 429 (this client is over its rate) or 503 (the server
-    is full, the expected wait is past the deadline, or it is shutting down)."""
+    is full, the expected wait is past the deadline, or it is shutting down). `retry_after_s` None: no time
+    can honestly be promised (the model worker is down for good), so no `Retry-After` is sent."""
 
-    def __init__(self, status: int, message: str, retry_after_s: float):
+    def __init__(self, status: int, message: str, retry_after_s: float | None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -24,8 +25,8 @@ class Refused(Exception):
 
     @property
     def retry_after(self) -> str:
-        """The `Retry-After` header value: whole seconds, at least 1."""
-        return str(max(1, math.ceil(self.retry_after_s)))
+        """The `Retry-After` header value: whole seconds, at least 1 ("" when there is no time to promise)."""
+        return "" if self.retry_after_s is None else str(max(1, math.ceil(self.retry_after_s)))
 
 
 @dataclass

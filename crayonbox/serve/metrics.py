@@ -149,6 +149,9 @@ class ServeMetrics:
         self.requests = r.add(Counter("crayonbox_requests_total",
                                       "generate requests by endpoint and HTTP status", ("endpoint", "code")))
         self.images = r.add(Counter("crayonbox_images_total", "images served"))
+        self.bodies_refused = r.add(Counter("crayonbox_bodies_refused_total",
+                                            "requests refused before any handler: body over the size limit "
+                                            "(413) or not sent within the body timeout (408)", ("code",)))
         self.cancelled = r.add(Counter("crayonbox_cancelled_total", "requests cancelled by a disconnect"))
         self.latency = r.add(Histogram("crayonbox_request_seconds", "acceptance to images, served requests"))
         self.queue_wait = r.add(Histogram("crayonbox_queue_wait_seconds",

@@ -58,6 +58,7 @@ class Scheduler:
     """Owns `pipe` in one worker thread. `submit` from any thread; events come through each ticket's sink."""
 
     down = ""  # why the worker is gone: never, for a thread of this process (a WorkerProcess may say why)
+    restart_eta_s = None  # seconds until a gone worker should serve again (a WorkerProcess's, while restarting)
 
     def __init__(self, pipe: Pipeline, config: SchedulerConfig | None = None, clock=time.monotonic):
         self.pipe, self.config, self.clock = pipe, config or SchedulerConfig(), clock

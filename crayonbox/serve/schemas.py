@@ -12,6 +12,7 @@ import unicodedata
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from crayonbox.config import MAX_CONDITION_SCALE
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 
 MAX_IMAGES = 9  # one 3×3 grid, as on the original page
@@ -70,7 +71,7 @@ class GenerateRequest(BaseModel):
                         examples=["an armchair in the shape of an avocado"])
     n: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES, description="number of images")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i uses seed+i; random when omitted")
-    condition_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+    condition_scale: float | None = Field(None, ge=0, le=MAX_CONDITION_SCALE, allow_inf_nan=False,
                                           description="guidance: uncond + scale·(cond − uncond); 1 = none")
     top_k: int | None = Field(None, ge=0, description="keep the k most likely codes; 0 = all")
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="nucleus mass; 1 = all")
@@ -130,7 +131,11 @@ class GenerateResponse(BaseModel):
 class Health(BaseModel):
     """`GET /healthz`: liveness, the batch state and the model's sampling defaults."""
 
-    status: str = Field(description="ok; draining while shutting down; worker down if the model process died")
+    status: str = Field(description="ok; draining while shutting down; worker restarting while a model process "
+                        "that died is brought back; worker down once the server has given up on it")
+    detail: str = Field("", description="why the model worker is not serving (empty while it is)")
+    retry_after_s: float | None = Field(None, description="while the worker restarts: when it should serve again; "
+                                        "null when no time can be promised")
     model: str
     image_size: int
     image_tokens: int

@@ -86,7 +86,7 @@ class Failed:
 
     status: int
     message: str
-    retry_after_s: float = 5.0
+    retry_after_s: float | None = 5.0  # None: no time can be promised (the model worker is down for good)
 
 
 Event = Queued | Started | Frame | Done | Failed

@@ -13,13 +13,17 @@ duplex pipe, private to the server and its own child process, carries everything
 of types (`wire.py`; nothing is unpickled): calls and their replies, and the tickets' events. A ticket's id is
 chosen on this side before its work is sent, so no event can arrive for a ticket this side does not know. If
 the worker dies, what it held fails with a 503 its client can act on, new work is refused with 503, and a new
-worker is started (unless the dead one had only just started: a crash loop).
+worker is started: at once after a worker that had been serving, with a doubling back-off while new workers keep
+dying within `restart_min_uptime_s` of starting (a crash loop), and never again after `max_quick_restarts` such
+deaths in a row. `Retry-After` then says when the next attempt should be serving; once the server has given
+up, the 503s carry no `Retry-After` (no time can be promised) and `/healthz` says "worker down" and why.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import multiprocessing
 import threading
 import time
@@ -38,6 +42,7 @@ from crayonbox.serve.worker_main import GAUGES, worker_main
 
 log = logging.getLogger("crayonbox.serve")
 STATS_MAX_AGE_S = 0.25  # gauges read within this long of each other share one call to the worker
+MAX_RESTART_DELAY_S = 300.0  # the back-off between restarts of a crash-looping worker stops doubling here
 
 
 class _Call:
@@ -53,11 +58,14 @@ class WorkerProcess:
 
     def __init__(self, folder: str | Path, config: SchedulerConfig | None = None, dtype: str = "auto",
                  threads: int = 0, log_level: str = "warning", start_timeout_s: float = 900.0,
-                 restart_min_uptime_s: float = 30.0):
-        """`restart_min_uptime_s`: a worker that dies is restarted, unless it died this soon after starting."""
+                 restart_min_uptime_s: float = 30.0, restart_backoff_s: float = 2.0, max_quick_restarts: int = 5):
+        """A worker that dies is restarted. One that dies (or fails to load) within `restart_min_uptime_s` of
+        starting is in a crash loop: the next attempt waits `restart_backoff_s`, doubling each time, and after
+        `max_quick_restarts` such deaths in a row the server gives up on it (503 without `Retry-After`)."""
         self.folder, self.config = Path(folder), config or SchedulerConfig()
         self.dtype, self.threads, self.log_level = dtype, threads, log_level
         self.start_timeout_s, self.restart_min_uptime_s = start_timeout_s, restart_min_uptime_s
+        self.restart_backoff_s, self.max_quick_restarts = restart_backoff_s, max_quick_restarts
         self.pipe = ModelInfo.from_folder(self.folder)  # fails fast, before a process starts
         self.capacity_rows = 0  # known once the worker is up
         self.step_seconds = Histogram("crayonbox_decode_step_seconds", "one decode step of the whole batch",
@@ -76,6 +84,10 @@ class WorkerProcess:
         self._reader: threading.Thread | None = None
         self._restarting: threading.Thread | None = None
         self._started_at, self._closing = 0.0, False
+        self._stop = threading.Event()  # set by close: a restart waiting out its back-off gives up at once
+        self._quick_crashes = 0  # deaths in a row, each within restart_min_uptime_s of starting
+        self._restart_at: float | None = None  # monotonic time of the next restart attempt; None: none planned
+        self._start_s = 0.0  # how long the last start took (spawn to ready), part of the restart ETA
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> WorkerProcess:
@@ -86,6 +98,7 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
+        began = time.monotonic()
         end, child = context.Pipe(duplex=True)
         conn = Channel(end)
         process = context.Process(
@@ -109,22 +122,66 @@ class WorkerProcess:
             raise CrayonboxError(payload)
         with self._lock:
             self._conn, self._process, self._started_at = conn, process, time.monotonic()
-            self.capacity_rows, self._down = payload["capacity_rows"], ""
+            self.capacity_rows, self._down, self._restart_at = payload["capacity_rows"], "", None
+            self._start_s = self._started_at - began
         self._reader = threading.Thread(target=self._read_loop, args=(conn, process),
                                         name="crayonbox-worker-pipe", daemon=True)
         self._reader.start()
 
-    def _restart(self) -> None:
-        """A new worker after one died; while it loads, work is refused with 503."""
-        log.warning("restarting the model worker")
-        try:
-            self._spawn()
-        except CrayonboxError as e:
-            log.error("the model worker could not be restarted: %s", e)
-            with self._lock:
-                self._down = f"could not be restarted: {e}"
+    def _crashed(self, why: str, quick: bool) -> None:
+        """A worker died (`quick`: within restart_min_uptime_s of starting, or while starting): plan the next
+        attempt, or give up after too many quick deaths in a row. Fails what the dead worker held."""
+        self._quick_crashes = self._quick_crashes + 1 if quick else 0
+        n = self._quick_crashes
+        if n > self.max_quick_restarts:
+            self._restart_at = None
+            self._gone(f"{why}; not restarted: it died {n} times in a row, each within "
+                       f"{self.restart_min_uptime_s:g} s of starting (see the log)")
+            log.error("giving up on the model worker after %d quick deaths in a row: the server stays up but "
+                      "refuses work until it is restarted", n)
             return
-        log.warning("the model worker is back")
+        delay = 0.0 if n == 0 else min(self.restart_backoff_s * 2 ** (n - 1), MAX_RESTART_DELAY_S)
+        self._restart_at = time.monotonic() + delay
+        self._gone(f"{why}; restarting" + (f" in {delay:g} s (quick death {n} of at most "
+                                           f"{self.max_quick_restarts})" if n else ""))
+        if threading.current_thread() is not self._restarting:
+            self._restarting = threading.Thread(target=self._restart, args=(delay,),
+                                                name="crayonbox-worker-restart", daemon=True)
+            self._restarting.start()
+
+    def _restart(self, delay: float) -> None:
+        """Start a new worker after `delay`; while it waits and loads, work is refused with 503 (and the time
+        until it should serve). A start that fails counts as a quick death and backs off in turn."""
+        while not self._stop.wait(delay):
+            log.warning("restarting the model worker")
+            try:
+                self._spawn()
+            except CrayonboxError as e:
+                log.error("the model worker could not be restarted: %s", e)
+                self._crashed(f"could not be restarted: {e}", quick=True)
+                if self._restart_at is None:
+                    return  # gave up
+                delay = max(0.0, self._restart_at - time.monotonic())
+                continue
+            log.warning("the model worker is back")
+            return
+
+    @property
+    def restart_eta_s(self) -> float | None:
+        """Seconds until a worker that died should serve again: the back-off left plus the last start's
+        duration. None when no restart is planned (running, or given up on)."""
+        restart_at = self._restart_at
+        if restart_at is None:
+            return None
+        return max(0.0, restart_at - time.monotonic()) + self._start_s
+
+    def _down_refusal(self) -> Refused:
+        eta = self.restart_eta_s
+        if eta is None:
+            return Refused(503, f"the model worker is down ({self._down}); the server cannot serve until its "
+                           "operator restarts it", retry_after_s=None)
+        return Refused(503, f"the model worker is down ({self._down}); try again in about {math.ceil(eta)} s",
+                       retry_after_s=eta)
 
     def drain(self) -> None:
         """Stop accepting work; what was accepted goes on. Only a flag: the server calls this from a signal
@@ -147,6 +204,7 @@ class WorkerProcess:
         with a 503; then the worker process exits."""
         self.drain()
         self._closing = True
+        self._stop.set()
         if self._restarting is not None:
             self._restarting.join(timeout=self.start_timeout_s)
         if self._process is None:
@@ -165,7 +223,7 @@ class WorkerProcess:
         """Queue `work` in the worker, or raise `Refused` (its own, or 503 when the worker is gone)."""
         with self._lock:
             if self._down:
-                raise Refused(503, f"the model worker is down ({self._down}); try again later", 30)
+                raise self._down_refusal()
             if not self._accepting:
                 raise Refused(503, "the server is shutting down; try again shortly", retry_after_s=10)
             ticket = Ticket(f"r{next(self._ticket_ids)}", work, sink, time.monotonic(), 0)
@@ -234,7 +292,7 @@ class WorkerProcess:
             if self._process is None:
                 raise Refused(503, "the model worker has not started yet; try again shortly", 5)
             if self._down:
-                raise Refused(503, f"the model worker is down ({self._down}); try again later", 30)
+                raise self._down_refusal()
             self._calls[number] = call
         began = time.perf_counter()
         self._send(("call", number, op, args))
@@ -267,14 +325,13 @@ class WorkerProcess:
                     return
         except (EOFError, OSError):
             process.join(timeout=5)
+            why = f"exited with code {process.exitcode}"
+            if self._closing:
+                self._gone(why)
+                return
             log.error("the model worker stopped unexpectedly (exit code %s)", process.exitcode)
-            # Restart it, unless it died soon after starting: then it would only die again (a crash loop).
-            restart = not self._closing and time.monotonic() - self._started_at >= self.restart_min_uptime_s
-            self._gone(f"exited with code {process.exitcode}" + ("; restarting" if restart else ""))
-            if restart:
-                self._restarting = threading.Thread(target=self._restart, name="crayonbox-worker-restart",
-                                                    daemon=True)
-                self._restarting.start()
+            # one that dies soon after starting would likely die again: restarts back off, then stop
+            self._crashed(why, quick=time.monotonic() - self._started_at < self.restart_min_uptime_s)
         finally:
             conn.close()
 
@@ -299,7 +356,11 @@ class WorkerProcess:
         for call in calls:
             call.ok, call.value = False, f"the worker {why}"
             call.done.set()
+        eta: float | None = self.restart_eta_s  # None once given up on: no Retry-After to promise
+        again = "try again later" if eta is not None else "the server cannot serve until its operator restarts it"
+        if self._closing:
+            eta, again = 10.0, "the server is shutting down; try again shortly"
         for ticket in tickets:
             ticket.state = "failed"
-            ticket.emit(Failed(503, f"the model worker {why} before this request finished; try again later",
-                               retry_after_s=30))
+            ticket.emit(Failed(503, f"the model worker {why} before this request finished; {again}",
+                               retry_after_s=eta))

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from serve_helpers import Gate, live_server, make_app, wait_until
 
-from crayonbox.pipeline import make_grid
+from crayonbox.model.images import make_grid
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

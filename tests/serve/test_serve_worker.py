@@ -23,9 +23,10 @@ from crayonbox.serve.worker import WorkerProcess
 RATE = RateLimitConfig(requests_per_minute=10_000, burst=1_000, max_in_flight=100)
 
 
-def start_worker(folder, restart_min_uptime_s: float = 30.0, **options) -> WorkerProcess:
+def start_worker(folder, restart_min_uptime_s: float = 30.0, max_quick_restarts: int = 5,
+                 **options) -> WorkerProcess:
     return WorkerProcess(folder, SchedulerConfig(**options), dtype="float32", threads=1,
-                         restart_min_uptime_s=restart_min_uptime_s).start()
+                         restart_min_uptime_s=restart_min_uptime_s, max_quick_restarts=max_quick_restarts).start()
 
 
 class Events:
@@ -95,8 +96,9 @@ def test_close_lets_accepted_work_finish_then_the_process_exits(tiny_model_dir):
 
 
 def test_a_worker_that_dies_at_once_fails_its_requests_with_503_and_stays_down(tiny_model_dir):
-    # it died within restart_min_uptime_s of starting: a crash loop, so no restart
-    worker = start_worker(tiny_model_dir, max_queue_images=400, deadline_s=1e6)
+    # it died within restart_min_uptime_s of starting, and no quick restart is allowed: down for good, so its
+    # refusals promise no time (test_serve_hostile.py has the back-off between allowed restarts)
+    worker = start_worker(tiny_model_dir, max_quick_restarts=0, max_queue_images=400, deadline_s=1e6)
     sinks = [Events() for _ in range(40)]  # 360 images: seconds of work, far more than the kill takes
     for seed, sink in enumerate(sinks):
         worker.submit(Work("a dog", 9, seed, worker.pipe.defaults), sink)
@@ -104,12 +106,13 @@ def test_a_worker_that_dies_at_once_fails_its_requests_with_503_and_stays_down(t
     for sink in sinks:
         assert sink.ended.wait(30), "a request was left without an answer"
     failed = [s.events[-1] for s in sinks if isinstance(s.events[-1], Failed)]
-    assert failed and all(f.status == 503 and "try again later" in f.message for f in failed)
+    assert failed and all(f.status == 503 and "until its operator restarts it" in f.message for f in failed)
+    assert all(f.retry_after_s is None for f in failed)
     assert all(isinstance(s.events[-1], (Done, Failed)) for s in sinks)
-    assert worker.draining and "exited with code" in worker.down
+    assert worker.draining and "exited with code" in worker.down and "not restarted" in worker.down
     with pytest.raises(Refused, match="worker is down") as refused:
         worker.submit(Work("a dog", 1, 0, worker.pipe.defaults), Events())
-    assert refused.value.status == 503
+    assert refused.value.status == 503 and refused.value.retry_after_s is None
     worker.close(grace_s=1)  # closing a dead worker is quiet
 
 
