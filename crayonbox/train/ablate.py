@@ -113,6 +113,8 @@ def _check_out(out: Path, manifest: dict[str, Any]) -> None:
 
 def prepare_arm(record: RunRecord, arm: Arm, folder: Path, progress: bool) -> None:
     """The arm's captions, token parquet and (if its normaliser differs) tokenizer, in `folder`."""
+    import torch
+
     from crayonbox.data.captions_cli import run_caption_pipeline
     from crayonbox.text.tokenizer import Tokenizer
     from crayonbox.train.data import read_token_parquet, write_token_parquet
@@ -130,8 +132,6 @@ def prepare_arm(record: RunRecord, arm: Arm, folder: Path, progress: bool) -> No
     final = _final_captions(folder / "captions")
     table = read_token_parquet(record.tokens)
     rows = [i for i, key in enumerate(table.keys) if final.get(key) is not None]
-    import torch
-
     index = torch.tensor(rows, dtype=torch.long)
     write_token_parquet(folder / "tokens.parquet", [table.keys[i] for i in rows], [final[table.keys[i]] for i in rows],
                         table.encodings[index], {"arm": arm.name, "run": str(record.path)})
@@ -181,8 +181,9 @@ def run_job(job: Job, config: AblateConfig, specs: list[PromptSpec]) -> dict[str
         options = {**record.recipe_config["model"], "threads": 1, "progress": False, "resume": True,
                    "max_minutes": 0.0, "seed": job.seed, "tokens": str(tokens), "tokenizer": str(tokenizer),
                    "vqgan": str(record.vqgan), "out": str(model)}
-        if config.steps:
-            options["steps"] = config.steps
+        # A recipe that trains "as many steps as fit" (steps 0) is retrained for the steps the run took, so every
+        # arm gets the same training length whatever the machine's speed.
+        options["steps"] = config.steps or options.get("steps") or record.stages["model"]["summary"]["steps"]
         if not (model / "pipeline.json").exists():
             train(TrainConfig(**options))
     # Prompts that reach this model as the same ids are one experiment: probe one of them, credit all.
