@@ -66,7 +66,8 @@ def _load_tokenizer(path: Path | None):
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from crayonbox.pipeline import Pipeline, make_grid
+    from crayonbox.model.images import make_grid
+    from crayonbox.pipeline import Pipeline
 
     if not 1 <= args.num_images <= 64:
         raise CrayonboxError(f"-n must be between 1 and 64 (got {args.num_images})")

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import LongTensor, Tensor
@@ -22,6 +21,7 @@ from torch import LongTensor, Tensor
 from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig, model_config_from_dict, vqgan_config_from_dict
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
+from crayonbox.model.images import to_pil
 from crayonbox.model.vqgan import VQGAN
 from crayonbox.model_folder import (
     load_component_config,
@@ -59,25 +59,6 @@ class StreamFrame:
     images: list[Image.Image]
     done: bool = False
     tokens: LongTensor | None = field(default=None)
-
-
-def to_pil(pixels: Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [0, 1] → PIL RGB images."""
-    arr = (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
-
-
-def make_grid(images: list[Image.Image], columns: int | None = None) -> Image.Image:
-    """Tile images row-major into one picture (3×3 for nine)."""
-    if not images:
-        raise CrayonboxError("no images to put in a grid")
-    columns = columns or int(np.ceil(np.sqrt(len(images))))
-    rows = int(np.ceil(len(images) / columns))
-    w, h = images[0].size
-    grid = Image.new("RGB", (columns * w, rows * h), "white")
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % columns) * w, (i // columns) * h))
-    return grid
 
 
 @dataclass

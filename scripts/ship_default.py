@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from crayonbox.model.images import make_grid
 from crayonbox.model_folder import load_component, save_component
-from crayonbox.pipeline import Pipeline, make_grid
+from crayonbox.pipeline import Pipeline
 
 ASSETS = Path(__file__).resolve().parents[1] / "crayonbox" / "assets" / "default"
 CARD_PROMPTS = ["a woman with medium-dark skin tone on a yellow background", "a dog on a blue background",

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.pipeline import Pipeline, fbgemm_available, make_grid
+from crayonbox.model.images import make_grid
+from crayonbox.pipeline import Pipeline, fbgemm_available
 
 
 @pytest.fixture(scope="module")

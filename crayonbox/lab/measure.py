@@ -33,6 +33,7 @@ from crayonbox.lab.reference import (
     validation_renders,
 )
 from crayonbox.lab.store import RunStore
+from crayonbox.model.vqgan_io import load_vqgan, round_trip
 
 INSTRUMENTS = ("skin_tone", "judge", "clip", "clusters")
 METRICS = "metrics.json"
@@ -220,8 +221,6 @@ def validate(store: RunStore, instrument: Instrument, key: str, config: MeasureC
 
 def through_model_vqgan(images: list, truths: list, where: str, model_dir: str | None) -> tuple[list, list, str]:
     """The validation renders after a round trip through the run model's VQGAN (needs its encoder)."""
-    from crayonbox.train.vqgan import load_vqgan, round_trip
-
     if not model_dir:
         raise CrayonboxError("--validate-roundtrip needs the run's model folder, which this run does not record")
     vqgan, _ = load_vqgan(Path(model_dir))

@@ -37,7 +37,7 @@ def thumbnail(image: Image.Image) -> Image.Image:
 
 def samples_section(store: RunStore, metrics: Metrics, records: list[Any]) -> str:
     """Per id group one strip of thumbnails per scale: the first THUMB_IMAGES seeds of its first member."""
-    from crayonbox.pipeline import make_grid
+    from crayonbox.model.images import make_grid
 
     by_key: dict[str, dict[float, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for r in sorted(records, key=lambda r: r.image_index):
@@ -75,7 +75,7 @@ def clusters_section(store: RunStore, metrics: Metrics) -> str:
     clusters = metrics.clusters
     if clusters is None:
         return ""
-    from crayonbox.pipeline import make_grid
+    from crayonbox.model.images import make_grid
 
     paths = {r.sha256: r.path for r in store.images()}
     for record in store.record_keys("reference-items:"):

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from crayonbox.data.shards import ProblemLog, decode_image, iter_shard, list_shards
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import pixels_of, to_unit
+from crayonbox.model.vqgan_io import load_vqgan
 from crayonbox.outdir import check_output_file, check_output_folder, claim_output_folder
 from crayonbox.train.data import read_token_parquet, write_token_parquet
 
@@ -50,9 +54,6 @@ def weights_digest(vqgan_path: str | Path) -> str:
 @torch.no_grad()
 def encode_shard(model, shard: Path, batch_size: int) -> tuple[list[str], list[str], torch.Tensor]:
     """Keys, captions and VQGAN codes (N, tokens) of every image in one shard, in stored order."""
-    from crayonbox.data.shards import ProblemLog, decode_image, iter_shard
-    from crayonbox.train.vqgan import pixels_of, to_unit
-
     resolution = model.cfg.resolution
     keys, captions, pixels = [], [], []
     for item in iter_shard(shard, with_images=True, problems=ProblemLog()):
@@ -70,11 +71,6 @@ def encode_shard(model, shard: Path, batch_size: int) -> tuple[list[str], list[s
 def encode_dataset(data: str | Path, vqgan: str | Path, out: str | Path, batch_size: int = 64,
                    progress: bool = True) -> EncodeSummary:
     """Encode every shard of `data` with the VQGAN at `vqgan` into the token parquet `out`."""
-    from tqdm import tqdm
-
-    from crayonbox.data.shards import list_shards
-    from crayonbox.train.vqgan import load_vqgan
-
     data, out = Path(data), Path(out)
     check_output_file(out)
     parts = out.with_name(out.name + ".parts")

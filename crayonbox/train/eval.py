@@ -27,6 +27,8 @@ from PIL import Image
 
 from crayonbox.errors import CrayonboxError
 
+# torch, the judge, the pipeline and the world are imported inside the functions: every `crayonbox` command
+# imports this module at start-up to register `crayonbox eval` (train/cli.py), and they cost seconds.
 HELD_OUT, FLOOR, RENDER = 7, 8, 9  # RNG keys of the eval's scene draws (apart from the judge's and world's)
 
 
@@ -129,7 +131,7 @@ def vqgan_roundtrip(pipe: Any, model_dir: Path, images: list[np.ndarray]) -> lis
     looks like once decoded. None when the folder ships no VQGAN encoder (official checkpoints do not)."""
     from safetensors import safe_open
 
-    from crayonbox.train.vqgan import round_trip
+    from crayonbox.model.vqgan_io import round_trip
 
     with safe_open(str(model_dir / "vqgan" / "model.safetensors"), framework="pt") as weights:
         if not any(key.startswith("encoder.") for key in weights.keys()):
@@ -150,9 +152,9 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
     returns eval.json's content. `world` defaults to the world the judge was trained on; options are
     EvalConfig fields."""
     from crayonbox.data.world.build import make_world
+    from crayonbox.model.judge import Judge
     from crayonbox.pipeline import Pipeline
     from crayonbox.train.eval_metrics import adherence, expectation_of, frechet_distance
-    from crayonbox.train.judge import Judge
     from crayonbox.train.judge_data import load_world, scene_truth
 
     cfg = EvalConfig(**options)
@@ -221,8 +223,8 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
 def blank_report(judge: Any, images: list, folder: Path | None, reference: int) -> dict[str, Any]:
     """The blank prompt's judged image distribution, next to the training images' (judged by the same judge,
     and their ground truth), with the total-variation distance per attribute."""
+    from crayonbox.model.judge import scene_summary
     from crayonbox.train.eval_metrics import distribution, total_variation
-    from crayonbox.train.judge import scene_summary
     from crayonbox.train.judge_data import world_sample
 
     judged = distribution([scene_summary(row) for row in judge.predict(images)])
@@ -239,7 +241,7 @@ def blank_report(judge: Any, images: list, folder: Path | None, reference: int) 
 
 def _write_outputs(out: Path, result: dict[str, Any], cells: list[tuple[str, Any]], columns: int) -> None:
     from crayonbox.config import write_json_atomic
-    from crayonbox.pipeline import make_grid
+    from crayonbox.model.images import make_grid
 
     if cells:
         size = max(im.size[0] for _, im in cells)

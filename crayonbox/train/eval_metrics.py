@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crayonbox.train.judge import NONE, SLOT_ATTRIBUTES, SLOTS, tone_label
+from crayonbox.model.judge import NONE, SLOT_ATTRIBUTES, SLOTS, tone_label
 
 SCENE_CHECKS = ("count", "background_colour", "background_kind", "background_colour2")
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from crayonbox.config import read_json
 from crayonbox.errors import CrayonboxError
-from crayonbox.train.judge import labels_of
+from crayonbox.model.judge import labels_of
 
 TRAIN_SET, EVAL_SET, EMPTY_SET = 0, 1, 2  # second RNG key: the sets never share a draw
 CHUNK = 250  # renders per worker task

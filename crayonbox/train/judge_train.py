@@ -1,4 +1,5 @@
-"""Training the judge: fit the scene net and the slot net on neutral renders, report held-out accuracy.
+"""Training the judge (crayonbox/model/judge.py): fit the scene net and the slot net on neutral renders, report
+held-out accuracy.
 
 Each render gives the scene net one example (count, background) and the slot net one crop per object; a few
 crops of bare backgrounds teach the slot net to say "none" when a generated image leaves a slot empty. One
@@ -19,23 +20,27 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from crayonbox.data.world.build import make_world
+from crayonbox.data.world.render import BACKGROUND_KINDS, COLOURS
 from crayonbox.errors import CrayonboxError
-from crayonbox.outdir import claim_output_folder
-from crayonbox.train.judge import (
+from crayonbox.model.judge import (
+    GENDER_LABELS,
+    LAYOUT,
     NONE,
     SCENE_ATTRIBUTES,
     SLOT_ATTRIBUTES,
     SLOT_HEADS,
     SLOTS,
+    TONE_LABELS,
     Judge,
     JudgeConfig,
     JudgeNet,
     JudgeNetConfig,
     crop_slots,
-    item_categories,
     slot_boxes,
-    vocabulary_of,
 )
+from crayonbox.outdir import claim_output_folder
+from crayonbox.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from crayonbox.train.judge_data import (
     EVAL_SET,
     TRAIN_SET,
@@ -73,6 +78,21 @@ class JudgeTrainConfig:
     threads: int = 0  # torch threads (0: torch's default)
     resume: bool = True  # continue from the checkpoint in the output folder when there is one
     progress: bool = True  # progress bars
+
+
+def vocabulary_of(world: Any) -> dict[str, list[str]]:
+    """Labels per slot attribute and per scene attribute for a `World` (its pools decide categories, items
+    and attire)."""
+    attire = sorted({e.attire for item in world.items.values() for e in item.variants.values() if e.attire})
+    return {"category": [NONE, *sorted(world.pools)], "item": [NONE, *sorted(world.items)],
+            "gender": list(GENDER_LABELS), "skin_tone": list(TONE_LABELS), "attire": [NONE, *attire],
+            "count": [str(n) for n in LAYOUT], "background_colour": sorted(COLOURS),
+            "background_kind": list(BACKGROUND_KINDS), "background_colour2": [NONE, *sorted(COLOURS)]}
+
+
+def item_categories(world: Any) -> dict[str, str]:
+    """The pool category of every item label (NONE for NONE): what the category head would only repeat."""
+    return {NONE: NONE} | {name: item.category for name, item in world.items.items()}
 
 
 def _augment(pixels: torch.Tensor, chance: float, generator: torch.Generator) -> torch.Tensor:
@@ -180,10 +200,13 @@ def run_training(world_path: str | Path, out_dir: str | Path, cfg: JudgeTrainCon
         torch.set_num_threads(threads)
 
 
-def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str, Any]:
-    from crayonbox.data.world.build import make_world
-    from crayonbox.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+def train_judge(world_dir: str | Path, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Train a judge on renders of the world in `world_dir` (a `crayonbox world build` folder, or a world
+    config YAML) and save it in `out_dir`; returns metrics.json. Options are JudgeTrainConfig fields."""
+    return run_training(world_dir, out_dir, JudgeTrainConfig(**options))
 
+
+def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     claim_output_folder(out, JUDGE_KIND, CHECKPOINT)  # before its temporaries are cleaned: they may be someone's
     remove_stale_temporaries(out)

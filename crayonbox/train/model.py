@@ -13,6 +13,7 @@ checkpoint, metrics.csv (+ TensorBoard events when installed) and sample grids. 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import math
@@ -26,14 +27,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from crayonbox.config import MODEL_PRESETS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
+from crayonbox.model.images import make_grid
+from crayonbox.model.vqgan_io import load_vqgan
+from crayonbox.model_folder import save_component, write_pipeline_json
 from crayonbox.outdir import claim_output_folder
+from crayonbox.pipeline import Pipeline
+from crayonbox.sample import SamplingSettings
 from crayonbox.text.tokenizer import Tokenizer
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.data import Batch, TokenDataset, blank_draws, held_out, read_token_parquet
+from crayonbox.train.options import add_config_arguments, config_from_args, config_spec
+from crayonbox.train.runtime import Dist, autocast_for
 from crayonbox.train.schedule import StepPlan, WarmupCosine
 
 # Shapes trained here; text/image vocabularies and image length always come from the tokenizer and VQGAN.
@@ -82,17 +91,6 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
 
 
-@dataclass
-class Dist:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def setup_distributed(cfg: TrainConfig) -> Dist:
     """One process, or DDP when launched by torchrun (WORLD_SIZE, RANK, LOCAL_RANK in the environment)."""
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -126,13 +124,6 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
 
 
-def autocast_for(precision: str, device: torch.device):
-    """The forward pass's autocast context (none for float32)."""
-    if precision not in ("bfloat16", "float32"):
-        raise CrayonboxError(f"--precision must be bfloat16 or float32, not {precision!r}")
-    return nullcontext() if precision == "float32" else torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def token_loss(model: nn.Module, batch: Batch, device: torch.device, precision: str) -> torch.Tensor:
     """Mean cross-entropy of the image tokens under teacher forcing (computed in fp32)."""
     targets = batch.image_tokens.to(device)
@@ -160,9 +151,6 @@ def evaluate_loss(model: nn.Module, data: TokenDataset, cfg: TrainConfig, dist: 
 def sample_grid(bart: DalleBart, vqgan: nn.Module, tokenizer: Tokenizer, prompts: list[str], path: Path,
                 cfg: TrainConfig) -> None:
     """Draw one image per prompt (seed 0) with the current weights and save them as one PNG grid."""
-    from crayonbox.pipeline import Pipeline, make_grid
-    from crayonbox.sample import SamplingSettings
-
     was_training = bart.training
     if next(bart.parameters()).device.type != "cpu":  # the Pipeline samples on the CPU
         bart, vqgan = copy.deepcopy(bart).cpu(), copy.deepcopy(vqgan).cpu()
@@ -178,9 +166,6 @@ def sample_grid(bart: DalleBart, vqgan: nn.Module, tokenizer: Tokenizer, prompts
 def export_model(cfg: TrainConfig, bart: DalleBart, vqgan: nn.Module, tokenizer: Tokenizer,
                  provenance: dict) -> Path:
     """Write the model folder: bart/, vqgan/, tokenizer/ and pipeline.json (sampler defaults + provenance)."""
-    from crayonbox.model_folder import save_component, write_pipeline_json
-    from crayonbox.sample import SamplingSettings
-
     dtypes = {"float32": None, "float16": torch.float16}
     if cfg.export_dtype not in dtypes:
         raise CrayonboxError(f"--export-dtype must be float32 or float16, not {cfg.export_dtype!r}")
@@ -195,10 +180,6 @@ def export_model(cfg: TrainConfig, bart: DalleBart, vqgan: nn.Module, tokenizer:
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a training run and export the model folder; returns the provenance dict."""
-    from tqdm import tqdm
-
-    from crayonbox.train.vqgan import load_vqgan
-
     if not (cfg.tokens and cfg.tokenizer and cfg.vqgan and cfg.out):
         raise CrayonboxError("give --tokens, --tokenizer, --vqgan and --out")
     autocast_for(cfg.precision, torch.device("cpu"))  # reject a bad --precision before any work
@@ -365,10 +346,6 @@ def run_provenance(cfg: TrainConfig, vqgan_info: dict, model_cfg: ModelConfig, m
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m crayonbox.train.model` (torchrun's entry point): the options of `crayonbox train model`."""
-    import argparse
-
-    from crayonbox.train.cli import add_config_arguments, config_from_args, config_spec
-
     parser = argparse.ArgumentParser(prog="crayonbox.train.model", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, config_spec(__spec__.name if __spec__ else __name__, "TrainConfig"))
     try:

@@ -173,7 +173,7 @@ def stage_model(run: Run) -> dict:
 
 
 def stage_judge(run: Run) -> dict:
-    from crayonbox.train.judge import train_judge
+    from crayonbox.train.judge_train import train_judge
 
     metrics = train_judge(run.path("world"), run.path("judge"), progress=run.progress, **run.recipe.judge)
     return _scalars(metrics)

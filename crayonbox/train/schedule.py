@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from crayonbox.train.model import Dist
+from crayonbox.train.runtime import Dist
 
 
 @dataclass

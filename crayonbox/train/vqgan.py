@@ -25,13 +25,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
-from crayonbox.config import VQGAN_PRESETS, VQGANConfig, vqgan_config_from_dict, write_json
+from crayonbox.config import VQGAN_PRESETS, VQGANConfig, write_json
+from crayonbox.data.shards import ProblemLog, decode_image, iter_items
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import make_grid, pixels_of, to_pil, to_unit
 from crayonbox.model.vqgan import VQGAN
+from crayonbox.model_folder import save_component
 from crayonbox.outdir import claim_output_folder
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.data import EpochSampler, held_out
+from crayonbox.train.runtime import Dist, autocast_for
+from crayonbox.train.schedule import StepPlan, WarmupCosine
 
 # Shapes trained here: config.VQGAN_PRESETS ("small32" is the default model's, sized for the CPU budget).
 TRAIN_VQGAN_PRESETS: dict[str, VQGANConfig] = VQGAN_PRESETS
@@ -71,10 +77,6 @@ class VQGANTrainConfig:
 
 def load_images(folder: str | Path, resolution: int, progress: bool = True) -> tuple[list[str], Tensor]:
     """Every image of a shard folder as (keys, uint8 tensor (N, 3, res, res)); other sizes are resized."""
-    from tqdm import tqdm
-
-    from crayonbox.data.shards import ProblemLog, decode_image, iter_items
-
     problems = ProblemLog()
     keys, arrays = [], []
     for item in tqdm(iter_items(Path(folder), problems=problems), desc="reading images", unit="img",
@@ -87,39 +89,6 @@ def load_images(folder: str | Path, resolution: int, progress: bool = True) -> t
         raise CrayonboxError(f"no images in {folder} ({problems.summary()}); build one with `crayonbox world "
                              "build --out DIR`")
     return keys, torch.from_numpy(np.stack(arrays))
-
-
-def pixels_of(image, resolution: int) -> np.ndarray:
-    """A PIL image as uint8 (3, res, res), resized with Lanczos when its size differs."""
-    from PIL import Image
-
-    if image.size != (resolution, resolution):
-        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
-def load_vqgan(path: str | Path) -> tuple[VQGAN, dict]:
-    """A VQGAN with its encoder from a component folder, a `train vqgan` output or a model folder;
-    returns the model and a provenance dict (path + the training report when there is one)."""
-    from crayonbox.config import read_json
-    from crayonbox.model_folder import load_component
-
-    path = Path(path)
-    folder, name = (path.parent, path.name) if (path / "config.json").exists() else (path, "vqgan")
-    if not (folder / name / "config.json").exists():
-        raise CrayonboxError(f"no VQGAN in {path}: expected {path}/vqgan/config.json and model.safetensors "
-                             "(train one with `crayonbox train vqgan`)")
-    config, state = load_component(folder, name)
-    model = VQGAN(vqgan_config_from_dict(config, f"{folder}/{name}/config.json"))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    if unexpected or missing:
-        raise CrayonboxError(f"{folder}/{name} does not fit its config.json (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}); encoding needs the encoder half, which official "
-                             "decoder-only checkpoints lack")
-    info: dict = {"path": str(folder.resolve())}
-    if (folder / "report.json").exists():
-        info["report"] = read_json(folder / "report.json")
-    return model, info
 
 
 class EMACodebook:
@@ -195,11 +164,6 @@ def edge_loss(x: Tensor, y: Tensor) -> Tensor:
     return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
 
 
-def to_unit(pixels: Tensor) -> Tensor:
-    """uint8 (B, 3, H, W) → float in [0, 1]."""
-    return pixels.float() / 255.0
-
-
 @torch.no_grad()
 def evaluate(model: VQGAN, pixels: Tensor, batch: int = 64) -> dict[str, float]:
     """Held-out PSNR (mean over images, recon clamped to [0, 1]), codebook usage and perplexity."""
@@ -220,23 +184,8 @@ def evaluate(model: VQGAN, pixels: Tensor, batch: int = 64) -> dict[str, float]:
             "eval_perplexity": float(entropy.exp())}
 
 
-@torch.inference_mode()
-def round_trip(vqgan: VQGAN, images: list, batch: int = 64) -> list:
-    """PIL images (or H×W×3 uint8 arrays) through `vqgan`, encode → decode, as PIL images at its resolution:
-    what the best possible token sequence for each looks like once decoded."""
-    from crayonbox.pipeline import to_pil
-    from crayonbox.train.judge import to_pixels
-
-    dtype = next(vqgan.parameters()).dtype
-    pixels = to_pixels(images, vqgan.cfg.resolution).to(dtype)
-    return [im for s in range(0, len(pixels), batch)
-            for im in to_pil(vqgan.decode(vqgan.encode(pixels[s:s + batch])))]
-
-
 def save_reconstructions(model: VQGAN, pixels: Tensor, path: Path) -> None:
     """Originals (top row) above their reconstructions (bottom row), as one PNG."""
-    from crayonbox.pipeline import make_grid, to_pil
-
     with torch.no_grad():
         model.eval()
         x = to_unit(pixels[:8])
@@ -248,12 +197,6 @@ def save_reconstructions(model: VQGAN, pixels: Tensor, path: Path) -> None:
 
 def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     """Train (or resume), export OUT/vqgan/ and OUT/report.json; returns the report."""
-    from tqdm import tqdm
-
-    from crayonbox.model_folder import save_component
-    from crayonbox.train.model import Dist, autocast_for
-    from crayonbox.train.schedule import StepPlan, WarmupCosine
-
     if not (cfg.data and cfg.out):
         raise CrayonboxError("give --data (a shard folder) and --out")
     presets = {**TRAIN_VQGAN_PRESETS, **VQGAN_PRESETS}  # VQGAN_PRESETS read now: tests add to it

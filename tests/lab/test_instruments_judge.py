@@ -12,7 +12,7 @@ from crayonbox.lab.instruments.judge import MIXED, SUMMARY_ATTRIBUTES, JudgeInst
 
 @pytest.fixture(scope="module")
 def judge_folder(tiny_world, tmp_path_factory):
-    from crayonbox.train.judge import train_judge
+    from crayonbox.train.judge_train import train_judge
 
     out = tmp_path_factory.mktemp("judge") / "judge"
     train_judge(tiny_world, out, train_images=60, eval_images=10, world_sample=0, epochs=1, width=8,

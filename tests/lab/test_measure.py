@@ -83,7 +83,7 @@ def test_measure_refuses_bad_configurations(probed_run, tmp_path):
 
 
 def test_judge_instrument_labels_validates_and_feeds_the_clusters(measured_run, tiny_world, tmp_path):
-    from crayonbox.train.judge import train_judge
+    from crayonbox.train.judge_train import train_judge
 
     judge = tmp_path / "judge"
     train_judge(tiny_world, judge, train_images=40, eval_images=20, world_sample=20, epochs=1, width=8,

@@ -44,7 +44,7 @@ def mini_world(folder: Path, n: int = 80) -> Path:
 
 def mini_judge(world: Path, out: Path, **overrides) -> dict:
     """Train a judge on the mini world; returns its metrics."""
-    from crayonbox.train.judge import train_judge
+    from crayonbox.train.judge_train import train_judge
 
     return train_judge(world, out, **(MINI_JUDGE | overrides))
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from crayonbox.train.cli import add_config_arguments, config_from_args, config_spec, config_to_argv
 from crayonbox.train.model import TrainConfig
+from crayonbox.train.options import add_config_arguments, config_from_args, config_spec, config_to_argv
 from crayonbox.train.vqgan import VQGANTrainConfig
 
 

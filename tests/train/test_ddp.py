@@ -17,7 +17,7 @@ TOLERANCE = 1e-5
 
 
 def test_two_processes_match_one_process(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path):
-    from crayonbox.train.cli import config_to_argv
+    from crayonbox.train.options import config_to_argv
 
     def config(out) -> TrainConfig:
         return TrainConfig(tokens=str(toy_tokens), tokenizer=str(toy_tokenizer), vqgan=str(toy_vqgan),

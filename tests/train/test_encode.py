@@ -9,10 +9,11 @@ import torch
 
 from crayonbox.data.shards import decode_image, iter_items
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import pixels_of, to_unit
+from crayonbox.model.vqgan_io import load_vqgan
 from crayonbox.train import encode as encode_module
 from crayonbox.train.data import read_token_parquet
 from crayonbox.train.encode import encode_dataset
-from crayonbox.train.vqgan import load_vqgan, pixels_of, to_unit
 
 
 def test_token_parquet_holds_every_item_with_its_caption_and_codes(toy_shards, toy_vqgan, toy_tokens):

@@ -10,6 +10,7 @@ import pytest
 from judge_helpers import shared_mini_judge
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.judge import labels_of
 from crayonbox.train.eval_metrics import (
     adherence,
     distribution,
@@ -19,7 +20,6 @@ from crayonbox.train.eval_metrics import (
     match_objects,
     total_variation,
 )
-from crayonbox.train.judge import labels_of
 
 DOG = {"item": "dog", "category": "animal", "gender": "none", "skin_tone": None, "attire": None}
 WOMAN = {"item": "person", "category": "person", "gender": "woman", "skin_tone": 5, "attire": None}

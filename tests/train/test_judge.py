@@ -12,7 +12,7 @@ import torch
 from judge_helpers import MINI_JUDGE, mini_judge, shared_mini_judge
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.train.judge import (
+from crayonbox.model.judge import (
     NONE,
     SLOTS,
     Judge,

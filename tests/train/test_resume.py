@@ -27,7 +27,7 @@ def losses(out) -> list[tuple[int, float, str]]:
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_loss_sequence(toy_tokens, toy_tokenizer, toy_vqgan,
                                                                     tmp_path):
-    from crayonbox.train.cli import config_to_argv
+    from crayonbox.train.options import config_to_argv
 
     reference = tmp_path / "reference"
     train(run_config(toy_tokens, toy_tokenizer, toy_vqgan, reference))

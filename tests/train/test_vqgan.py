@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.train.vqgan import EMACodebook, VQGANTrainConfig, kmeans, load_vqgan, train_vqgan
+from crayonbox.model.vqgan_io import load_vqgan
+from crayonbox.train.vqgan import EMACodebook, VQGANTrainConfig, kmeans, train_vqgan
 from tests.train.conftest import MICRO_VQGAN
 
 

@@ -15,25 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import ImageLike
 
 NONE = "none"  # nothing to measure: no person, no visible skin, an empty slot
 UNCLEAR = "unclear"  # something is there but the instrument cannot tell what
-
-ImageLike = Image.Image | np.ndarray  # PIL image (any mode) or an H×W×3 uint8 RGB array
-
-
-def as_rgb_array(image: ImageLike) -> np.ndarray:
-    """An H×W×3 uint8 RGB array from a PIL image or an array (RGB order, never BGR)."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise CrayonboxError(f"expected an H×W×3 uint8 RGB array, got shape {arr.shape}, dtype {arr.dtype}")
-    return arr
-
 
 @dataclass
 class Confusion:

@@ -33,7 +33,8 @@ import torch
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument, as_rgb_array
+from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument
+from crayonbox.model.images import as_rgb_array
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.lab.instruments.base import ImageLike, Instrument, as_rgb_array
+from crayonbox.lab.instruments.base import ImageLike, Instrument
 from crayonbox.lab.instruments.skin_tone import srgb_to_lab
+from crayonbox.model.images import as_rgb_array
 
 
 class FeatureExtractor(Protocol):

@@ -1,7 +1,7 @@
 """The world judge as a lab instrument: image-level labels (who is in the picture, their gender, skin tone and
 attire, the background), with "none" and "unclear" as outcomes.
 
-The judge itself (crayonbox/train/judge.py) reads every slot of the world's layout; the lab mostly asks
+The judge itself (crayonbox/model/judge.py) reads every slot of the world's layout; the lab mostly asks
 image-level questions ("is there a person, and what skin tone?"), so this wrapper summarises the slots with
 `scene_summary`. An answer below `unclear_below` confidence is "unclear" rather than a guess, and the
 validation confusion matrix (`validate_world` on held-out renders) shows how often that happens.
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument
-from crayonbox.train.judge import SLOTS, Judge, labels_of, scene_summary
+from crayonbox.model.judge import SLOTS, Judge, labels_of, scene_summary
 
 MIXED = "mixed"
 SUMMARY_ATTRIBUTES = ("count", "background", "people", "gender", "skin_tone", "attire")

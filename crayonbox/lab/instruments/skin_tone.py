@@ -28,7 +28,8 @@ from PIL import Image, ImageFilter
 from scipy import ndimage
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument, as_rgb_array
+from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument
+from crayonbox.model.images import as_rgb_array
 
 # Dominant skin RGB of each Noto tone, identical across person emoji.
 TONE_RGB = {"1": (249, 221, 189), "2": (224, 187, 149), "3": (186, 141, 104), "4": (165, 108, 67),

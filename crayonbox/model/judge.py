@@ -9,7 +9,8 @@ example at a normalised scale, which is what lets a CPU learn this in minutes: g
 on 2 busy cores, a whole-image CNN reached 15 % item accuracy and the crop reader 95 %.
 
 `crayonbox eval` uses the judge for prompt adherence and the bias lab uses it as an instrument, so it must not
-share the training world's skews: it learns from a neutralised copy of the world (judge_train.py).
+share the training world's skews: it learns from a neutralised copy of the world. This module is the judge
+that reads images (what eval and the lab load); crayonbox/train/judge_train.py trains one.
 
     judge = Judge.load("run/judge")
     judge.predict([image])[0]["left_skin_tone"]   # "4"
@@ -28,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 from crayonbox.config import write_json_atomic
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import ImageLike, to_pixels
 from crayonbox.model_folder import WEIGHTS, load_component, save_component
 
 NONE = "none"  # an empty slot, or an attribute the object does not have (a dog's gender)
@@ -105,23 +106,6 @@ def scene_summary(labels: dict[str, str]) -> dict[str, str]:
             "skin_tone": _one_or_mixed([labels[f"{s}_skin_tone"] for s in people]),
             "attire": _one_or_mixed([labels[f"{s}_attire"] for s in occupied
                                      if labels[f"{s}_attire"] != NONE])}
-
-
-def vocabulary_of(world: Any) -> dict[str, list[str]]:
-    """Labels per slot attribute and per scene attribute for a `World` (its pools decide categories, items
-    and attire)."""
-    from crayonbox.data.world.render import BACKGROUND_KINDS, COLOURS
-
-    attire = sorted({e.attire for item in world.items.values() for e in item.variants.values() if e.attire})
-    return {"category": [NONE, *sorted(world.pools)], "item": [NONE, *sorted(world.items)],
-            "gender": list(GENDER_LABELS), "skin_tone": list(TONE_LABELS), "attire": [NONE, *attire],
-            "count": [str(n) for n in LAYOUT], "background_colour": sorted(COLOURS),
-            "background_kind": list(BACKGROUND_KINDS), "background_colour2": [NONE, *sorted(COLOURS)]}
-
-
-def item_categories(world: Any) -> dict[str, str]:
-    """The pool category of every item label (NONE for NONE): what the category head would only repeat."""
-    return {NONE: NONE} | {name: item.category for name, item in world.items.items()}
 
 
 def slot_boxes(count: int, size: int) -> dict[str, tuple[int, int, int, int]]:
@@ -239,20 +223,6 @@ class JudgeConfig:
                                  "`crayonbox train judge`") from None
 
 
-def to_pixels(images: Sequence[Image.Image | np.ndarray], size: int) -> Tensor:
-    """PIL images or H×W×3 uint8 RGB arrays → (B, 3, size, size) in [0, 1], resized (bilinear) if needed."""
-    arrays = []
-    for image in images:
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-        pil = pil.convert("RGB")
-        if pil.size != (size, size):
-            pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(pil, dtype=np.uint8))
-    if not arrays:
-        return torch.zeros(0, 3, size, size)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-
-
 @dataclass
 class JudgeOutput:
     """What the judge makes of a batch: per-attribute probabilities (N, labels) and features."""
@@ -301,7 +271,7 @@ class Judge:
         return self.config.vocab[attribute.split("_", 1)[1] if attribute.startswith(SLOTS) else attribute]
 
     @torch.inference_mode()
-    def run(self, images: Sequence[Image.Image | np.ndarray], batch: int = 256) -> JudgeOutput:
+    def run(self, images: Sequence[ImageLike], batch: int = 256) -> JudgeOutput:
         """Probabilities per attribute and features for every image (slots outside the predicted layout are
         NONE with probability 1)."""
         cfg, vocab = self.config.net, self.config.vocab
@@ -335,7 +305,7 @@ class Judge:
                             for a, p in probs.items()},
                            torch.cat(features) if features else torch.zeros(0, width))
 
-    def predict(self, images: Sequence[Image.Image | np.ndarray], unclear_below: float = 0.0,
+    def predict(self, images: Sequence[ImageLike], unclear_below: float = 0.0,
                 batch: int = 256) -> list[dict[str, str]]:
         """Labels per image; an attribute whose top probability is below `unclear_below` becomes "unclear"."""
         return self.labels_from(self.run(images, batch), unclear_below)
@@ -351,14 +321,6 @@ class Judge:
                 rows[i][a] = UNCLEAR if confidence < unclear_below else labels[k]
         return rows
 
-    def features(self, images: Sequence[Image.Image | np.ndarray], batch: int = 256) -> np.ndarray:
+    def features(self, images: Sequence[ImageLike], batch: int = 256) -> np.ndarray:
         """(N, D) float64 judge features (for Fréchet distances)."""
         return self.run(images, batch).features.double().numpy()
-
-
-def train_judge(world_dir: str | Path, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train a judge on renders of the world in `world_dir` (a `crayonbox world build` folder, or a world
-    config YAML) and save it in `out_dir`; returns metrics.json. Options are JudgeTrainConfig fields."""
-    from crayonbox.train.judge_train import JudgeTrainConfig, run_training
-
-    return run_training(world_dir, out_dir, JudgeTrainConfig(**options))
