@@ -15,6 +15,7 @@ from pathlib import Path
 from machine import cpu_summary
 
 from crayonbox.lab.blame import blame_run, read_caption_run
+from crayonbox.lab.blame_report import summaries
 from crayonbox.lab.families import UNCONDITIONAL
 
 TOKENIZER = Path(__file__).parents[1] / "crayonbox" / "assets" / "default" / "tokenizer"
@@ -50,7 +51,7 @@ def main() -> None:
     print(f"{len(items)} captions ({distinct} distinct raw) × {len(result.table.arms)} arms + baseline, "
           f"2 prompts: {seconds:.1f} s, {len(items) / seconds:.0f} captions/s "
           f"(baseline disagreements with the provenance: {result.baseline_disagreements})")
-    for summary in result.table.summary():
+    for summary in summaries(result.table):
         print(f"  {summary['label']}: {summary['matched']['n']} matched, groups {summary['groups']}")
 
 

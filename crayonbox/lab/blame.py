@@ -80,12 +80,6 @@ class BlameTable:
     facets: dict[str, list[str]]  # source, language, skin_tone, gender, attire -> value per item
     prompts: list[PromptBlame] = field(default_factory=list)
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One JSON-ready summary per prompt (see `_prompt_summary`)."""
-        from crayonbox.lab.blame_report import prompt_summary  # (blame_report reads these types)
-
-        return [prompt_summary(self, p) for p in self.prompts]
-
     def rows(self) -> dict[str, list]:
         """Columns of blame.parquet: one row per (prompt, item)."""
         cols: dict[str, list] = {"prompt": [], "input_mode": [], "key": [], "group": [], "matched": [],
@@ -117,14 +111,6 @@ class BlameResult:
     table: BlameTable
     baseline_disagreements: int  # items whose recomputed baseline final caption differs from the provenance
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """blame.json: inputs, arms and the per-prompt summaries."""
-        return {"tool": "crayonbox lab blame", "captions_dir": self.captions_dir,
-                "tokenizer_dir": self.tokenizer_dir, "pipeline": self.pipeline, "n_items": len(self.table.keys),
-                "arms": [{"arm": a.name, "description": a.description} for a in self.table.arms],
-                "baseline_disagreements": self.baseline_disagreements, "seconds": round(self.seconds, 3),
-                "prompts": self.table.summary()}
 
 
 # ---- running variants of the pipeline ---------------------------------------------------------------------

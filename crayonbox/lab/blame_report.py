@@ -7,16 +7,14 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from crayonbox.data.caption_arms import BASELINE
 from crayonbox.errors import CrayonboxError
+from crayonbox.lab.blame import BlameResult, BlameTable, PromptBlame
 from crayonbox.lab.stats import wilson_interval
-
-if TYPE_CHECKING:
-    from crayonbox.lab.blame import BlameResult, BlameTable, PromptBlame
 
 MARKER = ".crayonbox-lab-blame"  # marks an output folder this command wrote (so it may write there again)
 
@@ -39,6 +37,21 @@ def _breakdown(values: list[str], mask: np.ndarray, kept: np.ndarray | None) -> 
     n_in, n_all = int(mask.sum()), int(kept.sum())
     return [{"value": v, **_share(inside[v], n_in), "all_items": _share(overall[v], n_all)}
             for v in sorted(overall | inside, key=lambda v: (-inside[v], v))]
+
+
+def summaries(table: BlameTable) -> list[dict[str, Any]]:
+    """One JSON-ready summary per prompt (see `prompt_summary`)."""
+    return [prompt_summary(table, p) for p in table.prompts]
+
+
+def blame_json(result: BlameResult) -> dict[str, Any]:
+    """blame.json: inputs, arms and the per-prompt summaries."""
+    table = result.table
+    return {"tool": "crayonbox lab blame", "captions_dir": result.captions_dir, "tokenizer_dir": result.tokenizer_dir,
+            "pipeline": result.pipeline, "n_items": len(table.keys),
+            "arms": [{"arm": a.name, "description": a.description} for a in table.arms],
+            "baseline_disagreements": result.baseline_disagreements, "seconds": round(result.seconds, 3),
+            "prompts": summaries(table)}
 
 
 def prompt_summary(table: BlameTable, p: PromptBlame) -> dict[str, Any]:
@@ -86,7 +99,7 @@ def write_blame(result: BlameResult, out: Path) -> dict[str, Any]:
     tmp = out / ".blame.parquet.tmp"
     pq.write_table(pa.table(result.table.rows()), tmp)
     os.replace(tmp, out / "blame.parquet")
-    data = result.to_dict()
+    data = blame_json(result)
     tmp = out / ".blame.json.tmp"
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
     os.replace(tmp, out / "blame.json")

@@ -13,7 +13,7 @@ from crayonbox.data.caption_steps import CaptionDropout
 from crayonbox.data.captions import DEFAULT_PIPELINE
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.blame import blame_items, blame_run, caption_ids_batch, load_tokenizer
-from crayonbox.lab.blame_report import MARKER
+from crayonbox.lab.blame_report import MARKER, summaries
 from crayonbox.lab.families import UNCONDITIONAL
 from crayonbox.lab.reference import caption_ids
 from crayonbox.text.normalize import NormalizerConfig
@@ -93,7 +93,7 @@ def test_dropout_item_matches_the_unconditional_ids_not_the_blank_prompt(hand):
     assert not blank.matched_baseline[DROPOUT_ITEM] and blank.groups[DROPOUT_ITEM] == "captioned"
     assert necessary(uncond, DROPOUT_ITEM) == {"dropout:off"} and uncond.groups[DROPOUT_ITEM] == "blank via dropout"
     assert sufficient(table, DROPOUT_ITEM) == {"dropout"} and sufficient(table, CAPTIONED) == set()
-    summary = table.summary()
+    summary = summaries(table)
     assert summary[0]["matched"]["n"] == 5 and summary[1]["matched"]["n"] == 1
     arms = {a["arm"]: a for a in summary[0]["arms"]}
     assert arms["normalize:raw"]["moved"] == 4 and arms["normalize:raw"]["new"] == 1  # the dropout item
@@ -135,7 +135,7 @@ def planted_run(tmp_path_factory) -> Path:
 def test_planted_world_blank_prompt_subset(planted_run):
     result = blame_run(planted_run, TOKENIZER, ["", UNCONDITIONAL], progress=False)
     assert result.baseline_disagreements == 0  # the recomputed baseline is the caption run's
-    blank, uncond = result.table.summary()
+    blank, uncond = summaries(result.table)
     tones = {row["value"]: row for row in blank["breakdown"]["skin_tone"]}
     # planted.yaml: 80 % of tone-5 people and 10 % of tone-1 have empty Flickr captions → 89 % tone 5.
     assert tones["5"]["share"] > 0.85 and tones["5"]["low"] > tones["5"]["all_items"]["high"]
