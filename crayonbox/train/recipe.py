@@ -111,28 +111,24 @@ class Run:
         return self.out / name
 
 
-def _cli(argv: list[str]) -> None:
-    """Run a `crayonbox` subcommand in this process; its CrayonboxErrors propagate."""
-    from crayonbox.cli import build_parser
-
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
-    if code:
-        raise CrayonboxError(f"`crayonbox {' '.join(argv)}` exited with {code}")
-
-
 def stage_world(run: Run) -> dict:
+    from crayonbox.data.world.build import build_world
+    from crayonbox.data.world.config import load_world_config
+
     r = run.recipe
-    _cli(["world", "build", "--out", str(run.path("world")), "-n", str(r.world_items), "--size",
-          str(r.world_size), "--config", str(run.path(WORLD_CONFIG_COPY)), "--seed", str(run.seed),
-          *([] if run.progress else ["--quiet"])])
-    return {"items": r.world_items, "size": r.world_size}
+    config = load_world_config(run.path(WORLD_CONFIG_COPY))
+    config.size = r.world_size
+    manifest = build_world(config, run.path("world"), n=r.world_items, seed=run.seed, progress=run.progress)
+    return {"items": r.world_items, "size": r.world_size, "distinct_emoji": manifest["distinct_emoji"]}
 
 
 def stage_captions(run: Run) -> dict:
-    _cli(["data", "captions", str(run.path("world")), "--out", str(run.path("captions")),
-          "--config", str(run.path(PIPELINE_CONFIG_COPY)), *([] if run.progress else ["--quiet"])])
-    return {}
+    from crayonbox.data.captions import load_pipeline_config
+    from crayonbox.data.captions_cli import run_caption_pipeline
+
+    summary = run_caption_pipeline(run.path("world"), run.path("captions"),
+                                   load_pipeline_config(run.path(PIPELINE_CONFIG_COPY)), progress=run.progress)
+    return {"items": summary.items, "dropped": summary.dropped, "blanked": summary.blanked}
 
 
 def stage_tokenizer(run: Run) -> dict:

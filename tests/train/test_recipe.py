@@ -112,19 +112,31 @@ def test_a_run_records_its_world_pipeline_and_seed_and_refuses_other_ones(tmp_pa
 
 
 def test_stages_get_the_run_copies_and_the_seed(tmp_path, monkeypatch):
-    argv, configs = [], []
-    monkeypatch.setattr(recipe, "_cli", argv.append)
+    import yaml
+
+    from crayonbox.data.world.config import DEFAULT_CONFIG
+
+    worlds, pipelines, configs = [], [], []
+    monkeypatch.setattr("crayonbox.data.world.build.build_world",
+                        lambda config, out, n, seed, progress: worlds.append((config, out, n, seed))
+                        or {"distinct_emoji": 2})
+    monkeypatch.setattr("crayonbox.data.captions_cli.run_caption_pipeline",
+                        lambda data, out, config, progress: pipelines.append(config)
+                        or type("S", (), {"items": 1, "dropped": 0, "blanked": 0})())
     monkeypatch.setattr("crayonbox.train.vqgan.train_vqgan", lambda cfg: configs.append(cfg) or dict.fromkeys(
         ("eval_psnr", "eval_usage", "eval_perplexity", "steps"), 0))
     monkeypatch.setattr("crayonbox.train.model.train", lambda cfg: configs.append(cfg) or dict.fromkeys(
         ("steps", "final_train_loss", "final_eval_loss", "samples_seen"), 0))
+    (tmp_path / "world.yaml").write_bytes(DEFAULT_CONFIG.with_name("planted.yaml").read_bytes())
+    pipeline = {"steps": [{"step": "normalize", "mode": "raw"}]}
+    (tmp_path / "caption_pipeline.yaml").write_text(yaml.safe_dump(pipeline))
     run = recipe.Run(recipe.RECIPES["smoke"], tmp_path, False, lambda stage: 1.0, seed=7)
     for stage in (recipe.stage_world, recipe.stage_captions, recipe.stage_vqgan, recipe.stage_model):
         stage(run)
-    world, captions = argv
-    assert world[world.index("--config") + 1] == str(tmp_path / "world.yaml")
-    assert world[world.index("--seed") + 1] == "7"
-    assert captions[captions.index("--config") + 1] == str(tmp_path / "caption_pipeline.yaml")
+    (config, out, n, seed), = worlds
+    assert (out, n, seed, config.size) == (tmp_path / "world", 240, 7, 16)
+    assert config.categories == {"person": 1.0}  # the run's copy (planted.yaml), not the default world
+    assert pipelines == [pipeline]
     assert [c.seed for c in configs] == [7, 7]
 
 
