@@ -154,17 +154,7 @@ class Decoding:
         return len(self.row_owner)
 
     def _alloc(self, like: Tensor) -> None:
-        cfg = self.cfg
-        kv = (cfg.decoder_layers, self.capacity, cfg.heads, cfg.image_length, cfg.head_dim)
-        cross = (cfg.decoder_layers, self.capacity, cfg.heads, self.text_len, cfg.head_dim)
-        z = dict(dtype=like.dtype, device=like.device)
-        self.cache = DecodeCache(
-            torch.zeros(kv, **z),
-            torch.zeros(kv, **z),
-            torch.zeros(cross, **z),
-            torch.zeros(cross, **z),
-            torch.zeros(self.capacity, 1, 1, self.text_len, dtype=torch.bool, device=like.device),
-        )
+        self.cache = DecodeCache.empty(self.cfg, self.capacity, self.text_len, like.dtype, like.device)
 
     @torch.inference_mode()
     def _write_row(self, row: int, states: Tensor, mask: Tensor) -> None:

@@ -14,6 +14,7 @@ what lets the server add a request to a running batch at any decode step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,11 +36,15 @@ class DecoderLayer(nn.Module):
         self.encoder_attn_layer_norm = nn.LayerNorm(d, eps)
         self.glu = GLU(d, cfg.glu_dim, eps)
 
-    def forward(
-        self, h: Tensor, causal: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor
-    ) -> Tensor:
+    def forward(self, h: Tensor, self_mask: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor,
+                remember: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """One layer. Self-attention attends over the K/V of `h` itself (teacher forcing), or, given
+        `remember`, over what it returns after storing this step's K/V in a cache (sampling)."""
         z = self.pre_self_attn_layer_norm(h)
-        h = h + self.self_attn_layer_norm(self.self_attn(z, z, causal))
+        k, v = self.self_attn.keys_values(z)
+        if remember is not None:
+            k, v = remember(k, v)
+        h = h + self.self_attn_layer_norm(self.self_attn.attend(self.self_attn.q_proj(z), k, v, self_mask))
         z = self.pre_encoder_attn_layer_norm(h)
         h = h + self.encoder_attn_layer_norm(
             self.encoder_attn.attend(self.encoder_attn.q_proj(z), cross_k, cross_v, cross_mask)
@@ -63,27 +68,13 @@ class DecodeCache:
     cross_v: Tensor
     cross_mask: Tensor  # (rows, 1, 1, S) bool: real text tokens
 
-    @property
-    def rows(self) -> int:
-        return self.self_k.shape[1]
-
-    def select(self, index: LongTensor) -> DecodeCache:
-        """A new cache holding the given rows (used to compact a batch when requests leave)."""
-        return DecodeCache(
-            *(t.index_select(1, index) for t in (self.self_k, self.self_v, self.cross_k, self.cross_v)),
-            self.cross_mask[index],
-        )
-
     @staticmethod
-    def concat(caches: list[DecodeCache]) -> DecodeCache:
-        """Rows of several caches in one (used to add requests to a running batch)."""
-        return DecodeCache(
-            *(
-                torch.cat([getattr(c, name) for c in caches], dim=1)
-                for name in ("self_k", "self_v", "cross_k", "cross_v")
-            ),
-            torch.cat([c.cross_mask for c in caches], dim=0),
-        )
+    def empty(cfg: ModelConfig, rows: int, text_len: int, dtype: torch.dtype, device: torch.device) -> DecodeCache:
+        """Zeros for `rows` sequences whose prompts are at most `text_len` positions long (mask all False)."""
+        kv = (cfg.decoder_layers, rows, cfg.heads, cfg.image_length, cfg.head_dim)
+        cross = (cfg.decoder_layers, rows, cfg.heads, text_len, cfg.head_dim)
+        return DecodeCache(*(torch.zeros(shape, dtype=dtype, device=device) for shape in (kv, kv, cross, cross)),
+                           torch.zeros(rows, 1, 1, text_len, dtype=torch.bool, device=device))
 
 
 class Decoder(nn.Module):
@@ -114,18 +105,12 @@ class Decoder(nn.Module):
         return self.lm_head(self.final_ln(h))
 
     def new_cache(self, encoder_states: Tensor, text_mask: Tensor) -> DecodeCache:
-        """Allocate a cache for encoder_states (rows, S, d) and compute the cross-attention K/V once."""
-        cfg, rows = self.cfg, encoder_states.shape[0]
-        shape = (cfg.decoder_layers, rows, cfg.heads, cfg.image_length, cfg.head_dim)
-        cross_k, cross_v = self.cross_keys_values(encoder_states)
-        dtype, device = encoder_states.dtype, encoder_states.device
-        return DecodeCache(
-            torch.zeros(shape, dtype=dtype, device=device),
-            torch.zeros(shape, dtype=dtype, device=device),
-            cross_k,
-            cross_v,
-            text_mask[:, None, None, :].bool(),
-        )
+        """A cache for encoder_states (rows, S, d), with the cross-attention K/V computed once."""
+        rows, length = encoder_states.shape[:2]
+        cache = DecodeCache.empty(self.cfg, rows, length, encoder_states.dtype, encoder_states.device)
+        cache.cross_k, cache.cross_v = self.cross_keys_values(encoder_states)
+        cache.cross_mask = text_mask[:, None, None, :].bool()
+        return cache
 
     def step(self, tokens: LongTensor, positions: LongTensor, cache: DecodeCache) -> Tensor:
         """Feed one token per row at its own position; returns logits (rows, image_embed_rows).
@@ -139,23 +124,20 @@ class Decoder(nn.Module):
         span = int(positions.max()) + 1
         self_mask = (torch.arange(span, device=h.device)[None, :] <= positions[:, None])[:, None, None, :]
         same_position = bool((positions == positions[0]).all())
+
+        def remember(i: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+            def store(k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:  # (rows, heads, 1, hd) each
+                if same_position:  # one slice write, the common offline case
+                    p = int(positions[0])
+                    cache.self_k[i, :, :, p : p + 1] = k_new
+                    cache.self_v[i, :, :, p : p + 1] = v_new
+                else:
+                    cache.self_k[i, rows, :, positions] = k_new[:, :, 0]
+                    cache.self_v[i, rows, :, positions] = v_new[:, :, 0]
+                return cache.self_k[i, :, :, :span], cache.self_v[i, :, :, :span]
+
+            return store
+
         for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            z = layer.pre_self_attn_layer_norm(h)
-            k_new, v_new = attn.keys_values(z)  # (rows, heads, 1, hd)
-            if same_position:  # one slice write, the common offline case
-                p = int(positions[0])
-                cache.self_k[i, :, :, p : p + 1] = k_new
-                cache.self_v[i, :, :, p : p + 1] = v_new
-            else:
-                cache.self_k[i, rows, :, positions] = k_new[:, :, 0]
-                cache.self_v[i, rows, :, positions] = v_new[:, :, 0]
-            k, v = cache.self_k[i, :, :, :span], cache.self_v[i, :, :, :span]
-            h = h + layer.self_attn_layer_norm(attn.attend(attn.q_proj(z), k, v, self_mask))
-            z = layer.pre_encoder_attn_layer_norm(h)
-            cross = layer.encoder_attn
-            h = h + layer.encoder_attn_layer_norm(
-                cross.attend(cross.q_proj(z), cache.cross_k[i], cache.cross_v[i], cache.cross_mask)
-            )
-            h = h + layer.glu(h)
+            h = layer(h, self_mask, cache.cross_k[i], cache.cross_v[i], cache.cross_mask, remember(i))
         return self.lm_head(self.final_ln(h))[:, 0, :]
