@@ -125,27 +125,9 @@ def offline_images_per_s(pipe, batch: int, seconds: float = 10.0, prompts: list[
 
 def build_random_model(folder: Path, preset: str) -> Path:
     """A model folder at a preset's shapes with random weights (throughput does not depend on the weights)."""
-    import torch
+    from crayonbox.train.random_model import random_model
 
-    from crayonbox.config import MODEL_PRESETS, VQGAN_PRESETS
-    from crayonbox.model.bart import DalleBart
-    from crayonbox.model.vqgan import VQGAN
-    from crayonbox.pipeline import Pipeline
-    from crayonbox.text.normalize import NormalizerConfig
-    from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
-
-    torch.manual_seed(0)
-    captions = [f"a {c} {o} on a {b} background" for c in ("red", "blue", "green", "small", "big")
-                for o in ("dog", "cat", "woman", "man", "sari", "kimono")
-                for b in ("yellow", "white", "black")]
-    tokenizer = train_bpe(captions, folder / "tokenizer-src",
-                          BPETrainingConfig(vocab_size=300, show_progress=False), NormalizerConfig(),
-                          text_length=MODEL_PRESETS[preset].text_length)
-    bart = DalleBart(MODEL_PRESETS[preset])
-    bart.init_weights(0.02)
-    pipe = Pipeline(bart, VQGAN(VQGAN_PRESETS[preset]), tokenizer)
-    pipe.save_pretrained(folder / "model")
-    return folder / "model"
+    return random_model(folder, preset)
 
 
 def free_port() -> int:

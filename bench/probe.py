@@ -22,29 +22,11 @@ from crayonbox.errors import CrayonboxError
 
 
 def random_small_model(folder: Path) -> Path:
-    """A model folder at MODEL_PRESETS["small"] + VQGAN_PRESETS["small"] with random weights: same shapes and
-    so the same cost as the default model, for benching before it ships."""
-    import torch
+    """A model folder at the "small" presets with random weights: same shapes and so the same cost as the
+    default model, for benching before it ships."""
+    from crayonbox.train.random_model import random_model
 
-    from crayonbox.config import MODEL_PRESETS, VQGAN_PRESETS
-    from crayonbox.model.bart import DalleBart
-    from crayonbox.model.vqgan import VQGAN
-    from crayonbox.pipeline import Pipeline
-    from crayonbox.sample import SamplingSettings
-    from crayonbox.text.normalize import NormalizerConfig
-    from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
-
-    torch.manual_seed(0)
-    captions = [f"a {c} {o} on a {b} background" for c in ("red", "blue", "small")
-                for o in ("dog", "woman", "sari") for b in ("yellow", "white")] * 4
-    tokenizer = train_bpe(captions, folder / "tokenizer-src",
-                          BPETrainingConfig(vocab_size=300, show_progress=False), NormalizerConfig(),
-                          text_length=MODEL_PRESETS["small"].text_length)
-    bart = DalleBart(MODEL_PRESETS["small"])
-    bart.init_weights(0.02)
-    pipe = Pipeline(bart, VQGAN(VQGAN_PRESETS["small"]), tokenizer, SamplingSettings())
-    pipe.save_pretrained(folder / "model")
-    return folder / "model"
+    return random_model(folder, "small")
 
 
 def cpu_seconds() -> float:

@@ -5,40 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-
-CAPTIONS = [
-    f"a {c} {o} on a {b} background"
-    for c in ("red", "blue", "green", "small", "big")
-    for o in ("dog", "cat", "woman", "man", "sari", "kimono")
-    for b in ("yellow", "white", "black")
-]
 
 
 def build_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """A complete model folder at the `tiny` presets with random weights and a BPE trained on CAPTIONS."""
-    from crayonbox.config import MODEL_PRESETS, VQGAN_PRESETS
-    from crayonbox.model.bart import DalleBart
-    from crayonbox.model.vqgan import VQGAN
-    from crayonbox.pipeline import Pipeline
+    """A complete model folder at the `tiny` presets with random weights."""
     from crayonbox.sample import SamplingSettings
-    from crayonbox.text.normalize import NormalizerConfig
-    from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
+    from crayonbox.train.random_model import random_model
 
-    torch.manual_seed(seed)
-    tokenizer = train_bpe(
-        CAPTIONS,
-        folder / "tok-src",
-        BPETrainingConfig(vocab_size=300, show_progress=False),
-        NormalizerConfig(),
-        text_length=MODEL_PRESETS["tiny"].text_length,
-    )
-    bart = DalleBart(MODEL_PRESETS["tiny"])
-    bart.init_weights(0.5)  # large weights: sharp, seed-sensitive distributions make tests discriminating
-    vqgan = VQGAN(VQGAN_PRESETS["tiny"])
-    pipe = Pipeline(bart, vqgan, tokenizer, SamplingSettings(condition_scale=3.0, top_k=16))
-    pipe.save_pretrained(folder / "model")
-    return folder / "model"
+    # large weights: sharp, seed-sensitive distributions make tests discriminating
+    return random_model(folder, "tiny", seed, init_std=0.5, settings=SamplingSettings(condition_scale=3.0, top_k=16))
 
 
 @pytest.fixture(scope="session")
