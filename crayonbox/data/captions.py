@@ -68,7 +68,7 @@ def _build_step(index: int, entry: Any) -> Any:
                              f"{{step: langid}}; got {entry!r}")
     options = dict(entry)
     kind = options.pop("step")
-    if kind not in STEP_TYPES:
+    if not isinstance(kind, str) or kind not in STEP_TYPES:
         raise CrayonboxError(f"{where}: unknown step {kind!r}; known steps: {sorted(STEP_TYPES)}")
     cls = STEP_TYPES[kind]
     hints = typing.get_type_hints(cls)

@@ -180,7 +180,18 @@ def metadata_row(item: Item) -> dict:
 def _rows_to_table(rows: list[dict]) -> pa.Table:
     # from_pylist infers columns from the first row only; objects vary per row, so take the union
     columns = list(dict.fromkeys(k for row in rows for k in row)) or list(BASE_COLUMNS)
-    return pa.table({c: [row.get(c) for row in rows] for c in columns})
+    return pa.table({c: _column([row.get(c) for row in rows]) for c in columns})
+
+
+def _column(values: list) -> pa.Array:
+    """One metadata column. Items of one shard may disagree on a field's type (a user's `status` that is a
+    list in one item and text in the next, an integer past 64 bits): such a column keeps every value as JSON
+    text rather than failing the shard, as `_unify_types` does between shards."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values],
+                        pa.string())
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -54,9 +54,10 @@ def check_prompt_tokens(prompt: str, tokenizer: Tokenizer) -> EncodedPrompt:
     cuts; a server must not silently draw something other than what was asked)."""
     encoded = tokenizer.encode(prompt)
     if encoded.was_cut:
+        # The count, not the cut text: an error never repeats a client's input back at length.
         raise InvalidField("prompt", f"prompt is {len(encoded.tokens) + len(encoded.cut_tokens)} tokens; the "
-                           f"model reads at most {tokenizer.text_length} (with <s> and </s>): shorten it, "
-                           f"it would lose {encoded.cut_text!r}")
+                           f"model reads at most {tokenizer.text_length} (with <s> and </s>): shorten it by "
+                           f"{len(encoded.cut_tokens)} tokens")
     return encoded
 
 
