@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -32,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from load import build_random_model, free_port, percentile
+from load import build_random_model, percentile, start_server
 from machine import cpu_summary
 
 RSS_TARGET_MIB = 64.0
@@ -194,27 +193,6 @@ async def malformed_attack(url: str) -> tuple[list[str], dict]:
     return statuses, {"largest_response_bytes": max(sizes), "responses_echoing_the_marker": echoed}
 
 
-def start_server(model: Path, args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "crayonbox.cli", "serve", "--model", str(model), "--port", str(port),
-               "--threads", "1", "--log-level", "warning", "--body-timeout", str(args.body_timeout)]
-    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                              stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 300
-    while time.monotonic() < end:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the server did not become healthy within 300 s")
-
-
 async def shutdown_with_slow_clients(server: subprocess.Popen, port: int, clients: int,
                                      timeout: float) -> dict:
     """SIGTERM while `clients` slow bodies are open: how they were answered and how long shutdown took."""
@@ -229,7 +207,7 @@ async def shutdown_with_slow_clients(server: subprocess.Popen, port: int, client
 
 
 async def run(args: argparse.Namespace, model: Path, log: Path) -> dict:
-    server, url = start_server(model, args, log)
+    server, url = start_server(model, ["--threads", "1", "--body-timeout", str(args.body_timeout)], log)
     port = int(url.rsplit(":", 1)[1])
     try:
         await asyncio.sleep(2)  # let start-up settle before the idle measurement

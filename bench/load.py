@@ -137,25 +137,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    """`crayonbox serve` in a subprocess on a free loopback port; returns it once /healthz answers 200."""
+def start_server(model: Path, options: list[str], log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`crayonbox serve --model MODEL OPTIONS` in a subprocess on a free loopback port (output to `log` when
+    given); returns it once /healthz answers 200."""
     port = free_port()
     command = [sys.executable, "-m", "crayonbox.cli", "serve", "--model", str(model), "--port", str(port),
-               "--max-batch", str(args.max_batch), "--queue", str(args.queue),
-               "--deadline", str(args.deadline), "--threads", str(args.threads), "--dtype", args.dtype,
-               "--log-level", "warning", "--worker", args.worker]
-    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+               "--log-level", "warning", *options]
+    output = log.open("w") if log else None
+    server = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=output,
+                              stderr=subprocess.STDOUT if log else None)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 300
     while time.monotonic() < end:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode} before it was ready")
+            raise SystemExit(f"the server exited with {server.returncode} before it was ready"
+                             + (f": {log.read_text()}" if log else ""))
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return server, url
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.3)
     server.kill()
     raise SystemExit("the server did not become healthy within 300 s")
 
@@ -236,7 +238,9 @@ def main() -> int:
     background_load = os.getloadavg()[0]  # before we add any: how busy the machine was with others' work
     with tempfile.TemporaryDirectory(prefix="crayonbox-load-") as scratch:
         model = args.model or build_random_model(Path(scratch), args.random)
-        server, url = (None, args.url) if args.url else start_server(model, args)
+        server, url = (None, args.url) if args.url else start_server(model, [
+            "--max-batch", str(args.max_batch), "--queue", str(args.queue), "--deadline", str(args.deadline),
+            "--threads", str(args.threads), "--dtype", args.dtype, "--worker", args.worker])
         try:
             # offline is timed before and after the load (server idle both times): on a shared machine the
             # background changes, and the ratio uses the faster of the two, which is the conservative choice
