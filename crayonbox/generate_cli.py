@@ -10,6 +10,7 @@ from pathlib import Path
 from crayonbox.config import PRECISIONS, check_condition_scale
 from crayonbox.errors import CrayonboxError
 from crayonbox.outdir import check_output_file, check_output_folder, claim_output_folder
+from crayonbox.sampler_settings import add_sampler_arguments, sampler_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="also save each image as DIR/<seed>.png with a .json of its settings and token ids",
     )
-    _sampling_args(gen)
+    add_sampler_arguments(gen)
     gen.add_argument(
         "--dtype",
         choices=PRECISIONS,
@@ -43,13 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     tok.set_defaults(func=run_tokens)
 
 
-def _sampling_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--condition-scale", type=float, default=None, help="guidance scale (model default)")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--temperature", type=float, default=None)
-
-
 def _model_dir(path: Path | None) -> Path:
     from crayonbox import default_model_dir
 
@@ -57,12 +51,9 @@ def _model_dir(path: Path | None) -> Path:
 
 
 def _load_tokenizer(path: Path | None):
-    from crayonbox.config import read_json
-    from crayonbox.text.tokenizer import Tokenizer
+    from crayonbox.model_folder import ModelFolder
 
-    folder = _model_dir(path)
-    text_length = read_json(folder / "bart" / "config.json").get("text_length", 64)
-    return Tokenizer.from_folder(folder / "tokenizer", text_length=text_length)
+    return ModelFolder(_model_dir(path)).tokenizer
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -92,11 +83,8 @@ def run_generate(args: argparse.Namespace) -> int:
         args.prompt,
         num_images=args.num_images,
         seed=args.seed,
-        condition_scale=args.condition_scale,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        temperature=args.temperature,
         progress=True,
+        **sampler_overrides(args).values,
     )
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,17 @@
       tokenizer/normalizer.json     how prompts are normalised before tokenizing
 
 Weights are only ever read with safetensors: nothing in a model folder is unpickled.
+
+`ModelFolder` is the one reader of a model folder's files for the generator, the server and the lab: its
+configs, tokenizer, sampler defaults and provenance (`ModelInfo`, enough to validate requests without the
+weights), and its weights. The free functions below are its primitives (and what training and conversion,
+which write folders, use directly).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +28,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from crayonbox.config import read_json, write_json
+from crayonbox.config import (
+    ModelConfig,
+    VQGANConfig,
+    model_config_from_dict,
+    read_json,
+    vqgan_config_from_dict,
+    write_json,
+)
 from crayonbox.errors import CrayonboxError
+from crayonbox.sampler_settings import SamplingSettings
+from crayonbox.text.tokenizer import Tokenizer
 
 FORMAT = "crayonbox"
 FORMAT_VERSION = 1
@@ -115,3 +131,71 @@ def read_pipeline_json(folder: Path) -> dict[str, Any]:
             f"{folder} was written by a newer crayonbox (format {data['format_version']}); upgrade"
         )
     return data
+
+
+@dataclass
+class ModelInfo:
+    """What a model folder says besides its weights: configs, tokenizer, sampler defaults, provenance. Enough
+    to validate requests (the server's web side holds this, not the weights)."""
+
+    config: ModelConfig
+    vqgan_config: VQGANConfig
+    tokenizer: Tokenizer
+    defaults: SamplingSettings
+    provenance: dict
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> ModelInfo:
+        return ModelFolder(folder).info()
+
+    def settings(self, **overrides: float | int | None) -> SamplingSettings:
+        """The model's defaults with the given non-None overrides, validated."""
+        return self.defaults.with_overrides(**overrides)
+
+
+class ModelFolder:
+    """A model folder on disk, read lazily: each file is read (and checked) the first time it is asked for,
+    so a caller that needs only the tokenizer does not need a valid pipeline.json or weights."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """pipeline.json, checked (format, version, object-valued blocks)."""
+        return read_pipeline_json(self.path)
+
+    def check(self) -> ModelFolder:
+        """Fail now, with a clear error, for a missing folder or one that is not a crayonbox model."""
+        _ = self.meta
+        return self
+
+    @cached_property
+    def config(self) -> ModelConfig:
+        return model_config_from_dict(load_component_config(self.path, "bart"), f"{self.path}/bart/config.json")
+
+    @cached_property
+    def vqgan_config(self) -> VQGANConfig:
+        return vqgan_config_from_dict(load_component_config(self.path, "vqgan"), f"{self.path}/vqgan/config.json")
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_folder(self.path / "tokenizer", text_length=self.config.text_length)
+
+    @cached_property
+    def defaults(self) -> SamplingSettings:
+        """The `sampler` block of pipeline.json, validated (unknown names are an error)."""
+        return SamplingSettings.from_dict(self.meta.get("sampler", {}), f"{self.path}/pipeline.json")
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.meta.get("provenance") or {}
+
+    def weights(self, name: str) -> dict[str, torch.Tensor]:
+        """A component's weights (`bart`, `vqgan`); not cached: the caller owns (and frees) them."""
+        return load_component_weights(self.path, name)
+
+    def info(self) -> ModelInfo:
+        """Everything but the weights. pipeline.json is read first, so a foreign folder fails with that error."""
+        meta = self.meta
+        return ModelInfo(self.config, self.vqgan_config, self.tokenizer, self.defaults, meta.get("provenance") or {})

@@ -18,18 +18,12 @@ import torch
 from PIL import Image
 from torch import LongTensor, Tensor
 
-from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig, model_config_from_dict, vqgan_config_from_dict
+from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.images import to_pil
 from crayonbox.model.vqgan import VQGAN
-from crayonbox.model_folder import (
-    load_component_config,
-    load_component_weights,
-    read_pipeline_json,
-    save_component,
-    write_pipeline_json,
-)
+from crayonbox.model_folder import ModelFolder, ModelInfo, save_component, write_pipeline_json
 from crayonbox.sample import Decoding, ImageJob, SamplingSettings, rows_needed
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 from crayonbox.weights.checks import check_state
@@ -59,32 +53,6 @@ class StreamFrame:
     images: list[Image.Image]
     done: bool = False
     tokens: LongTensor | None = field(default=None)
-
-
-@dataclass
-class ModelInfo:
-    """What a model folder says besides its weights: configs, tokenizer, sampler defaults, provenance. Enough
-    to validate requests (the server's web side holds this, not the weights)."""
-
-    config: ModelConfig
-    vqgan_config: VQGANConfig
-    tokenizer: Tokenizer
-    defaults: SamplingSettings
-    provenance: dict
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> ModelInfo:
-        folder = Path(folder)
-        meta = read_pipeline_json(folder)
-        config = model_config_from_dict(load_component_config(folder, "bart"), f"{folder}/bart/config.json")
-        vqgan = vqgan_config_from_dict(load_component_config(folder, "vqgan"), f"{folder}/vqgan/config.json")
-        tokenizer = Tokenizer.from_folder(folder / "tokenizer", text_length=config.text_length)
-        defaults = SamplingSettings.from_dict(meta.get("sampler", {}), f"{folder}/pipeline.json")
-        return cls(config, vqgan, tokenizer, defaults, meta.get("provenance") or {})
-
-    def settings(self, **overrides: float | int | None) -> SamplingSettings:
-        """The model's defaults with the given non-None overrides, validated."""
-        return self.defaults.with_overrides(**overrides)
 
 
 class Pipeline:
@@ -117,15 +85,16 @@ class Pipeline:
         AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, fp16w / int8 (weight-only, see WEIGHT_ONLY;
         `bench/generate_vs_mindalle.py` prints their speed and agreement with fp32), or auto (`auto_precision`)."""
         folder = Path(folder)
-        info = ModelInfo.from_folder(folder)  # configs, tokenizer, defaults: a bad folder fails before the weights
+        model = ModelFolder(folder)
+        info = model.info()  # configs, tokenizer, defaults: a bad folder fails before the weights
         if isinstance(dtype, str) and dtype not in PRECISIONS:
             raise CrayonboxError(f"unknown dtype {dtype!r}: choose one of {', '.join(PRECISIONS)}")
-        bart_state = load_component_weights(folder, "bart")
+        bart_state = model.weights("bart")
         if dtype == "auto":
             dtype = auto_precision()
         weight_only = dtype if dtype in WEIGHT_ONLY else None
         dtype = torch.float32 if weight_only else DTYPES[dtype] if isinstance(dtype, str) else dtype
-        vq_state = load_component_weights(folder, "vqgan")
+        vq_state = model.weights("vqgan")
         with torch.device("meta"):  # no memory: every tensor comes from the file (assign=True below)
             bart = DalleBart(info.config)
         vqgan = VQGAN(info.vqgan_config)
@@ -153,6 +122,11 @@ class Pipeline:
         return self.vqgan.cfg
 
     @property
+    def info(self) -> ModelInfo:
+        """What the loaded model says besides its weights, as `ModelFolder.info()` reads it from a folder."""
+        return ModelInfo(self.config, self.vqgan_config, self.tokenizer, self.defaults, self.provenance)
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.bart.parameters()).dtype
 
@@ -173,8 +147,8 @@ class Pipeline:
         return self._uncond
 
     def settings(self, **overrides: float | int | None) -> SamplingSettings:
-        """The pipeline's defaults with the given non-None overrides, validated."""
-        return self.defaults.with_overrides(**overrides)
+        """The pipeline's defaults with the given non-None overrides, validated (ModelInfo's rule)."""
+        return self.info.settings(**overrides)
 
     def jobs(
         self, prompts: str | list[str], num_images: int, seed: int | None, settings: SamplingSettings
@@ -217,26 +191,15 @@ class Pipeline:
         prompts: str | list[str],
         num_images: int = 1,
         seed: int | None = None,
-        condition_scale: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        temperature: float | None = None,
+        *,
         progress: bool = False,
         callback: Callable[[int], None] | None = None,
+        **sampler: float | int | None,
     ) -> PipelineOutput:
-        """Generate `num_images` per prompt. Returns images, their VQGAN tokens and the exact text ids used."""
-        frames = self.stream(
-            prompts,
-            num_images,
-            seed,
-            condition_scale,
-            top_k,
-            top_p,
-            temperature,
-            every=0,
-            progress=progress,
-            callback=callback,
-        )
+        """Generate `num_images` per prompt. Returns images, their VQGAN tokens and the exact text ids used.
+        `sampler`: any `SamplingSettings` field (condition_scale, top_k, …); None or omitted keeps the model's
+        default."""
+        frames = self.stream(prompts, num_images, seed, every=0, progress=progress, callback=callback, **sampler)
         *_, last = frames
         return last  # type: ignore[return-value]
 
@@ -245,18 +208,14 @@ class Pipeline:
         prompts: str | list[str],
         num_images: int = 1,
         seed: int | None = None,
-        condition_scale: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        temperature: float | None = None,
+        *,
         every: int = 32,
         progress: bool = False,
         callback: Callable[[int], None] | None = None,
+        **sampler: float | int | None,
     ) -> Iterator[StreamFrame | PipelineOutput]:
         """Yield a StreamFrame of intermediate images every `every` tokens (0: none), then the PipelineOutput."""
-        settings = self.settings(
-            condition_scale=condition_scale, top_k=top_k, top_p=top_p, temperature=temperature
-        )
+        settings = self.settings(**sampler)
         jobs, encodings = self.jobs(prompts, num_images, seed, settings)
         decoding = self.new_decoding(capacity=sum(rows_needed(j) for j in jobs), jobs=jobs)
         decoding.add(jobs)

@@ -12,58 +12,15 @@ model), never on batch size or its place in the batch (dalle-mini #273 was the o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import LongTensor, Tensor
 
-from crayonbox.config import check_condition_scale
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.decoder import DecodeCache
-
-
-@dataclass
-class SamplingSettings:
-    """How tokens are drawn. Defaults are the official dalle-mini notebook's (min-dalle: scale 16, top_k 256)."""
-
-    condition_scale: float = 10.0  # logits = uncond + scale * (cond - uncond); 1 = no guidance
-    top_k: int = 50  # keep the k most likely codes; 0 = all
-    top_p: float = 1.0  # then keep the smallest set with this much probability; 1 = all
-    temperature: float = 1.0
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str) -> SamplingSettings:
-        """Settings read from a file (a model's pipeline.json), validated, with errors naming `where`."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise CrayonboxError(f"{where}: unknown sampler setting(s) {unknown}")
-        try:
-            return cls(**data).validate()
-        except CrayonboxError as e:
-            raise CrayonboxError(f"{where}: {e}") from None
-
-    def validate(self) -> SamplingSettings:
-        for name, value in self.to_dict().items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise CrayonboxError(f"{name} must be a number (got {value!r})")
-        check_condition_scale(self.condition_scale, "condition_scale")
-        if not (self.temperature > 0):
-            raise CrayonboxError(f"temperature must be > 0 (got {self.temperature})")
-        if self.top_k < 0 or int(self.top_k) != self.top_k:
-            raise CrayonboxError(f"top_k must be a whole number ≥ 0, 0 meaning off (got {self.top_k})")
-        if not (0 < self.top_p <= 1):
-            raise CrayonboxError(f"top_p must be in (0, 1] (got {self.top_p})")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_overrides(self, **overrides: float | int | None) -> SamplingSettings:
-        """These settings with the given non-None values replaced, validated."""
-        values = self.to_dict()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return SamplingSettings(**values).validate()
+from crayonbox.sampler_settings import SamplingSettings  # re-exported: the decode loop's settings type
 
 
 def image_uniforms(seed: int, length: int) -> Tensor:

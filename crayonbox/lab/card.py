@@ -13,14 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crayonbox.config import read_json
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.measure import read_metrics
 from crayonbox.lab.probe import model_hash
 from crayonbox.lab.report_html import pct
 from crayonbox.lab.report_summary import NO_REFERENCE
 from crayonbox.lab.results_run import Metrics
-from crayonbox.model_folder import read_pipeline_json
+from crayonbox.model_folder import ModelFolder
 
 HEADLINE_FAMILIES = ("null", "neutral")
 
@@ -30,19 +29,18 @@ def md(text: Any) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "\\`")
 
 
-def model_section(folder: Path, meta: dict[str, Any], weights_hash: str) -> list[str]:
+def model_section(model: ModelFolder, weights_hash: str) -> list[str]:
     """The card's model and training sections, from the folder itself."""
-    bart = read_json(folder / "bart" / "config.json")
-    vqgan = read_json(folder / "vqgan" / "config.json")
-    normalizer = folder / "tokenizer" / "normalizer.json"
-    mode = read_json(normalizer).get("mode", "official") if normalizer.exists() else "official"
-    prov = meta.get("provenance", {})
-    lines = [f"# Model card: {folder.name}", "", "## Model", "",
+    bart, vqgan, meta = model.config, model.vqgan_config, model.meta
+    mode = model.tokenizer.normalizer_config.mode
+    prov = model.provenance
+    # The sampler block as written (not filled with defaults): the card shows what the folder says.
+    lines = [f"# Model card: {model.path.name}", "", "## Model", "",
              f"- Weights sha256 (safetensors): `{weights_hash}`",
-             f"- Transformer: d_model {bart['d_model']}, {bart['encoder_layers']}+{bart['decoder_layers']} "
-             f"layers, {bart['image_length']} image tokens ({bart['image_vocab_size']} codes), text length "
-             f"{bart['text_length']}, text vocabulary {bart['text_vocab_size']}",
-             f"- VQGAN: {vqgan['resolution']} px, {vqgan['n_embed']} codes",
+             f"- Transformer: d_model {bart.d_model}, {bart.encoder_layers}+{bart.decoder_layers} "
+             f"layers, {bart.image_length} image tokens ({bart.image_vocab_size} codes), text length "
+             f"{bart.text_length}, text vocabulary {bart.text_vocab_size}",
+             f"- VQGAN: {vqgan.resolution} px, {vqgan.n_embed} codes",
              f"- Text normaliser: {mode}",
              f"- Sampler defaults: {', '.join(f'{k} {v}' for k, v in meta.get('sampler', {}).items())}"]
     if prov:
@@ -139,10 +137,10 @@ def measured_section(metrics: Metrics, run: Path) -> list[str]:
 
 def build_card(model: str | Path, run: str | Path | None = None) -> str:
     """The card's Markdown text; refuses a run of other weights."""
-    folder = Path(model)
-    meta = read_pipeline_json(folder)
+    model_folder = ModelFolder(model).check()
+    folder = model_folder.path
     weights_hash = model_hash(folder)
-    lines = model_section(folder, meta, weights_hash)
+    lines = model_section(model_folder, weights_hash)
     if run is None:
         lines += ["", "## Measured behaviour", "", "Not measured yet. To measure it:", "",
                   f"    crayonbox lab probe --model {folder} --prompts null,neutral -n 400 "

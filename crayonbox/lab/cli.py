@@ -15,6 +15,8 @@ import importlib
 import json
 from pathlib import Path
 
+from crayonbox.sampler_settings import add_sampler_arguments, sampler_overrides
+
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
@@ -38,9 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "food, object) and/or prompt files, comma-separated")
     probe.add_argument("-n", type=int, default=400, help="images per prompt and scale (default 400)")
     probe.add_argument("--condition-scale", type=_floats, default=(1.0, 3.0, 10.0), help="e.g. 1,3,10")
-    probe.add_argument("--top-k", type=int, default=None)
-    probe.add_argument("--top-p", type=float, default=None)
-    probe.add_argument("--temperature", type=float, default=None)
+    add_sampler_arguments(probe, skip=("condition_scale",))  # the scale is the grid above
     probe.add_argument("--seed", type=int, default=0, help="image i of every prompt uses seed+i (default 0)")
     probe.add_argument("--out", type=Path, required=True, help="run folder (created, or resumed)")
     probe.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -152,9 +152,9 @@ def run_probe_command(args: argparse.Namespace) -> int:
     from crayonbox.lab.probe import ProbeConfig, run_probe
 
     config = ProbeConfig(model=args.model, prompts=[args.prompts], n=args.n,
-                         condition_scales=args.condition_scale, top_k=args.top_k, top_p=args.top_p,
-                         temperature=args.temperature, seed=args.seed, workers=args.workers,
-                         threads=args.threads, batch_images=args.batch_images,
+                         condition_scales=args.condition_scale,
+                         sampler=sampler_overrides(args, skip=("condition_scale",)), seed=args.seed,
+                         workers=args.workers, threads=args.threads, batch_images=args.batch_images,
                          world_config=args.world_config, verify=args.verify)
     summary = run_probe(config, args.out, progress=not args.quiet)
     print(f"{summary.run}: {summary.generated} new images ({summary.already_stored} already stored, "

@@ -24,14 +24,15 @@ from typing import Any
 
 import torch
 
-from crayonbox.config import check_condition_scale, read_json
+from crayonbox.config import check_condition_scale
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.families import UNCONDITIONAL_IDS, PromptSpec, expand_prompts
 from crayonbox.lab.store import DB_NAME, RUN_KIND, ImageRecord, RunStore, settings_key, write_png
-from crayonbox.model_folder import read_pipeline_json
+from crayonbox.model_folder import ModelFolder
 from crayonbox.outdir import check_output_folder
 from crayonbox.procs import die_with_parent
 from crayonbox.sample import ImageJob, SamplingSettings, rows_needed
+from crayonbox.sampler_settings import SamplerOverrides, sampler_names
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 
 
@@ -43,9 +44,8 @@ class ProbeConfig:
     prompts: list[str | PromptSpec] = field(default_factory=lambda: ["null"])  # families, files, PromptSpecs
     n: int = 400  # images per prompt and condition scale (≥ 400: ±5 % intervals)
     condition_scales: tuple[float, ...] = (1.0, 3.0, 10.0)
-    top_k: int | None = None
-    top_p: float | None = None
-    temperature: float | None = None
+    # The other sampler knobs, applied over the model's defaults; the scale comes from `condition_scales`.
+    sampler: SamplerOverrides = field(default_factory=SamplerOverrides)
     seed: int = 0  # image i of every prompt and scale uses seed + i
     # Processes. On 2 shared cores, 2 one-thread workers beat 1 two-thread process 2.4× in CPU s/image
     # (bench/probe.py: 0.150 vs 0.364): the decode loop is many small ops that threads cannot split well.
@@ -63,6 +63,8 @@ class ProbeConfig:
             raise CrayonboxError("give at least one --condition-scale")
         for scale in self.condition_scales:
             check_condition_scale(scale)
+        if self.sampler.get("condition_scale") is not None:
+            raise CrayonboxError("the probe's condition scales are `condition_scales`, not a sampler override")
         if self.workers < 1 or self.batch_images < 1:
             raise CrayonboxError("--workers and --batch-images must be at least 1")
         if not 0 <= self.seed < 2**62:
@@ -129,15 +131,12 @@ def resolve_model(model: Path | str | None) -> Path:
         from crayonbox import default_model_dir
 
         return default_model_dir()
-    folder = Path(model)
-    read_pipeline_json(folder)  # clear errors for a missing or foreign folder
-    return folder
+    return ModelFolder(model).check().path  # clear errors for a missing or foreign folder
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:
     """The model's tokenizer, without loading any weights."""
-    text_length = read_json(folder / "bart" / "config.json").get("text_length", 64)
-    return Tokenizer.from_folder(folder / "tokenizer", text_length=text_length)
+    return ModelFolder(folder).tokenizer
 
 
 def encode_spec(tokenizer: Tokenizer, spec: PromptSpec) -> EncodedPrompt:
@@ -149,15 +148,9 @@ def encode_spec(tokenizer: Tokenizer, spec: PromptSpec) -> EncodedPrompt:
 
 def sampler_settings(folder: Path, config: ProbeConfig) -> list[SamplingSettings]:
     """One SamplingSettings per condition scale: the model's defaults with the probe's overrides."""
-    base = SamplingSettings.from_dict(read_pipeline_json(folder).get("sampler", {}),
-                                      f"{folder}/pipeline.json").to_dict()
-    for name in ("top_k", "top_p", "temperature"):
-        if getattr(config, name) is not None:
-            base[name] = getattr(config, name)
-    out = []
-    for scale in dict.fromkeys(float(s) for s in config.condition_scales):
-        out.append(SamplingSettings(**{**base, "condition_scale": scale}).validate())
-    return out
+    base = config.sampler.apply(ModelFolder(folder).defaults)
+    return [base.with_overrides(condition_scale=scale)
+            for scale in dict.fromkeys(float(s) for s in config.condition_scales)]
 
 
 # ---------------------------------------------------------------------------- generation (any process)
@@ -188,9 +181,8 @@ class ProbeWorker:
             records.append(ImageRecord(
                 prompt=spec.prompt, input_mode=spec.input_mode, family=spec.family, normalized=enc.normalized,
                 token_ids=_real_ids(enc), uncond_ids=_real_ids(self.uncond),
-                condition_scale=s.condition_scale, top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
-                seed=self.seed + task.index, image_index=task.index, model_hash=self.weights_hash, sha256=sha,
-                path=rel, image_tokens=grid))
+                **s.to_dict(), seed=self.seed + task.index, image_index=task.index, model_hash=self.weights_hash,
+                sha256=sha, path=rel, image_tokens=grid))
         return records
 
     def decode_tokens(self, tasks: list[Task]) -> torch.Tensor:
@@ -314,7 +306,15 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
 
 
 def _jsonable(config: ProbeConfig) -> dict[str, Any]:
-    data = asdict(config)
+    # The record keeps its flat shape and key order (top_k, top_p, temperature in place of `sampler`; None when
+    # the model's default was used), so records of runs probed before and after read alike.
+    flat: dict[str, Any] = {}
+    for key, value in asdict(config).items():
+        if key == "sampler":
+            flat.update({name: config.sampler.get(name) for name in sampler_names() if name != "condition_scale"})
+        else:
+            flat[key] = value
+    data = flat
     data["prompts"] = [p.key if isinstance(p, PromptSpec) else p for p in config.prompts]
     return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
             for k, v in data.items()}

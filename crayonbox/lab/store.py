@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.sampler_settings import canonical, sampler_names
 
 DB_NAME = "lab.sqlite"
 RUN_KIND = "lab run"  # the kind of output folder (crayonbox.outdir)
@@ -76,10 +77,14 @@ CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, c
 """
 
 
-def settings_key(condition_scale: float, top_k: int, top_p: float, temperature: float) -> str:
-    """Canonical JSON of sampler settings, so 10 and 10.0 are the same configuration."""
-    return json.dumps({"condition_scale": float(condition_scale), "top_k": int(top_k), "top_p": float(top_p),
-                       "temperature": float(temperature)}, sort_keys=True)
+def settings_key(*values: float | int, **named: float | int) -> str:
+    """Canonical JSON of sampler settings (every `SamplingSettings` field, as its declared type, positionally
+    in field order or by name), so 10 and 10.0 are the same configuration. Not validated: a key only names
+    settings that were validated when drawn."""
+    given = {**dict(zip(sampler_names(), values, strict=False)), **named}
+    if len(values) > len(sampler_names()) or set(given) != set(sampler_names()):
+        raise TypeError(f"settings_key needs exactly the sampler settings {sampler_names()} (got {sorted(given)})")
+    return json.dumps(canonical(given), sort_keys=True)
 
 
 @dataclass
@@ -106,7 +111,7 @@ class ImageRecord:
     @property
     def settings(self) -> str:
         """Canonical JSON of the sampler settings (part of the unique key)."""
-        return settings_key(self.condition_scale, self.top_k, self.top_p, self.temperature)
+        return settings_key(**{name: getattr(self, name) for name in sampler_names()})
 
     @property
     def prompt_key(self) -> str:

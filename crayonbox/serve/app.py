@@ -29,10 +29,11 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.pipeline import ModelInfo, Pipeline
+from crayonbox.model_folder import ModelInfo
+from crayonbox.pipeline import Pipeline
 from crayonbox.serve.limits import RateLimitConfig, RateLimiter, Refused
 from crayonbox.serve.metrics import CONTENT_TYPE, ServeMetrics
-from crayonbox.serve.scheduler import Scheduler, SchedulerConfig
+from crayonbox.serve.scheduler import Scheduler, SchedulerConfig, SchedulerLike
 from crayonbox.serve.schemas import (
     MAX_SEED,
     GenerateRequest,
@@ -237,8 +238,9 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     embedding), or a `WorkerProcess`, which decodes in a process of its own with its own `SchedulerConfig`
     (`crayonbox serve`). Either starts (and warms up) with the app's lifespan, if not started already."""
     config = config or ServeConfig()
-    scheduler = backend if isinstance(backend, WorkerProcess) else Scheduler(backend, config.scheduler)
-    pipe = scheduler.pipe  # a Pipeline or the worker's ModelInfo: tokenizer, configs and sampler defaults
+    scheduler: SchedulerLike = backend if isinstance(backend, WorkerProcess) \
+        else Scheduler(backend, config.scheduler)
+    pipe = scheduler.info  # tokenizer, configs and sampler defaults: the web side never touches the weights
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -338,15 +340,14 @@ async def _accept(app: FastAPI, body: GenerateRequest, request: Request, endpoin
                   frames: bool) -> Session:
     """Validate what pydantic cannot, apply the client's limit, and queue the work (or refuse at once)."""
     state = app.state
-    pipe: Pipeline | ModelInfo = state.pipe
+    pipe: ModelInfo = state.pipe
     client = _client_id(request, state.config.api_keys)
     check_prompt_tokens(body.prompt, pipe.tokenizer)
     if body.top_k is not None and body.top_k > pipe.config.image_vocab_size:
         raise InvalidField("top_k", f"top_k is {body.top_k} but the model has only "
                            f"{pipe.config.image_vocab_size} image codes (0 means all)")
     try:
-        settings = pipe.settings(condition_scale=body.condition_scale, top_k=body.top_k, top_p=body.top_p,
-                                 temperature=body.temperature)
+        settings = pipe.settings(**body.sampler())
     except CrayonboxError as e:
         raise InvalidField("settings", str(e)) from None
     seed = body.seed if body.seed is not None else random.randrange(MAX_SEED - 8)
@@ -365,7 +366,7 @@ async def _accept(app: FastAPI, body: GenerateRequest, request: Request, endpoin
 
 
 async def _stream(app: FastAPI, session: Session) -> AsyncIterator[str]:
-    scheduler: Scheduler = app.state.scheduler
+    scheduler: SchedulerLike = app.state.scheduler
     ticket, code = session.ticket, 499
     try:
         first = _progress(scheduler.progress(ticket))

@@ -27,10 +27,12 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.model_folder import ModelInfo
 from crayonbox.pipeline import Pipeline
 from crayonbox.sample import ImageJob, SamplingSettings
 from crayonbox.serve.limits import Refused
@@ -54,11 +56,48 @@ class SchedulerConfig:
     warmup_steps: int = 3  # timed full-batch steps at start, the ETA model's first estimate
 
 
-class Scheduler:
+class SchedulerLike(Protocol):
+    """What the web app (serve/app.py, the `ServeMetrics` it builds, and serve/cli.py's signal handler through
+    `app.state.scheduler`) needs from whatever decodes: a `Scheduler` thread in this process or a
+    `WorkerProcess` driving one in a child process. Data members are read-only to the app; an implementation
+    may hold them as attributes or compute them as properties."""
+
+    info: ModelInfo  # tokenizer, configs and sampler defaults: what requests are checked against
+    config: SchedulerConfig
+    capacity_rows: int  # KV-cache rows in all
+    step_seconds: Histogram  # one decode step of the whole batch
+    down: str  # why the decoder is gone ("" while it runs)
+    restart_eta_s: float | None  # seconds until a gone decoder should serve again; None: no time to promise
+    draining: bool  # new work is refused
+    # gauges
+    queue_images: int
+    queue_requests: int
+    batch_images: int
+    batch_rows: int
+    tokens_per_s: float
+    step_s_full: float
+    steps_done: int
+    images_done: int
+    worker_errors: int
+
+    def start(self) -> SchedulerLike: ...
+
+    def drain(self) -> None: ...
+
+    def close(self, grace_s: float = 60.0) -> None: ...
+
+    def submit(self, work: Work, sink: Callable[[Event], None]) -> Ticket: ...
+
+    def cancel(self, ticket: Ticket) -> None: ...
+
+    def progress(self, ticket: Ticket) -> Queued | None: ...
+
+
+class Scheduler(SchedulerLike):
     """Owns `pipe` in one worker thread. `submit` from any thread; events come through each ticket's sink."""
 
     down = ""  # why the worker is gone: never, for a thread of this process (a WorkerProcess may say why)
-    restart_eta_s = None  # seconds until a gone worker should serve again (a WorkerProcess's, while restarting)
+    restart_eta_s: float | None = None  # until a gone worker serves again (a WorkerProcess's, while restarting)
 
     def __init__(self, pipe: Pipeline, config: SchedulerConfig | None = None, clock=time.monotonic):
         self.pipe, self.config, self.clock = pipe, config or SchedulerConfig(), clock
@@ -92,6 +131,10 @@ class Scheduler:
         self._last_step_start: float | None = None
 
     # ------------------------------------------------------------------ life cycle
+    @property
+    def info(self) -> ModelInfo:  # type: ignore[override]  # read-only in SchedulerLike
+        return self.pipe.info
+
     def start(self) -> Scheduler:
         """Warm up (first timings for the ETA model) and start the worker thread."""
         self._warmup()

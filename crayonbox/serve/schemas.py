@@ -8,11 +8,12 @@ change; the token-count check needs the model's tokenizer and lives in `check_pr
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from crayonbox.config import MAX_CONDITION_SCALE
+from crayonbox.sampler_settings import sampler_fields, sampler_names, sampler_type
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 
 MAX_IMAGES = 9  # one 3×3 grid, as on the original page
@@ -61,9 +62,18 @@ def check_prompt_tokens(prompt: str, tokenizer: Tokenizer) -> EncodedPrompt:
     return encoded
 
 
-class GenerateRequest(BaseModel):
-    """What to draw. Omitted sampling settings take the model's defaults (`GET /healthz` lists them)."""
+def _sampler_request_fields() -> dict[str, Any]:
+    """One optional request field per `SamplingSettings` knob, with its bounds and help as pydantic
+    constraints (None: the model's default). Floats must be finite."""
+    out: dict[str, Any] = {}
+    for f in sampler_fields():
+        kind = sampler_type(f)
+        finite = {"allow_inf_nan": False} if kind is float else {}
+        out[f.name] = (kind | None, Field(None, description=f.metadata["help"], **f.metadata["bounds"], **finite))
+    return out
 
+
+class _PromptRequest(BaseModel):
     # strict: `true` is not a number and "3" is not an int; extra="forbid": a misspelt field is an error,
     # not a silently ignored setting.
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -72,12 +82,6 @@ class GenerateRequest(BaseModel):
                         examples=["an armchair in the shape of an avocado"])
     n: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES, description="number of images")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i uses seed+i; random when omitted")
-    condition_scale: float | None = Field(None, ge=0, le=MAX_CONDITION_SCALE, allow_inf_nan=False,
-                                          description="guidance: uncond + scale·(cond − uncond); 1 = none")
-    top_k: int | None = Field(None, ge=0, description="keep the k most likely codes; 0 = all")
-    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="nucleus mass; 1 = all")
-    temperature: float | None = Field(None, ge=0.01, le=10, allow_inf_nan=False)
-    frames: bool = Field(True, description="streaming only: send progressive frames while decoding")
 
     @field_validator("prompt")
     @classmethod
@@ -88,13 +92,25 @@ class GenerateRequest(BaseModel):
             raise PydanticCustomError("prompt_text", e.message) from None
 
 
-class Settings(BaseModel):
-    """The sampling settings a result was drawn with (the request's, or the model's defaults)."""
+# The knobs sit between the seed and `frames`, where the hand-written fields were (field order is the order
+# of the OpenAPI schema and of the errors of a request with several bad fields).
+_SamplerRequest: type[BaseModel] = create_model("_SamplerRequest", __base__=_PromptRequest,
+                                                **_sampler_request_fields())
 
-    condition_scale: float
-    top_k: int
-    top_p: float
-    temperature: float
+
+class GenerateRequest(_SamplerRequest):  # type: ignore[misc, valid-type]  # a base built by create_model
+    """What to draw. Omitted sampling settings take the model's defaults (`GET /healthz` lists them)."""
+
+    frames: bool = Field(True, description="streaming only: send progressive frames while decoding")
+
+    def sampler(self) -> dict[str, float | int | None]:
+        """The sampler knobs as sent (None: not sent), for `ModelInfo.settings(**…)`."""
+        return {name: getattr(self, name) for name in sampler_names()}
+
+
+Settings: type[BaseModel] = create_model(
+    "Settings", __doc__="The sampling settings a result was drawn with (the request's, or the model's defaults).",
+    **{f.name: (sampler_type(f), ...) for f in sampler_fields()})
 
 
 class ImageOut(BaseModel):

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.pipeline import ModelInfo
+from crayonbox.model_folder import ModelInfo
 from crayonbox.serve.limits import Refused
 from crayonbox.serve.metrics import CALL_BUCKETS, STEP_BUCKETS, Histogram
-from crayonbox.serve.scheduler import SchedulerConfig
+from crayonbox.serve.scheduler import SchedulerConfig, SchedulerLike
 from crayonbox.serve.tickets import Done, Event, Failed, Queued, Started, Ticket, Work
 from crayonbox.serve.wire import Channel
 from crayonbox.serve.worker_main import GAUGES, worker_main
@@ -53,8 +53,8 @@ class _Call:
         self.ok, self.value = False, None
 
 
-class WorkerProcess:
-    """A `Scheduler` in a child process, driven over a pipe. `pipe` is the model's `ModelInfo`."""
+class WorkerProcess(SchedulerLike):
+    """A `Scheduler` in a child process, driven over a pipe. `info` is the model's `ModelInfo`."""
 
     def __init__(self, folder: str | Path, config: SchedulerConfig | None = None, dtype: str = "auto",
                  threads: int = 0, log_level: str = "warning", start_timeout_s: float = 900.0,
@@ -66,7 +66,7 @@ class WorkerProcess:
         self.dtype, self.threads, self.log_level = dtype, threads, log_level
         self.start_timeout_s, self.restart_min_uptime_s = start_timeout_s, restart_min_uptime_s
         self.restart_backoff_s, self.max_quick_restarts = restart_backoff_s, max_quick_restarts
-        self.pipe = ModelInfo.from_folder(self.folder)  # fails fast, before a process starts
+        self.info = ModelInfo.from_folder(self.folder)  # fails fast, before a process starts
         self.capacity_rows = 0  # known once the worker is up
         self.step_seconds = Histogram("crayonbox_decode_step_seconds", "one decode step of the whole batch",
                                       STEP_BUCKETS)  # a copy of the worker's, refreshed with the gauges
@@ -262,11 +262,42 @@ class WorkerProcess:
         start, finish = self._call("estimate", n)
         return start, finish
 
-    def __getattr__(self, name: str) -> Any:
-        """The scheduler's gauges (queue_images, steps_done, …), read from the worker at most every 0.25 s."""
-        if name not in GAUGES:
-            raise AttributeError(name)
-        return self._snapshot()[name]
+    # The scheduler's gauges (worker_main.GAUGES), read from the worker at most every 0.25 s.
+    @property
+    def queue_images(self) -> int:  # type: ignore[override]  # read-only in SchedulerLike
+        return self._snapshot()["queue_images"]
+
+    @property
+    def queue_requests(self) -> int:  # type: ignore[override]
+        return self._snapshot()["queue_requests"]
+
+    @property
+    def batch_images(self) -> int:  # type: ignore[override]
+        return self._snapshot()["batch_images"]
+
+    @property
+    def batch_rows(self) -> int:  # type: ignore[override]
+        return self._snapshot()["batch_rows"]
+
+    @property
+    def tokens_per_s(self) -> float:  # type: ignore[override]
+        return self._snapshot()["tokens_per_s"]
+
+    @property
+    def step_s_full(self) -> float:  # type: ignore[override]
+        return self._snapshot()["step_s_full"]
+
+    @property
+    def steps_done(self) -> int:  # type: ignore[override]
+        return self._snapshot()["steps_done"]
+
+    @property
+    def images_done(self) -> int:  # type: ignore[override]
+        return self._snapshot()["images_done"]
+
+    @property
+    def worker_errors(self) -> int:  # type: ignore[override]
+        return self._snapshot()["worker_errors"]
 
     def _snapshot(self) -> dict[str, Any]:
         if time.monotonic() - self._stats_at > STATS_MAX_AGE_S and not self._down:

@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _report(out: str) -> None:
-    from crayonbox.model_folder import read_pipeline_json
+    from crayonbox.model_folder import ModelFolder
 
-    info = read_pipeline_json(out)["provenance"]
+    info = ModelFolder(out).provenance
     parts = ", ".join(f"{name} {dtype}" for name, dtype in info.get("dtype", {}).items())
     print(f"wrote {out} ({parts}; normaliser: {info.get('normalizer')})")
     if "vqgan" not in info.get("dtype", {}):

@@ -200,7 +200,7 @@ def test_a_crash_looping_worker_backs_off_then_gives_up_without_promising_a_time
         assert attempts[0] - died >= 0.5 and attempts[1] - attempts[0] >= 1.0
         assert worker.restart_eta_s is None and "died 3 times in a row" in worker.down
         with pytest.raises(Refused) as refused:
-            worker.submit(Work("a dog", 1, 0, worker.pipe.defaults), lambda event: None)
+            worker.submit(Work("a dog", 1, 0, worker.info.defaults), lambda event: None)
         assert refused.value.status == 503 and refused.value.retry_after_s is None
         r = c.post("/v1/generate", json={"prompt": "a dog", "n": 1})
         assert r.status_code == 503 and "Retry-After" not in r.headers

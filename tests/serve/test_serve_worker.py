@@ -72,12 +72,12 @@ def test_refusals_cross_the_pipe_with_status_and_retry_after(tiny_model_dir):
     worker = start_worker(tiny_model_dir, deadline_s=1e-6)  # every request would finish past this
     try:
         with pytest.raises(Refused) as refused:
-            worker.submit(Work("a dog", 9, 0, worker.pipe.defaults), Events())
+            worker.submit(Work("a dog", 9, 0, worker.info.defaults), Events())
         assert refused.value.status == 503 and "over the 0 s deadline" in refused.value.message
         assert refused.value.retry_after_s > 0
         worker.drain()
         with pytest.raises(Refused, match="shutting down"):
-            worker.submit(Work("a dog", 1, 0, worker.pipe.defaults), Events())
+            worker.submit(Work("a dog", 1, 0, worker.info.defaults), Events())
     finally:
         worker.close(grace_s=5)
 
@@ -85,7 +85,7 @@ def test_refusals_cross_the_pipe_with_status_and_retry_after(tiny_model_dir):
 def test_close_lets_accepted_work_finish_then_the_process_exits(tiny_model_dir):
     worker = start_worker(tiny_model_dir, max_queue_images=90)
     sinks = [Events() for _ in range(6)]
-    tickets = [worker.submit(Work("a dog", 9, seed, worker.pipe.defaults), sink)
+    tickets = [worker.submit(Work("a dog", 9, seed, worker.info.defaults), sink)
                for seed, sink in enumerate(sinks)]
     worker.close(grace_s=60)
     for ticket, sink in zip(tickets, sinks, strict=True):
@@ -101,7 +101,7 @@ def test_a_worker_that_dies_at_once_fails_its_requests_with_503_and_stays_down(t
     worker = start_worker(tiny_model_dir, max_quick_restarts=0, max_queue_images=400, deadline_s=1e6)
     sinks = [Events() for _ in range(40)]  # 360 images: seconds of work, far more than the kill takes
     for seed, sink in enumerate(sinks):
-        worker.submit(Work("a dog", 9, seed, worker.pipe.defaults), sink)
+        worker.submit(Work("a dog", 9, seed, worker.info.defaults), sink)
     worker._process.kill()
     for sink in sinks:
         assert sink.ended.wait(30), "a request was left without an answer"
@@ -111,7 +111,7 @@ def test_a_worker_that_dies_at_once_fails_its_requests_with_503_and_stays_down(t
     assert all(isinstance(s.events[-1], (Done, Failed)) for s in sinks)
     assert worker.draining and "exited with code" in worker.down and "not restarted" in worker.down
     with pytest.raises(Refused, match="worker is down") as refused:
-        worker.submit(Work("a dog", 1, 0, worker.pipe.defaults), Events())
+        worker.submit(Work("a dog", 1, 0, worker.info.defaults), Events())
     assert refused.value.status == 503 and refused.value.retry_after_s is None
     worker.close(grace_s=1)  # closing a dead worker is quiet
 
@@ -121,12 +121,12 @@ def test_a_worker_that_dies_later_is_restarted_and_serves_again(tiny_model_dir):
     try:
         first = worker._process
         in_flight = Events()
-        worker.submit(Work("a dog", 9, 0, worker.pipe.defaults), in_flight)
+        worker.submit(Work("a dog", 9, 0, worker.info.defaults), in_flight)
         first.kill()
         assert in_flight.ended.wait(30) and isinstance(in_flight.events[-1], (Done, Failed))
         wait_until(lambda: worker.down == "" and worker._process is not first, 60, "a new worker")
         again = Events()
-        worker.submit(Work("a dog", 2, 5, worker.pipe.defaults), again)
+        worker.submit(Work("a dog", 2, 5, worker.info.defaults), again)
         assert again.ended.wait(30) and isinstance(again.events[-1], Done)
         assert len(again.events[-1].result.images) == 2
     finally:
