@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from serve_helpers import free_port, live_server, make_app, wait_until
 
 from crayonbox.errors import CrayonboxError
-from crayonbox.serve.app import MAX_BODY_BYTES, ServeConfig, create_app, relative_location
+from crayonbox.serve.app import MAX_BODY_BYTES, ServeConfig, create_app
+from crayonbox.serve.guard import relative_location
 from crayonbox.serve.limits import RateLimitConfig, Refused
 from crayonbox.serve.scheduler import SchedulerConfig
 from crayonbox.serve.tickets import Work
