@@ -8,7 +8,7 @@
 
 The options of `train vqgan` and `train model` are the fields of their config dataclasses (VQGANTrainConfig,
 TrainConfig): `--learning-rate` sets `learning_rate`, a bool field `x` is `--x` (or `--no-x` when on by
-default), and the help text is the field's comment.
+default), and the help text is the field's `metadata["help"]` (crayonbox/train/configs.py).
 """
 
 from __future__ import annotations
@@ -114,11 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_tokenizer_command)
 
     p = sub.add_parser("vqgan", help="train the VQGAN on the images of a shard folder (resumable)")
-    add_config_arguments(p, config_spec("crayonbox.train.vqgan", "VQGANTrainConfig"))
+    add_config_arguments(p, config_spec("crayonbox.train.configs", "VQGANTrainConfig"))
     p.set_defaults(func=_vqgan_command)
 
     p = sub.add_parser("model", help="train the DALL·E mini transformer on a token parquet (resumable, DDP)")
-    add_config_arguments(p, config_spec("crayonbox.train.model", "TrainConfig"))
+    add_config_arguments(p, config_spec("crayonbox.train.configs", "TrainConfig"))
     p.add_argument("--nproc", type=int, default=1, help="processes (DDP via torchrun) (default: 1)")
     p.set_defaults(func=_model_command)
 
@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--world", required=True, help="a `crayonbox world build` folder or a world config YAML")
     p.add_argument("--out", required=True, help="judge folder to write (config.json, model.safetensors, "
                                                  "metrics.json)")
-    add_config_arguments(p, config_spec("crayonbox.train.judge_train", "JudgeTrainConfig"))
+    add_config_arguments(p, config_spec("crayonbox.train.configs", "JudgeTrainConfig"))
     p.set_defaults(func=_judge_command)
 
     p = sub.add_parser("all", help="the whole recipe: world → captions → tokenizer → VQGAN → encode → "

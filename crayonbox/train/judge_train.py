@@ -4,13 +4,16 @@ held-out accuracy.
 Each render gives the scene net one example (count, background) and the slot net one crop per object; a few
 crops of bare backgrounds teach the slot net to say "none" when a generated image leaves a slot empty. One
 step = `batch_size` crops plus half as many whole images, one AdamW update of both nets. Deterministic for a
-seed; a killed run resumes from its last epoch checkpoint (the renders are drawn again, identically).
+seed; a killed run resumes from its last epoch checkpoint (the renders are drawn again, identically). The loss
+is the `JudgeTask` that train/loop.py's `TrainingLoop` runs (resume, schedule, checkpoints, progress bar); the
+options are `JudgeTrainConfig` (train/configs.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from torch import nn
 
 from crayonbox.data.world.build import make_world
 from crayonbox.data.world.render import BACKGROUND_KINDS, COLOURS
@@ -40,7 +43,8 @@ from crayonbox.model.judge import (
     slot_boxes,
 )
 from crayonbox.outdir import claim_output_folder
-from crayonbox.train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from crayonbox.train.checkpoint import remove_stale_temporaries
+from crayonbox.train.configs import JudgeTrainConfig
 from crayonbox.train.judge_data import (
     EVAL_SET,
     TRAIN_SET,
@@ -51,33 +55,12 @@ from crayonbox.train.judge_data import (
     render_set,
     world_sample,
 )
+from crayonbox.train.loop import LoopSettings, Task, TrainingLoop
+from crayonbox.train.runtime import Dist
 
 CHECKPOINT = "judge-checkpoint.pt"
 JUDGE_KIND = "judge"  # the kind of output folder (crayonbox.outdir)
 RESULT_NEUTRAL_OPTIONS = ("resume", "progress", "workers", "threads")  # options that do not change the judge
-
-
-@dataclass
-class JudgeTrainConfig:
-    train_images: int = 9000  # renders to learn from, drawn from the neutralised world (≈2 crops each)
-    eval_images: int = 2000  # held-out renders for the reported accuracy
-    world_sample: int = 1000  # items of the world folder itself (its real skews) to report accuracy on too
-    epochs: int = 3  # passes over the training crops
-    batch_size: int = 128  # slot crops per step (the scene net sees half as many whole images)
-    learning_rate: float = 0.003  # AdamW peak rate (linear warmup, cosine decay)
-    weight_decay: float = 0.0001  # AdamW weight decay
-    warmup_steps: int = 30  # steps of linear warmup
-    width: int = 24  # channels of the slot net's first stage
-    crop_size: int = 32  # side of the slot crops (px)
-    person_share: float = 0.55  # share of objects that are people (they carry gender and skin tone)
-    gender_weight: float = 2.0  # loss weight of gender, the subtlest attribute (a few pixels at 20 px)
-    empty_share: float = 0.05  # extra crops of bare background, labelled "none"
-    augment: float = 0.1  # chance per crop of blur + noise (generated images are softer than renders)
-    seed: int = 0  # renders, initialisation and batch order all follow it
-    workers: int = 2  # processes rendering the training images
-    threads: int = 0  # torch threads (0: torch's default)
-    resume: bool = True  # continue from the checkpoint in the output folder when there is one
-    progress: bool = True  # progress bars
 
 
 def vocabulary_of(world: Any) -> dict[str, list[str]]:
@@ -179,12 +162,68 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return config | {"training": training}
 
 
-def _schedule(cfg: JudgeTrainConfig, total: int):
-    def rate(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
-    return rate
+@dataclass
+class JudgeSchedule:
+    """LR multiplier: linear warmup to 1 at `warmup`, then cosine to 0 at `total`. A callable object, so the
+    scheduler's state (and so the checkpoint) keeps its fields."""
+
+    warmup: int
+    total: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - self.warmup) / max(1, self.total - self.warmup)))
+
+
+class JudgeTask(Task):
+    """One step = `batch_size` slot crops plus half as many whole images, both nets' losses summed. Epochs are
+    the unit of determinism: each reseeds the dropout and draws its batches afresh, and the loop checkpoints at
+    their ends, so a resumed run repeats the interrupted epoch exactly."""
+
+    def __init__(self, cfg: JudgeTrainConfig, net: JudgeNet, data: TrainingSet, config: JudgeConfig,
+                 checkpoint: Path):
+        self.cfg, self.model, self.data, self.config, self.checkpoint = cfg, net, data, config, checkpoint
+        self.losses: list[float] = []  # mean loss of each finished epoch
+        self._batches: Iterator | None = None
+        self._epoch_loss = 0.0
+
+    def forward_backward(self, step: int, model: nn.Module) -> dict[str, Any]:
+        cfg, epoch = self.cfg, step // self.data.steps_per_epoch
+        if step % self.data.steps_per_epoch == 0:
+            model.train()
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout draws: per epoch, so a resumed run repeats them
+            self._batches, self._epoch_loss = iter(self.data.batches(epoch, cfg.seed, cfg.augment)), 0.0
+        crops, slot_targets, scenes, scene_targets = next(self._batches)
+        slot_logits = model.slot(crops)
+        scene_logits = model.scene(scenes.contiguous(memory_format=torch.channels_last))
+        weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_HEADS}
+        loss = (sum(weights[a] * F.cross_entropy(slot_logits[a], slot_targets[a]) for a in weights)
+                + sum(F.cross_entropy(scene_logits[a], scene_targets[a]) for a in SCENE_ATTRIBUTES))
+        loss.backward()
+        return {"loss": loss}
+
+    def after_update(self, step: int, row: dict[str, Any]) -> None:
+        self._epoch_loss += row["loss"].item()
+        if (step + 1) % self.data.steps_per_epoch == 0:
+            self.losses.append(self._epoch_loss / self.data.steps_per_epoch)
+
+    def postfix(self, row: dict[str, Any], evaluation: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{row['loss']:.3f}"}
+
+    def check_checkpoint(self, state: dict[str, Any]) -> None:
+        if "step" not in state:  # written before the judge shared the training loop: no step, no RNG states
+            raise CrayonboxError("the judge checkpoint in the output folder comes from an older crayonbox; delete "
+                                 "it to start over")
+        if _comparable(state["config"]) != _comparable(self.config.to_dict()):
+            raise CrayonboxError(f"{self.checkpoint} belongs to another judge run (other world or options); "
+                                 "delete it or choose another --out")
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "losses": list(self.losses)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.losses = list(state["losses"])
 
 
 def run_training(world_path: str | Path, out_dir: str | Path, cfg: JudgeTrainConfig) -> dict[str, Any]:
@@ -228,43 +267,14 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     net = JudgeNet(net_cfg, vocab).to(memory_format=torch.channels_last)  # faster convolutions on CPU
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     total = data.steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total))
-    first_epoch, losses = 0, []
-    checkpoint = out / CHECKPOINT
-    if cfg.resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        if _comparable(state["config"]) != _comparable(config.to_dict()):
-            raise CrayonboxError(f"{checkpoint} belongs to another judge run (other world or options); "
-                                 "delete it or choose another --out")
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        first_epoch, losses = state["epoch"], state["losses"]
-
-    bar = tqdm(total=total, initial=first_epoch * data.steps_per_epoch, desc="judge", unit="step",
-               disable=not cfg.progress)
-    for epoch in range(first_epoch, cfg.epochs):
-        net.train()
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout draws: per epoch, so a resumed run repeats them
-        epoch_loss = 0.0
-        for crops, slot_targets, scenes, scene_targets in data.batches(epoch, cfg.seed, cfg.augment):
-            slot_logits = net.slot(crops)
-            scene_logits = net.scene(scenes.contiguous(memory_format=torch.channels_last))
-            weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_HEADS}
-            loss = (sum(weights[a] * F.cross_entropy(slot_logits[a], slot_targets[a]) for a in weights)
-                    + sum(F.cross_entropy(scene_logits[a], scene_targets[a]) for a in SCENE_ATTRIBUTES))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            epoch_loss += loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        losses.append(epoch_loss / data.steps_per_epoch)
-        save_checkpoint(checkpoint, {"config": config.to_dict(), "net": net.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "epoch": epoch + 1, "losses": losses})
-    bar.close()
+    task = JudgeTask(cfg, net, data, config, out / CHECKPOINT)
+    settings = LoopSettings(
+        out=out, name="judge", steps=total, warmup_steps=cfg.warmup_steps, min_lr_ratio=0.0,
+        batch_size=cfg.batch_size, max_minutes=0.0, eval_every=0, checkpoint_every=data.steps_per_epoch,
+        metrics=[], identity={}, resume=cfg.resume, progress=cfg.progress, checkpoint=CHECKPOINT,
+        lr_shape=JudgeSchedule(cfg.warmup_steps, total))
+    TrainingLoop(settings, Dist(0, 1, torch.device("cpu")), task, optimizer).run()
+    losses = task.losses
     train_seconds = time.perf_counter() - started - render_seconds
 
     judge = Judge(net, config)
@@ -278,5 +288,5 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     metrics["seconds"] = {"render": render_seconds, "train": train_seconds,
                           "total": time.perf_counter() - started}
     judge.save(out, metrics)
-    checkpoint.unlink(missing_ok=True)  # the judge folder is the result; a later run starts afresh
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the judge folder is the result; a later run starts afresh
     return metrics

@@ -3,9 +3,11 @@
     crayonbox train model --tokens tokens.parquet --tokenizer TOK --vqgan VQ --out MODEL [--preset small]
     torchrun --standalone --nproc_per_node=2 -m crayonbox.train.model --tokens … --out MODEL   # DDP
 
-Top to bottom: the config, distributed setup, data, model, optimizer and schedule, resume, the loop (log,
-eval, sample grid, checkpoint), export. DDP is on when torchrun sets WORLD_SIZE (gloo on CPU, nccl on GPU);
-the global batch is split evenly over the processes, so N processes follow the same loss curve as one.
+Top to bottom: the model's shape and optimizer, its loss, evaluation and sample grids (the `TransformerTask`
+that train/loop.py's `TrainingLoop` runs: resume, schedule, checkpoints, time budget, log), then `train()`:
+data, model, the loop, export. The options are `TrainConfig` (train/configs.py). DDP is on when torchrun sets
+WORLD_SIZE (gloo on CPU, nccl on GPU); the global batch is split evenly over the processes, so N processes
+follow the same loss curve as one.
 
 MODEL ends up a complete model folder (`Pipeline.from_pretrained(MODEL)` loads it); MODEL/train/ holds the
 checkpoint, metrics.csv (+ TensorBoard events when installed) and sample grids. Ship MODEL without train/.
@@ -19,15 +21,12 @@ import dataclasses
 import math
 import os
 import sys
-import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from crayonbox.config import MODEL_PRESETS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
@@ -35,15 +34,16 @@ from crayonbox.model.bart import DalleBart
 from crayonbox.model.images import make_grid
 from crayonbox.model.vqgan_io import load_vqgan
 from crayonbox.model_folder import save_component, write_pipeline_json
-from crayonbox.outdir import claim_output_folder
 from crayonbox.pipeline import Pipeline
 from crayonbox.sample import SamplingSettings
 from crayonbox.text.tokenizer import Tokenizer
 from crayonbox.train import checkpoint as ckpt
+from crayonbox.train.configs import TrainConfig
 from crayonbox.train.data import Batch, TokenDataset, blank_draws, held_out, read_token_parquet
-from crayonbox.train.options import add_config_arguments, config_from_args, config_spec
-from crayonbox.train.runtime import Dist, autocast_for
-from crayonbox.train.schedule import StepPlan, WarmupCosine
+from crayonbox.train.loop import LoopSettings, Task, TrainingLoop, check_run_options, claim_run_folder
+from crayonbox.train.options import add_config_arguments, config_from_args, fields_spec
+from crayonbox.train.runtime import Dist, autocast_for, finish_distributed, setup_distributed
+from crayonbox.train.schedule import WarmupCosine  # noqa: F401 - re-exported: tests and scripts import it here
 
 # Shapes trained here; text/image vocabularies and image length always come from the tokenizer and VQGAN.
 TRAIN_PRESETS: dict[str, ModelConfig] = {
@@ -52,58 +52,6 @@ TRAIN_PRESETS: dict[str, ModelConfig] = {
 }
 MODEL_KIND = "model"  # the kind of output folder (crayonbox.outdir)
 METRICS = ["step", "epoch", "lr", "loss", "grad_norm", "eval_loss", "samples_per_s", "elapsed_s"]
-
-
-@dataclass
-class TrainConfig:
-    tokens: str = ""  # token parquet (file or folder) from `crayonbox encode`
-    tokenizer: str = ""  # tokenizer folder from `crayonbox train tokenizer`
-    vqgan: str = ""  # VQGAN folder from `crayonbox train vqgan` (or a model folder)
-    out: str = ""  # the model folder to write
-    preset: str = "small"  # transformer shape, see TRAIN_PRESETS
-    steps: int = 4000  # optimizer steps in all; 0 = as many as fit in --max-minutes (speed measured early on)
-    batch_size: int = 64  # global batch: rows per optimizer step, all processes together
-    micro_batch: int = 0  # rows per forward pass and process (gradient accumulation); 0 = no accumulation
-    learning_rate: float = 1e-3  # peak, reached after warmup
-    min_lr_ratio: float = 0.1  # cosine decays to learning_rate × this
-    warmup_steps: int = 100  # linear warmup from ~0 to learning_rate
-    weight_decay: float = 0.01  # matrices and embeddings only
-    beta1: float = 0.9  # AdamW β1
-    beta2: float = 0.95  # AdamW β2 (nanoGPT's; forgets stale curvature faster than 0.999)
-    grad_clip: float = 1.0  # max global gradient norm; 0 = off
-    precision: str = "float32"  # float32 | bfloat16 (autocast; pays only on CPUs with AVX-512 BF16 or AMX)
-    blank_caption_prob: float = 0.0  # extra caption dropout per step, on top of the caption pipeline's
-    eval_fraction: float = 0.02  # share of rows held out (by key hash) for the eval loss
-    eval_rows: int = 1024  # at most this many held-out rows per evaluation
-    eval_every: int = 250  # steps between evaluations (and at the end)
-    sample_every: int = 1000  # steps between sample grids (and at the end); 0 = only at the end
-    sample_prompts: int = 8  # held-out captions drawn in each grid, plus the blank prompt
-    checkpoint_every: int = 100  # steps between checkpoints (and at the end)
-    seed: int = 0  # initial weights, batch order and extra caption dropout all follow it
-    init_std: float = 0.02  # std of the normal init of matrices and embeddings (dalle-mini's init_std)
-    condition_scale: float = 10.0  # sampler default written to pipeline.json (and used for sample grids)
-    top_k: int = 50  # sampler default written to pipeline.json
-    export_dtype: str = "float32"  # dtype of the exported weights: float32 | float16 (half the size)
-    resume: bool = False  # continue from MODEL/train/checkpoint.pt
-    max_minutes: float = 0.0  # stop (checkpoint + export) once this much training time has passed; 0 = off
-    threads: int = 0  # torch threads per process; 0 = cores / processes
-    device: str = "auto"  # auto | cpu | cuda
-    progress: bool = True  # tqdm progress bar
-
-
-def setup_distributed(cfg: TrainConfig) -> Dist:
-    """One process, or DDP when launched by torchrun (WORLD_SIZE, RANK, LOCAL_RANK in the environment)."""
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // per_node))
-    return Dist(rank, world, device)
 
 
 def model_config(preset: str, tokenizer: Tokenizer, vqgan_cfg: VQGANConfig) -> ModelConfig:
@@ -178,18 +126,67 @@ def export_model(cfg: TrainConfig, bart: DalleBart, vqgan: nn.Module, tokenizer:
     return out
 
 
+class TransformerTask(Task):
+    """Teacher-forced token loss of `DalleBart`: step s reads global rows s·B … s·B+B−1 and this process takes
+    its contiguous slice, in micro-batches; rank 0 draws sample grids."""
+
+    def __init__(self, cfg: TrainConfig, dist: Dist, bart: DalleBart, train_data: TokenDataset,
+                 eval_data: TokenDataset, vqgan: nn.Module, tokenizer: Tokenizer, work: Path):
+        self.cfg, self.dist, self.model, self.vqgan, self.tokenizer = cfg, dist, bart, vqgan, tokenizer
+        self.train_data, self.eval_data, self.work = train_data, eval_data, work
+        if cfg.batch_size % dist.world:
+            raise CrayonboxError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world} "
+                                 "processes")
+        self.local = cfg.batch_size // dist.world
+        self.micro = cfg.micro_batch or self.local
+        if self.local % self.micro:
+            raise CrayonboxError(f"the per-process batch {self.local} is not a multiple of --micro-batch "
+                                 f"{self.micro}")
+        self.mine = slice(dist.rank * self.local, (dist.rank + 1) * self.local)
+        self.prompts = [c for c in dict.fromkeys(eval_data.table.captions) if c][:cfg.sample_prompts] + [""]
+
+    def forward_backward(self, step: int, model: nn.Module) -> dict[str, Any]:
+        cfg, local, micro = self.cfg, self.local, self.micro
+        rows = self.train_data.global_rows(step, cfg.batch_size)[self.mine]
+        blank = blank_draws(cfg.seed, step, cfg.batch_size, cfg.blank_caption_prob)[self.mine]
+        loss_sum = torch.zeros((), device=self.dist.device)
+        for first in range(0, local, micro):
+            part = slice(first, first + micro)
+            with self.loop.no_sync(last_micro_batch=first + micro >= local):
+                batch = self.train_data.batch(rows[part], blank[part])
+                loss = token_loss(model, batch, self.dist.device, cfg.precision)
+                (loss * (micro / local)).backward()
+            loss_sum += loss.detach() * (micro / local)
+        return {"epoch": (step + 1) * cfg.batch_size / len(self.train_data), "loss": loss_sum}
+
+    def after_update(self, step: int, row: dict[str, Any]) -> None:
+        if self.dist.world > 1:  # the logged loss is the global batch's
+            torch.distributed.all_reduce(row["loss"])
+            row["loss"] /= self.dist.world
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return {"eval_loss": evaluate_loss(model, self.eval_data, self.cfg, self.dist, self.micro)}
+
+    def after_log(self, done: int, finished: bool) -> None:
+        if (self.cfg.sample_every and done % self.cfg.sample_every == 0) or finished:
+            sample_grid(self.model, self.vqgan, self.tokenizer, self.prompts,
+                        self.work / "samples" / f"step_{done:06d}.png", self.cfg)
+
+    def postfix(self, row: dict[str, Any], evaluation: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{row['loss']:.3f}", "eval": f"{evaluation.get('eval_loss', math.nan):.3f}"}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"model_config": self.model.cfg.to_dict()}
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a training run and export the model folder; returns the provenance dict."""
     if not (cfg.tokens and cfg.tokenizer and cfg.vqgan and cfg.out):
         raise CrayonboxError("give --tokens, --tokenizer, --vqgan and --out")
-    autocast_for(cfg.precision, torch.device("cpu"))  # reject a bad --precision before any work
-    dist = setup_distributed(cfg)
+    check_run_options(cfg.precision, cfg.steps, cfg.max_minutes)
+    dist = setup_distributed(cfg.device, cfg.threads)
     work = Path(cfg.out) / "train"
-    ckpt_path = work / "checkpoint.pt"
-    claim_output_folder(cfg.out, MODEL_KIND, "train/checkpoint.pt")  # never into someone's folder
-    if ckpt_path.exists() and not cfg.resume:
-        raise CrayonboxError(f"{cfg.out} already holds a training run: pass --resume to continue it, or "
-                             "choose another --out")
+    claim_run_folder(cfg.out, MODEL_KIND, cfg.resume, "a training run")
 
     # ---- data: the held-out split is a hash of each key, so it never moves between runs
     vqgan, vqgan_info = load_vqgan(cfg.vqgan)
@@ -204,129 +201,30 @@ def train(cfg: TrainConfig) -> dict:
     split = held_out(table.keys, cfg.eval_fraction)
     train_data = TokenDataset(table.subset(torch.nonzero(~split)[:, 0]), tokenizer, cfg.seed)
     eval_data = TokenDataset(table.subset(torch.nonzero(split)[:, 0]), tokenizer, cfg.seed)
-    if cfg.batch_size % dist.world:
-        raise CrayonboxError(f"--batch-size {cfg.batch_size} does not split evenly over {dist.world} "
-                             "processes")
-    local = cfg.batch_size // dist.world
-    micro = cfg.micro_batch or local
-    if local % micro:
-        raise CrayonboxError(f"the per-process batch {local} is not a multiple of --micro-batch {micro}")
-    prompts = [c for c in dict.fromkeys(eval_data.table.captions) if c][:cfg.sample_prompts] + [""]
 
-    # ---- model, optimizer, schedule (one seed on every process; DDP also broadcasts rank 0's weights)
+    # ---- model and optimizer (one seed on every process; DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.seed)
     bart = DalleBart(model_cfg)
     bart.init_weights(cfg.init_std)
     bart.to(dist.device).train()
-    optimizer = configure_optimizer(bart, cfg)
-    shape = WarmupCosine(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
-    if cfg.steps == 0 and cfg.max_minutes <= 0:
-        raise CrayonboxError("--steps 0 means 'as many as fit in the time budget': give --max-minutes too")
-    data_identity = {"global_batch": cfg.batch_size, "rows": len(train_data), "seed": cfg.seed}
-    start, elapsed_before = 0, 0.0
-    if cfg.resume and ckpt_path.exists():
-        state = ckpt.load_checkpoint(ckpt_path)
-        ckpt.check_same_run(state, data_identity)
-        bart.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])  # also restores shape.total
-        ckpt.restore_rng(state["rng"])
-        start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
-    plan = StepPlan(shape, cfg.max_minutes, start)
-    model: nn.Module = bart
-    if dist.world > 1:
-        ids = [dist.device.index] if dist.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(bart, device_ids=ids)
-    log = None
-    if dist.main:
-        ckpt.remove_stale_temporaries(work)
-        log = ckpt.MetricsLog(work / "metrics.csv", METRICS, resume_step=start if cfg.resume else None)
-
-    def save_state(step: int, elapsed: float) -> None:
-        if dist.main:
-            ckpt.save_checkpoint(ckpt_path, {
-                "step": step, "elapsed_s": elapsed, "model": bart.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                "rng": ckpt.capture_rng(),
-                "data": {**data_identity, "samples_seen": step * cfg.batch_size},
-                "model_config": model_cfg.to_dict()})
-        if dist.world > 1:
-            torch.distributed.barrier()
-
-    # ---- the loop: step s reads global rows s·B … s·B+B−1; this process takes its contiguous slice
-    bar = tqdm(initial=start, total=shape.total or None, desc="train model", unit="step",
-               disable=not (cfg.progress and dist.main))
-    started, done, last_eval = time.perf_counter(), start, float("nan")
-    mine = slice(dist.rank * local, (dist.rank + 1) * local)
-    while shape.total == 0 or done < shape.total:
-        step, tick = done, time.perf_counter()
-        rows = train_data.global_rows(step, cfg.batch_size)[mine]
-        blank = blank_draws(cfg.seed, step, cfg.batch_size, cfg.blank_caption_prob)[mine]
-        loss_sum = torch.zeros((), device=dist.device)
-        for first in range(0, local, micro):
-            part = slice(first, first + micro)
-            last_micro = first + micro >= local
-            with model.no_sync() if dist.world > 1 and not last_micro else nullcontext():
-                batch = train_data.batch(rows[part], blank[part])
-                loss = token_loss(model, batch, dist.device, cfg.precision)
-                (loss * (micro / local)).backward()
-            loss_sum += loss.detach() * (micro / local)
-        grad_norm = nn.utils.clip_grad_norm_(bart.parameters(), cfg.grad_clip or float("inf"))
-        lr = schedule.get_last_lr()[0]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        if dist.world > 1:
-            torch.distributed.all_reduce(loss_sum)
-            loss_sum /= dist.world
-        done = step + 1
-        elapsed = elapsed_before + time.perf_counter() - started
-        row = {"step": done, "epoch": done * cfg.batch_size / len(train_data), "lr": lr,
-               "loss": float(loss_sum), "grad_norm": float(grad_norm), "elapsed_s": round(elapsed, 3),
-               "samples_per_s": cfg.batch_size / (time.perf_counter() - tick)}
-        plan.update(done, time.perf_counter() - started, elapsed, dist)
-        bar.total = shape.total or None
-        bar.update(1)
-        out_of_time = time_is_up(cfg, elapsed, dist)
-        finished = done == shape.total or out_of_time
-        if done % cfg.eval_every == 0 or finished:
-            row["eval_loss"] = last_eval = evaluate_loss(model, eval_data, cfg, dist, micro)
-        if dist.main:
-            log.write(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", eval=f"{last_eval:.3f}")
-            if (cfg.sample_every and done % cfg.sample_every == 0) or finished:
-                sample_grid(bart, vqgan, tokenizer, prompts, work / "samples" / f"step_{done:06d}.png", cfg)
-        if done % cfg.checkpoint_every == 0 or finished:
-            save_state(done, elapsed)
-        if out_of_time:
-            break
-    bar.close()
-    if math.isnan(last_eval):  # resuming a finished run: nothing to train, but the export needs the number
-        last_eval = evaluate_loss(model, eval_data, cfg, dist, micro)
+    task = TransformerTask(cfg, dist, bart, train_data, eval_data, vqgan, tokenizer, work)
+    settings = LoopSettings(
+        out=Path(cfg.out), name="train model", steps=cfg.steps, warmup_steps=cfg.warmup_steps,
+        min_lr_ratio=cfg.min_lr_ratio, batch_size=cfg.batch_size, max_minutes=cfg.max_minutes,
+        eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, metrics=METRICS,
+        identity={"global_batch": cfg.batch_size, "rows": len(train_data), "seed": cfg.seed}, resume=cfg.resume,
+        progress=cfg.progress, grad_clip=cfg.grad_clip)
+    result = TrainingLoop(settings, dist, task, configure_optimizer(bart, cfg)).run()
 
     # ---- export (main process only): the model folder, loadable by Pipeline.from_pretrained
     provenance: dict = {}
     if dist.main:
-        log.close()
         sizes = {"train": len(train_data), "eval": len(eval_data), "processes": dist.world}
-        provenance = run_provenance(cfg, vqgan_info, model_cfg, work / "metrics.csv", done, shape.total,
-                                    last_eval, sizes)
+        provenance = run_provenance(cfg, vqgan_info, model_cfg, work / "metrics.csv", result.steps,
+                                    result.planned, result.evaluation["eval_loss"], sizes)
         export_model(cfg, bart, vqgan, tokenizer, provenance)
-    if dist.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    finish_distributed(dist)
     return provenance
-
-
-def time_is_up(cfg: TrainConfig, elapsed: float, dist: Dist) -> bool:
-    """Whether the --max-minutes budget is spent; every process gets rank 0's answer (all stop together)."""
-    if cfg.max_minutes <= 0:
-        return False
-    flag = torch.tensor([float(elapsed >= cfg.max_minutes * 60)], device=dist.device)
-    if dist.world > 1:
-        torch.distributed.broadcast(flag, src=0)
-    return bool(flag.item())
 
 
 def run_provenance(cfg: TrainConfig, vqgan_info: dict, model_cfg: ModelConfig, metrics: Path, steps: int,
@@ -347,7 +245,7 @@ def run_provenance(cfg: TrainConfig, vqgan_info: dict, model_cfg: ModelConfig, m
 def main(argv: list[str] | None = None) -> int:
     """`python -m crayonbox.train.model` (torchrun's entry point): the options of `crayonbox train model`."""
     parser = argparse.ArgumentParser(prog="crayonbox.train.model", description=__doc__.split("\n\n")[0])
-    add_config_arguments(parser, config_spec(__spec__.name if __spec__ else __name__, "TrainConfig"))
+    add_config_arguments(parser, fields_spec(TrainConfig))
     try:
         train(config_from_args(TrainConfig, parser.parse_args(argv)))
     except CrayonboxError as e:

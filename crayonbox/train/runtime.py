@@ -1,8 +1,9 @@
-"""Where a training process runs: its place among DDP processes and its autocast precision. Shared by the
-transformer and VQGAN trainers and the step plan (schedule.py), so none of them imports another trainer."""
+"""Where a training process runs: its place among DDP processes, its threads and its autocast precision. Shared
+by the training loop (loop.py) and the step plan (schedule.py), so none of them imports a trainer."""
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -27,3 +28,35 @@ def autocast_for(precision: str, device: torch.device) -> AbstractContextManager
     if precision not in ("bfloat16", "float32"):
         raise CrayonboxError(f"--precision must be bfloat16 or float32, not {precision!r}")
     return nullcontext() if precision == "float32" else torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def setup_distributed(device: str = "auto", threads: int = 0) -> Dist:
+    """One process, or DDP when launched by torchrun (WORLD_SIZE, RANK, LOCAL_RANK in the environment).
+
+    `device`: auto | cpu | cuda; `threads`: torch threads per process, 0 = this machine's cores / processes.
+    """
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    where = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(where)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // per_node))
+    return Dist(rank, world, where)
+
+
+def single_process(threads: int = 0) -> Dist:
+    """One CPU process (the VQGAN trainer); `threads` 0 keeps torch's own default."""
+    if threads:
+        torch.set_num_threads(threads)
+    return Dist(0, 1, torch.device("cpu"))
+
+
+def finish_distributed(dist: Dist) -> None:
+    """Wait for every process, then leave the process group (no-op for one process)."""
+    if dist.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

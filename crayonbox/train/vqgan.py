@@ -10,21 +10,22 @@ What pays off on two CPU cores, in a few minutes, for flat emoji renders:
 
 OUT/vqgan/ is a model-folder component (config.json + model.safetensors, encoder included); OUT/report.json
 holds held-out PSNR and codebook usage/perplexity; OUT/train/ the checkpoint, metrics.csv and a
-reconstruction grid. Training resumes after kill -9 like the transformer's (see checkpoint.py).
+reconstruction grid. The loss is the `VQGANTask` that train/loop.py's `TrainingLoop` runs (resume, schedule,
+checkpoints, time budget, log), so training resumes after kill -9 like the transformer's. The options are
+`VQGANTrainConfig` (train/configs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from crayonbox.config import VQGAN_PRESETS, VQGANConfig, write_json
@@ -33,46 +34,17 @@ from crayonbox.errors import CrayonboxError
 from crayonbox.model.images import make_grid, pixels_of, to_pil, to_unit
 from crayonbox.model.vqgan import VQGAN
 from crayonbox.model_folder import save_component
-from crayonbox.outdir import claim_output_folder
 from crayonbox.train import checkpoint as ckpt
+from crayonbox.train.configs import VQGANTrainConfig
 from crayonbox.train.data import EpochSampler, held_out
-from crayonbox.train.runtime import Dist, autocast_for
-from crayonbox.train.schedule import StepPlan, WarmupCosine
+from crayonbox.train.loop import LoopSettings, Task, TrainingLoop, check_run_options, claim_run_folder
+from crayonbox.train.runtime import autocast_for, single_process
 
 # Shapes trained here: config.VQGAN_PRESETS ("small32" is the default model's, sized for the CPU budget).
 TRAIN_VQGAN_PRESETS: dict[str, VQGANConfig] = VQGAN_PRESETS
 VQGAN_KIND = "vqgan"  # the kind of output folder (crayonbox.outdir)
 METRICS = ["step", "lr", "loss", "l1", "l2", "edge", "commit", "restarted", "eval_psnr", "eval_usage",
            "eval_perplexity", "samples_per_s", "elapsed_s"]
-
-
-@dataclass
-class VQGANTrainConfig:
-    data: str = ""  # shard folder (webdataset tars; `crayonbox world build` or img2dataset output)
-    out: str = ""  # output folder: vqgan/ component, report.json, train/
-    preset: str = "small32"  # VQGAN shape: TRAIN_VQGAN_PRESETS (config.VQGAN_PRESETS plus small32)
-    steps: int = 3000  # optimizer steps in all; 0 = as many as fit in --max-minutes (speed measured early on)
-    batch_size: int = 32  # images per step
-    learning_rate: float = 1e-3  # peak; warmup then cosine to a tenth
-    warmup_steps: int = 100  # linear warmup from ~0 to learning_rate
-    l2_weight: float = 1.0  # reconstruction = L1 + l2_weight·L2 + edge_weight·|∇x − ∇x̂|
-    edge_weight: float = 0.5  # weight of the image-gradient L1 (sharp sprite edges)
-    commitment: float = 0.25  # β of the commitment loss
-    ema_decay: float = 0.99  # codebook EMA
-    dead_after: int = 100  # steps without use before a code is restarted
-    quantize_after: float = 0.0  # plain autoencoding (no quantizer) before the codebook is k-means'd in: steps,
-    # or below 1 a share of the run (0.5 = the first half; with --steps 0 the share of the timed plan)
-    kmeans_batches: int = 8  # batches of encoder outputs for the k-means init (0 = keep the random init)
-    precision: str = "float32"  # autocast dtype: float32 | bfloat16
-    eval_fraction: float = 0.02  # share of images held out (by key hash) for PSNR and usage
-    eval_images: int = 512  # at most this many held-out images per evaluation
-    eval_every: int = 250  # steps between evaluations (and at the end)
-    checkpoint_every: int = 100  # steps between checkpoints (and at the end)
-    seed: int = 0  # initial weights, k-means, batch order and code restarts all follow it
-    resume: bool = False  # continue from OUT/train/checkpoint.pt
-    max_minutes: float = 0.0  # stop (checkpoint + export) after this much training time; 0 = off
-    threads: int = 0  # torch threads; 0 = all cores
-    progress: bool = True  # tqdm progress bar
 
 
 def load_images(folder: str | Path, resolution: int, progress: bool = True) -> tuple[list[str], Tensor]:
@@ -195,6 +167,69 @@ def save_reconstructions(model: VQGAN, pixels: Tensor, path: Path) -> None:
     make_grid(to_pil(x) + to_pil(recon), columns=len(x)).save(path)
 
 
+class VQGANTask(Task):
+    """Reconstruction + commitment loss of the VQGAN, with its EMA codebook: plain autoencoding until
+    `quantize_after`, then k-means'd codes, a straight-through quantizer and dead-code restarts."""
+
+    def __init__(self, cfg: VQGANTrainConfig, model: VQGAN, train_pixels: Tensor, eval_pixels: Tensor):
+        self.cfg, self.model, self.train_pixels, self.eval_pixels = cfg, model, train_pixels, eval_pixels
+        self.sampler = EpochSampler(len(train_pixels), cfg.seed)
+        self.codebook = EMACodebook(model.quantize.embedding.weight.data, cfg.ema_decay)
+        self.restart_gen = torch.Generator().manual_seed(cfg.seed)
+        self._assigned: tuple[Tensor, Tensor] | None = None  # this step's encoder outputs and their codes
+
+    def quantize_from(self) -> float:
+        """The first quantized step (inf while a share-of-the-run start waits for the timed plan)."""
+        cfg, total = self.cfg, self.loop.shape.total
+        if cfg.quantize_after >= 1 or cfg.quantize_after == 0:
+            return int(cfg.quantize_after)
+        return int(cfg.quantize_after * total) if total else math.inf
+
+    def forward_backward(self, step: int, model: nn.Module) -> dict[str, Any]:
+        cfg, sampler = self.cfg, self.sampler
+        if step == self.quantize_from() and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
+            rows = torch.cat([sampler.rows(step + i, cfg.batch_size) for i in range(cfg.kmeans_batches)])
+            init_codebook(self.model, self.codebook, to_unit(self.train_pixels[rows]), self.restart_gen, step)
+        x = to_unit(self.train_pixels[sampler.rows(step, cfg.batch_size)])
+        with autocast_for(cfg.precision, x.device):
+            z = self.model.encode_latent(x)
+        z = z.float()
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        ids = self.model.quantize.nearest(z).flatten()
+        z_q = self.model.quantize.lookup(ids.view(z.shape[0], -1), z.shape[-1])
+        quantizing = step >= self.quantize_from()
+        commit = F.mse_loss(z, z_q) if quantizing else torch.zeros(())
+        with autocast_for(cfg.precision, x.device):  # straight-through estimator once quantizing
+            recon = self.model.decode_latent(z + (z_q - z).detach() if quantizing else z).float()
+        l1, l2, edge = (recon - x).abs().mean(), F.mse_loss(recon, x), edge_loss(recon, x)
+        loss = l1 + cfg.l2_weight * l2 + cfg.edge_weight * edge + cfg.commitment * commit
+        loss.backward()
+        self._assigned = (flat.detach(), ids) if quantizing else None
+        return {"loss": loss, "l1": l1, "l2": l2, "edge": edge, "commit": commit}
+
+    def after_update(self, step: int, row: dict[str, Any]) -> None:
+        row["restarted"] = 0
+        if self._assigned is not None:  # the codebook follows the EMA, not the optimizer
+            flat, ids = self._assigned
+            self.codebook.update(flat, ids, step)
+            row["restarted"] = self.codebook.restart_dead(flat, step, self.cfg.dead_after, self.restart_gen)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate(self.model, self.eval_pixels)
+
+    def postfix(self, row: dict[str, Any], evaluation: dict[str, float]) -> dict[str, str]:
+        if not evaluation:
+            return {}
+        return {"psnr": f"{evaluation['eval_psnr']:.2f}", "usage": f"{evaluation['eval_usage']:.2f}"}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"codebook": self.codebook.state_dict(), "restart_rng": self.restart_gen.get_state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.codebook.load_state_dict(state["codebook"])
+        self.restart_gen.set_state(state["restart_rng"])
+
+
 def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     """Train (or resume), export OUT/vqgan/ and OUT/report.json; returns the report."""
     if not (cfg.data and cfg.out):
@@ -202,15 +237,10 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     presets = {**TRAIN_VQGAN_PRESETS, **VQGAN_PRESETS}  # VQGAN_PRESETS read now: tests add to it
     if cfg.preset not in presets:
         raise CrayonboxError(f"unknown VQGAN preset {cfg.preset!r}; choose one of {sorted(presets)}")
-    autocast_for(cfg.precision, torch.device("cpu"))  # reject a bad --precision before any work
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    check_run_options(cfg.precision, cfg.steps, cfg.max_minutes)
+    dist = single_process(cfg.threads)
     out, work = Path(cfg.out), Path(cfg.out) / "train"
-    ckpt_path = work / "checkpoint.pt"
-    claim_output_folder(out, VQGAN_KIND, "train/checkpoint.pt")  # never into someone's folder
-    if ckpt_path.exists() and not cfg.resume:
-        raise CrayonboxError(f"{out} already holds a VQGAN run: pass --resume to continue it, or choose "
-                             "another --out")
+    claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     vq_cfg: VQGANConfig = presets[cfg.preset]
     keys, pixels = load_images(cfg.data, vq_cfg.resolution, cfg.progress)
     split = held_out(keys, cfg.eval_fraction)
@@ -218,102 +248,26 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     if len(train_pixels) == 0 or len(eval_pixels) == 0:
         raise CrayonboxError(f"{len(pixels)} images leave an empty train or eval split; use more images or "
                              "change --eval-fraction")
-    sampler = EpochSampler(len(train_pixels), cfg.seed)
 
     torch.manual_seed(cfg.seed)
     model = VQGAN(vq_cfg).train()
     model.quantize.embedding.weight.requires_grad_(False)  # the codebook follows the EMA, not the optimizer
-    codebook = EMACodebook(model.quantize.embedding.weight.data, cfg.ema_decay)
+    task = VQGANTask(cfg, model, train_pixels, eval_pixels)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   betas=(0.9, 0.99), weight_decay=0.0)
-    shape = WarmupCosine(cfg.warmup_steps, cfg.steps, 0.1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
-    if cfg.steps == 0 and cfg.max_minutes <= 0:
-        raise CrayonboxError("--steps 0 means 'as many as fit in the time budget': give --max-minutes too")
-    restart_gen = torch.Generator().manual_seed(cfg.seed)
-    identity = {"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed}
-    start, elapsed_before = 0, 0.0
-    if cfg.resume and ckpt_path.exists():
-        state = ckpt.load_checkpoint(ckpt_path)
-        ckpt.check_same_run(state, identity)
-        model.load_state_dict(state["model"])
-        codebook.load_state_dict(state["codebook"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        restart_gen.set_state(state["restart_rng"])
-        ckpt.restore_rng(state["rng"])
-        start, elapsed_before = int(state["step"]), float(state["elapsed_s"])
-    ckpt.remove_stale_temporaries(work)
-    log = ckpt.MetricsLog(work / "metrics.csv", METRICS, resume_step=start if cfg.resume else None)
+    settings = LoopSettings(
+        out=out, name="train vqgan", steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=0.1,
+        batch_size=cfg.batch_size, max_minutes=cfg.max_minutes, eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every, metrics=METRICS,
+        identity={"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed},
+        resume=cfg.resume, progress=cfg.progress)
+    result = TrainingLoop(settings, dist, task, optimizer).run()
 
-    plan, single = StepPlan(shape, cfg.max_minutes, start), Dist(0, 1, torch.device("cpu"))
-    bar = tqdm(initial=start, total=shape.total or None, desc="train vqgan", unit="step",
-               disable=not cfg.progress)
-    started, done, report = time.perf_counter(), start, {}
-    def quantize_from() -> float:
-        """The first quantized step (inf while a share-of-the-run start waits for the timed plan)."""
-        if cfg.quantize_after >= 1 or cfg.quantize_after == 0:
-            return int(cfg.quantize_after)
-        return int(cfg.quantize_after * shape.total) if shape.total else math.inf
-
-    while shape.total == 0 or done < shape.total:
-        step, tick = done, time.perf_counter()
-        if step == quantize_from() and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
-            rows = torch.cat([sampler.rows(step + i, cfg.batch_size) for i in range(cfg.kmeans_batches)])
-            init_codebook(model, codebook, to_unit(train_pixels[rows]), restart_gen, step)
-        x = to_unit(train_pixels[sampler.rows(step, cfg.batch_size)])
-        with autocast_for(cfg.precision, x.device):
-            z = model.encode_latent(x)
-        z = z.float()
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        ids = model.quantize.nearest(z).flatten()
-        z_q = model.quantize.lookup(ids.view(z.shape[0], -1), z.shape[-1])
-        quantizing = step >= quantize_from()
-        commit = F.mse_loss(z, z_q) if quantizing else torch.zeros(())
-        with autocast_for(cfg.precision, x.device):  # straight-through estimator once quantizing
-            recon = model.decode_latent(z + (z_q - z).detach() if quantizing else z).float()
-        l1, l2, edge = (recon - x).abs().mean(), F.mse_loss(recon, x), edge_loss(recon, x)
-        loss = l1 + cfg.l2_weight * l2 + cfg.edge_weight * edge + cfg.commitment * commit
-        loss.backward()
-        lr = schedule.get_last_lr()[0]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        restarted = 0
-        if quantizing:
-            codebook.update(flat.detach(), ids, step)
-            restarted = codebook.restart_dead(flat.detach(), step, cfg.dead_after, restart_gen)
-        done = step + 1
-        elapsed = elapsed_before + time.perf_counter() - started
-        row = {"step": done, "lr": lr, "restarted": restarted, "elapsed_s": round(elapsed, 3),
-               "samples_per_s": cfg.batch_size / (time.perf_counter() - tick),
-               **{k: v.item() for k, v in (("loss", loss), ("l1", l1), ("l2", l2), ("edge", edge),
-                                           ("commit", commit))}}
-        plan.update(done, time.perf_counter() - started, elapsed, single)
-        bar.total = shape.total or None
-        bar.update(1)
-        out_of_time = cfg.max_minutes > 0 and elapsed >= cfg.max_minutes * 60
-        finished = done == shape.total or out_of_time
-        if done % cfg.eval_every == 0 or finished:
-            report = evaluate(model, eval_pixels)
-            row.update(report)
-            bar.set_postfix(psnr=f"{report['eval_psnr']:.2f}", usage=f"{report['eval_usage']:.2f}")
-        log.write(row)
-        if done % cfg.checkpoint_every == 0 or finished:
-            ckpt.save_checkpoint(ckpt_path, {
-                "step": done, "elapsed_s": elapsed, "model": model.state_dict(),
-                "codebook": codebook.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                "restart_rng": restart_gen.get_state(), "rng": ckpt.capture_rng(), "data": identity})
-        if out_of_time:
-            break
-    bar.close()
-    log.close()
-
-    report = report or evaluate(model, eval_pixels)
+    report = dict(result.evaluation)
     rows = ckpt.read_metrics(work / "metrics.csv")
-    report.update({"steps": done, "planned_steps": shape.total, "images": {"train": len(train_pixels),
-                   "eval": len(eval_pixels)}, "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
+    report.update({"steps": result.steps, "planned_steps": result.planned,
+                   "images": {"train": len(train_pixels), "eval": len(eval_pixels)},
+                   "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
                    "restarted_codes": sum(int(r["restarted"]) for r in rows),
                    "data": str(Path(cfg.data).resolve()),
                    "config": dataclasses.asdict(cfg), "vqgan_config": vq_cfg.to_dict()})
