@@ -4,6 +4,7 @@ server over the pipe. Imported in the child only through `worker_main` (the spaw
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -44,6 +45,10 @@ def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerCo
         return
     channel.send(("ready", {"capacity_rows": scheduler.capacity_rows}))
     _serve_parent(channel, scheduler)
+    # Everything is answered and the pipe is closed. Leave without the interpreter's teardown, which can abort
+    # (SIGABRT) when it finalises torch while the scheduler's daemon threads are still unwinding.
+    logging.shutdown()
+    os._exit(0)
 
 
 def _serve_parent(channel: Channel, scheduler: Scheduler) -> None:
