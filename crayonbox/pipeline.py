@@ -152,7 +152,7 @@ class Pipeline:
 
     def jobs(
         self, prompts: str | list[str], num_images: int, seed: int | None, settings: SamplingSettings
-    ) -> tuple[list[ImageJob], list[EncodedPrompt]]:
+    ) -> tuple[list[ImageJob[tuple[int, int]]], list[EncodedPrompt]]:
         """One ImageJob per image, seeds seed, seed+1, … per prompt."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:

@@ -13,6 +13,7 @@ model), never on batch size or its place in the batch (dalle-mini #273 was the o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import torch
 from torch import LongTensor, Tensor
@@ -56,16 +57,34 @@ def sample_from_logits(
     return index.gather(1, choice)[:, 0]
 
 
+Tag = TypeVar("Tag")
+
+
 @dataclass
-class ImageJob:
-    """One image to decode: its prompt's encoder states and its own seed and settings."""
+class ImageJob(Generic[Tag]):
+    """One image to decode: its prompt's encoder states and its own seed and settings. `tag` is the caller's
+    handle, typed by the caller: (prompt, image) in Pipeline, a task index in the probe, (ticket, image) in the
+    server's scheduler."""
 
     states: Tensor  # (S, d) encoder states of the prompt
     mask: Tensor  # (S,) bool, real text tokens
     seed: int
     settings: SamplingSettings
-    tag: object = None  # the caller's handle (request id, image index)
+    tag: Tag | None = None
     tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BatchIndex:
+    """Per-image tensors `Decoding.step` uses, derived from its rows: rebuilt only when images join or leave."""
+
+    cond: LongTensor  # each image's conditional cache row
+    uncond: LongTensor  # its unconditional row (its cond row at scale 1: guidance is then the identity)
+    scale: Tensor  # condition scale (1 where there is no uncond row)
+    top_k: Tensor
+    top_p: Tensor
+    temperature: Tensor
+    uniforms: Tensor  # (images, image_length) float64: each image's sampling draws
 
 
 def rows_needed(job: ImageJob) -> int:
@@ -182,10 +201,10 @@ class Decoding:
         )
         logits = self.model.decoder.step(tokens, positions, view)[:, : cfg.image_vocab_size]
         n = len(self.jobs)
-        b = self._batch  # per-image index and settings tensors, rebuilt only when images join or leave
-        guided = guide(logits[b["cond"]], logits[b["uncond"]], b["scale"])
-        u = b["uniforms"][torch.arange(n), torch.tensor(done)]
-        new = sample_from_logits(guided, b["top_k"], b["top_p"], b["temperature"], u)
+        b = self.batch
+        guided = guide(logits[b.cond], logits[b.uncond], b.scale)
+        u = b.uniforms[torch.arange(n), torch.tensor(done)]
+        new = sample_from_logits(guided, b.top_k, b.top_p, b.temperature, u)
         for j, token in enumerate(new.tolist()):
             self.jobs[j].tokens.append(token)
         finished = [j for j in range(n) if len(self.jobs[j].tokens) == cfg.image_length]
@@ -230,19 +249,17 @@ class Decoding:
         self._cross_len = max((self.uncond_states.shape[0] if is_uncond else self.jobs[j].states.shape[0]
                                for j, is_uncond in self.row_owner), default=0)
         settings = [j.settings for j in self.jobs]
-        self._batch = {
-            "cond": torch.tensor(cond_row, dtype=torch.long),
-            # without an uncond row (scale 1) the cond logits stand in: guidance is then the identity
-            "uncond": torch.tensor([c if u is None else u for u, c in zip(uncond_row, cond_row,
-                                                                         strict=True)], dtype=torch.long),
-            "scale": torch.tensor([s.condition_scale if u is not None else 1.0
-                                   for s, u in zip(settings, uncond_row, strict=True)]),
-            "top_k": torch.tensor([s.top_k for s in settings]),
-            "top_p": torch.tensor([s.top_p for s in settings]),
-            "temperature": torch.tensor([s.temperature for s in settings]),
-            "uniforms": torch.stack(self.uniforms) if self.uniforms
-            else torch.zeros(0, self.cfg.image_length, dtype=torch.float64),
-        }
+        self.batch = BatchIndex(
+            cond=torch.tensor(cond_row, dtype=torch.long),
+            uncond=torch.tensor([c if u is None else u for u, c in zip(uncond_row, cond_row, strict=True)],
+                                dtype=torch.long),
+            scale=torch.tensor([s.condition_scale if u is not None else 1.0
+                                for s, u in zip(settings, uncond_row, strict=True)]),
+            top_k=torch.tensor([s.top_k for s in settings]),
+            top_p=torch.tensor([s.top_p for s in settings]),
+            temperature=torch.tensor([s.temperature for s in settings]),
+            uniforms=torch.stack(self.uniforms) if self.uniforms
+            else torch.zeros(0, self.cfg.image_length, dtype=torch.float64))
 
     def partial_tokens(self, job: ImageJob) -> LongTensor:
         """The image's tokens so far, with undecoded positions copied from the row above (or the first token),

@@ -190,7 +190,7 @@ class ProbeWorker:
         used = sorted({t.spec for t in tasks})
         states, mask = self.pipe.encode_text([self.encodings[i] for i in used])
         row = {spec: r for r, spec in enumerate(used)}
-        jobs = [ImageJob(states[row[t.spec]], mask[row[t.spec]], self.seed + t.index,
+        jobs: list[ImageJob[int]] = [ImageJob(states[row[t.spec]], mask[row[t.spec]], self.seed + t.index,
                          self.settings[t.settings], tag=i) for i, t in enumerate(tasks)]
         # Sized to these jobs: cross-attention then spans the longest real prompt, not all text_length slots.
         decoding = self.pipe.new_decoding(sum(rows_needed(j) for j in jobs), jobs=jobs)

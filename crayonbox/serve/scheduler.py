@@ -26,7 +26,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -324,9 +324,8 @@ class Scheduler(SchedulerLike):
                 ticket.state = "admitting"
             w = ticket.work
             try:
-                jobs, encodings = self.pipe.jobs(w.prompt, w.n, w.seed, w.settings)
-                for i, job in enumerate(jobs):
-                    job.tag = (ticket, i)
+                made, encodings = self.pipe.jobs(w.prompt, w.n, w.seed, w.settings)
+                jobs: list[ImageJob[tuple[Ticket, int]]] = [replace(job, tag=(ticket, i)) for i, job in enumerate(made)]
                 self.decoding.add(jobs)
             except Exception as e:  # settings the sampler rejects (422), or a bug (500): this request only
                 user_error = isinstance(e, CrayonboxError)
@@ -344,7 +343,7 @@ class Scheduler(SchedulerLike):
                 self._running.append(ticket)
             ticket.emit(Started(self.steps_done))
 
-    def _complete(self, finished: list[ImageJob]) -> None:
+    def _complete(self, finished: list[ImageJob[tuple[Ticket, int]]]) -> None:
         """Requests whose images all finished at this step (they joined together, so they end together)."""
         tickets = {id(job.tag[0]): job.tag[0] for job in finished}
         for ticket in tickets.values():

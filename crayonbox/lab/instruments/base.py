@@ -18,9 +18,9 @@ import numpy as np
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.images import ImageLike
+from crayonbox.model.judge import NONE as NONE  # every instrument answers in the judge's vocabulary
+from crayonbox.model.judge import UNCLEAR as UNCLEAR
 
-NONE = "none"  # nothing to measure: no person, no visible skin, an empty slot
-UNCLEAR = "unclear"  # something is there but the instrument cannot tell what
 
 @dataclass
 class Confusion:
