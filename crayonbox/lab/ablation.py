@@ -17,9 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crayonbox.config import read_json
+from crayonbox.config import read_json, write_json_atomic
 from crayonbox.errors import CrayonboxError
+from crayonbox.lab.blame import blame_run
 from crayonbox.lab.families import NORMALISED
+from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
+from crayonbox.lab.measure import through_model_vqgan
+from crayonbox.lab.reference import validation_renders
 from crayonbox.lab.stats.seed_effects import SeedCounts, SeedEffect, pooled_training_noise, seed_effect
 
 ABLATION_FILE = "ablation.json"
@@ -55,7 +59,6 @@ def default_arms(captions: Path, tokenizer: Path, prompt: str = "", max_arms: in
     items captioned like `prompt` (blame's "necessary"), most moved first. Normaliser modes are left out:
     they change the prompt's own ids as well (raw `""` becomes the unconditional ids), so they test
     hypothesis (e), not a filter; ask for `normalize:raw` explicitly."""
-    from crayonbox.lab.blame import blame_run
 
     blamed = blame_run(captions, tokenizer, prompts=[prompt], progress=False).table
     matched = blamed.prompts[0].matched_baseline
@@ -68,10 +71,6 @@ def default_arms(captions: Path, tokenizer: Path, prompt: str = "", max_arms: in
 def roundtrip_validation(path: Path, world_config: Path, model: Path, n: int, max_distance: float) -> dict[str, Any]:
     """The skin meter's confusion on `n` labelled renders of the world passed through the model's VQGAN
     (how generated pixels look), cached in `path` (JSON)."""
-    from crayonbox.config import write_json_atomic
-    from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
-    from crayonbox.lab.measure import through_model_vqgan
-    from crayonbox.lab.reference import validation_renders
 
     settings = {"n": n, "max_distance": max_distance, "world_config": str(world_config), "model": str(model)}
     if path.exists():

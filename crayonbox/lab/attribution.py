@@ -22,15 +22,21 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import LongTensor, Tensor
+from tqdm.auto import tqdm
 
+from crayonbox.data.shards import decode_image, iter_items
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.families import UNCONDITIONAL, PromptSpec
 from crayonbox.lab.instruments.clusters import ColourLayoutFeatures, FeatureExtractor
+from crayonbox.lab.measure import embed_images
+from crayonbox.lab.probe import encode_spec
 from crayonbox.lab.stats.core import StatsResult, check_confidence
 from crayonbox.lab.stats.proportions import Interval
-from crayonbox.lab.store import ImageRecord
+from crayonbox.lab.store import ImageRecord, RunStore
+from crayonbox.pipeline import Pipeline
 
 DRAWS = 2000  # bootstrap resamples: percentile bounds then move by < 1 % of their width between seeds
 CHUNK_CELLS = 1 << 24  # similarity / resample blocks of at most this many floats (64 MiB)
@@ -200,7 +206,6 @@ def likelihood_scores(bart: torch.nn.Module, text_ids_probe: Tensor, mask_probe:
                       mask_uncond: Tensor, image_tokens: LongTensor, batch: int = 256,
                       progress: bool = False) -> np.ndarray:
     """Per row of image_tokens (N, L): log p(tokens | probe ids) − log p(tokens | unconditional ids), in nats."""
-    from tqdm.auto import tqdm
 
     cfg = bart.cfg
     tokens = torch.as_tensor(image_tokens).long()
@@ -267,7 +272,6 @@ class LikelihoodAttribution(StatsResult):
 
 def read_tokens(path: Path, groups_by_key: dict[str, str], limit: int | None) -> tuple[list[str], LongTensor, int]:
     """Keys and codes (N, L) of the parquet rows (a file or a folder of them) that have a group."""
-    import pyarrow.parquet as pq
 
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
@@ -293,8 +297,6 @@ def attribute_likelihood(model_folder: Path, prompt: str | PromptSpec, tokens_pa
                          groups_by_key: dict[str, str], limit: int | None = None, progress: bool = True,
                          confidence: float = 0.95, seed: int = 0, batch: int = 256) -> LikelihoodAttribution:
     """Score every grouped training item for `prompt` (as the probe encodes it) and summarise by group."""
-    from crayonbox.lab.probe import encode_spec
-    from crayonbox.pipeline import Pipeline
 
     spec = prompt if isinstance(prompt, PromptSpec) else UNCONDITIONAL if prompt == UNCONDITIONAL.label \
         else PromptSpec(prompt, "attribution")
@@ -321,7 +323,6 @@ def ids_predicate(token_ids: Sequence[int]) -> Callable[[ImageRecord], bool]:
 def _train_batches(world: Path, groups_by_key: dict[str, str], limit: int | None,
                    batch: int) -> Iterator[tuple[list[str], list]]:
     """(keys, RGB images) of the first `limit` grouped items of the world's shards, `batch` at a time."""
-    from crayonbox.data.shards import decode_image, iter_items
 
     items = islice((item for item in iter_items(Path(world)) if item.key in groups_by_key), limit)
     while chunk := list(islice(items, batch)):
@@ -336,10 +337,7 @@ def attribute_neighbours(probe_run: Path, target_prompt_keys: Collection[str] | 
     """`neighbour_enrichment` for a probe run: targets are the images whose prompt key (PromptSpec.key, e.g.
     "normalised:" for the blank prompt) is in `target_prompt_keys`, or that a predicate selects (see
     `ids_predicate`); the training items are the first `limit` grouped items of the world's shards."""
-    from tqdm.auto import tqdm
 
-    from crayonbox.lab.measure import embed_images
-    from crayonbox.lab.store import RunStore
 
     extractor = extractor or ColourLayoutFeatures()
     with RunStore.open(probe_run) as store:

@@ -25,13 +25,20 @@ from typing import Any
 import numpy as np
 
 from crayonbox.config import write_json_atomic
+from crayonbox.data.caption_arms import parse_arm
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab import stats
 from crayonbox.lab.ablation import VALIDATION_FILE, Ablation, load_ablation, roundtrip_validation
 from crayonbox.lab.analysis import square_confusion
+from crayonbox.lab.attribution import attribute_likelihood, attribute_neighbours
+from crayonbox.lab.blame import blame_run, load_tokenizer
+from crayonbox.lab.explain_html import write_html
 from crayonbox.lab.explanation import AblationRow, Explanation, Matched, Outcome
 from crayonbox.lab.families import UNCONDITIONAL, PromptSpec
 from crayonbox.lab.instruments.base import NONE, UNCLEAR
+from crayonbox.lab.instruments.skin_tone import OUTCOMES, SkinToneConfig, SkinToneMeter
+from crayonbox.lab.probe import ProbeConfig, run_probe
+from crayonbox.lab.store import RunStore
 from crayonbox.lab.verdict import conclusion, find_causes, hypotheses
 from crayonbox.run_record import RunRecord, read_run_record
 
@@ -65,9 +72,6 @@ class ExplainConfig:
 
 def _probe(record: RunRecord, out: Path, config: ExplainConfig, progress: bool) -> dict[tuple, Counter]:
     """Probe the blank prompt and the unconditional control; skin-meter counts per (mode, scale)."""
-    from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
-    from crayonbox.lab.probe import ProbeConfig, run_probe
-    from crayonbox.lab.store import RunStore
 
     run_probe(ProbeConfig(model=record.model, prompts=[BLANK, UNCONDITIONAL], n=config.n,
                           condition_scales=config.condition_scales, seed=config.image_seed,
@@ -93,7 +97,6 @@ def _target(counts: Counter) -> str:
 
 def _outcome(counts: Counter, target: str, scale: float, validation: dict[str, Any], training_share: float,
              confidence: float) -> Outcome:
-    from crayonbox.lab.instruments.skin_tone import OUTCOMES
 
     n = sum(counts.values())
     observed = np.array([counts.get(o, 0) for o in OUTCOMES])
@@ -113,7 +116,6 @@ def _outcome(counts: Counter, target: str, scale: float, validation: dict[str, A
 
 
 def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, Any, float]:
-    from crayonbox.lab.blame import blame_run
 
     result = blame_run(record.captions, record.tokenizer, prompts=[BLANK], progress=False)
     table = result.table
@@ -135,7 +137,6 @@ def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, 
         g_n, g_hit = int(rows.sum()), int(np.sum(tones[rows] == target))
         gw = stats.wilson_interval(g_hit, g_n, confidence)
         by_step[str(group)] = {"n": g_n, "share": g_hit / g_n, "interval": [gw.low, gw.high]}
-    from crayonbox.lab.blame import load_tokenizer
 
     tokens = load_tokenizer(record.tokenizer).encode("").tokens
     moved_by = {arm: int(mask[matched].sum()) for arm, mask in prompt.necessary.items()}
@@ -146,7 +147,6 @@ def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, 
 def _ablation_rows(ablation: Ablation | None, target: str, scale: float) -> list[AblationRow]:
     if ablation is None:
         return []
-    from crayonbox.data.caption_arms import parse_arm
 
     config = ablation.manifest["pipeline_config"]
     rows = [AblationRow(e.arm, e.step, e.change, parse_arm(e.arm, config).description, e.effect.effect,
@@ -161,7 +161,6 @@ def _attribution(record: RunRecord, out: Path, blame: Any, scale: float, config:
     """Both attributions of the blank prompt's images to caption groups of training items: the model's
     likelihood score per item, and the groups of the images' nearest training neighbours (blank-prompt
     images against the `<unconditional ids>` control's images at the same scale)."""
-    from crayonbox.lab.attribution import attribute_likelihood, attribute_neighbours
 
     prompt = blame.table.prompts[0]
     groups = dict(zip(blame.table.keys, prompt.groups, strict=True))
@@ -208,7 +207,6 @@ def check_out(out: Path) -> None:
 def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = None,
                 config: ExplainConfig | None = None, progress: bool = True) -> Explanation:
     """Gather the evidence for the blank prompt of `run` and write DIR/explanation.json and .html."""
-    from crayonbox.lab.explain_html import write_html
 
     config = (config or ExplainConfig()).validate()
     record = read_run_record(run)
@@ -232,7 +230,6 @@ def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = 
     outcome = by_scale[0]
     rows = _ablation_rows(abl, target, headline)
     kinds = {s["name"]: s["step"] for s in record.pipeline_config["steps"]}
-    from crayonbox.lab.blame import load_tokenizer
 
     tokenizer = load_tokenizer(record.tokenizer)
     merged = [p for p in ("", " ", ".") if tokenizer.encode(p).ids == tokenizer.encode("").ids]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from crayonbox.lab.explanation import Explanation, Outcome
 from crayonbox.lab.report_html import esc, img, page, table
+from crayonbox.lab.store import RunStore
 
 
 def _pct(x: float) -> str:
@@ -24,7 +25,6 @@ def _outcome_rows(rows: list[Outcome], label: str) -> list[list[str]]:
 
 def _samples(probe: Path, limit: int = 32) -> str:
     """A strip of blank-prompt images (headline scale), upscaled without smoothing."""
-    from crayonbox.lab.store import RunStore
 
     with RunStore.open(probe) as store:
         records = [r for r in store.images() if r.prompt == "" and r.input_mode != "unconditional-ids"]

@@ -34,9 +34,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
 from crayonbox.config import write_json_atomic
 from crayonbox.data.caption_arms import BASELINE, Arm, arm_config, parse_arm
 from crayonbox.data.captions import pipeline_normalizer
+from crayonbox.data.captions_cli import run_caption_pipeline
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.ablation import (
     ABLATION_FILE,
@@ -44,13 +49,20 @@ from crayonbox.lab.ablation import (
     RESULT_FILE,
     VALIDATION_FILE,
     arm_slug,
+    default_arms,
     load_ablation,
     read_manifest,
     roundtrip_validation,
 )
 from crayonbox.lab.families import PromptSpec, expand_prompts
+from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
+from crayonbox.lab.probe import ProbeConfig, encode_spec, load_tokenizer, run_probe
+from crayonbox.lab.store import RunStore
 from crayonbox.procs import die_with_parent as _die_with_parent
 from crayonbox.run_record import RunRecord, read_run_record
+from crayonbox.text.tokenizer import Tokenizer
+from crayonbox.train.data import read_token_parquet, write_token_parquet
+from crayonbox.train.model import TrainConfig, train
 
 SKIN_MAX_DISTANCE = 12.0  # ΔE: the VQGAN shifts skin colours by 5–12 ΔE (docs/lab.md, planted skew)
 
@@ -113,11 +125,7 @@ def _check_out(out: Path, manifest: dict[str, Any]) -> None:
 
 def prepare_arm(record: RunRecord, arm: Arm, folder: Path, progress: bool) -> None:
     """The arm's captions, token parquet and (if its normaliser differs) tokenizer, in `folder`."""
-    import torch
 
-    from crayonbox.data.captions_cli import run_caption_pipeline
-    from crayonbox.text.tokenizer import Tokenizer
-    from crayonbox.train.data import read_token_parquet, write_token_parquet
 
     if arm.step is None:
         return  # the baseline trains on the run's own files
@@ -139,7 +147,6 @@ def prepare_arm(record: RunRecord, arm: Arm, folder: Path, progress: bool) -> No
 
 def _final_captions(captions: Path) -> dict[str, str | None]:
     """key → final caption, None for a dropped item, from a caption run's provenance."""
-    import pyarrow.parquet as pq
 
     out: dict[str, str | None] = {}
     for part in sorted((captions / "provenance").glob("*.parquet")):
@@ -163,12 +170,7 @@ class Job:
 
 def run_job(job: Job, config: AblateConfig, specs: list[PromptSpec]) -> dict[str, Any]:
     """Train (or resume) the job's model, probe it, measure it; writes and returns result.json."""
-    import torch
 
-    from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
-    from crayonbox.lab.probe import ProbeConfig, encode_spec, load_tokenizer, run_probe
-    from crayonbox.lab.store import RunStore
-    from crayonbox.train.model import TrainConfig, train
 
     torch.set_num_threads(1)
     record = read_run_record(job.run)
@@ -221,7 +223,6 @@ def run_job(job: Job, config: AblateConfig, specs: list[PromptSpec]) -> dict[str
 
 def run_ablation(run: str | Path, out: str | Path, config: AblateConfig, progress: bool = True) -> Path:
     """Retrain, probe and measure every arm × seed of `config` into `out` (resuming what is there)."""
-    from tqdm.auto import tqdm
 
     config.validate()
     record = read_run_record(run)
@@ -273,7 +274,6 @@ def run_ablate_command(args: argparse.Namespace) -> int:
     """`crayonbox lab ablate`."""
     arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
     if arms is None:
-        from crayonbox.lab.ablation import default_arms
 
         record = read_run_record(args.run)
         arms = default_arms(record.captions, record.tokenizer, prompt="")
