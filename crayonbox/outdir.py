@@ -59,8 +59,8 @@ def check_output_folder(path: str | Path, kind: str, marker_file: str | None = N
     except OSError as e:
         raise CrayonboxError(f"cannot read the output folder {folder} ({e.strerror})") from None
     if not empty:
-        raise CrayonboxError(f"{folder} is not empty and holds no crayonbox {kind} output: choose a new or "
-                             "empty output folder (nothing was written)")
+        raise CrayonboxError(f"{folder} is not empty and holds no crayonbox {kind} output (it was not written by "
+                             "this command): choose a new or empty output folder (nothing was written)")
     return False
 
 

@@ -68,15 +68,17 @@ def default_arms(captions: Path, tokenizer: Path, prompt: str = "", max_arms: in
     return chosen[:max_arms]
 
 
-def roundtrip_validation(path: Path, world_config: Path, model: Path, n: int, max_distance: float) -> dict[str, Any]:
+def roundtrip_validation(path: Path, world_config: Path, model: Path, n: int, max_distance: float,
+                         reuse: Path | None = None) -> dict[str, Any]:
     """The skin meter's confusion on `n` labelled renders of the world passed through the model's VQGAN
-    (how generated pixels look), cached in `path` (JSON)."""
-
+    (how generated pixels look), cached in `path` (JSON). `reuse` is another command's cache (an ablation's),
+    read when its settings match and never written."""
     settings = {"n": n, "max_distance": max_distance, "world_config": str(world_config), "model": str(model)}
-    if path.exists():
-        cached = read_json(path)
-        if cached.get("settings") == settings:
-            return cached
+    for cache in (reuse, path):
+        if cache is not None and cache.exists():
+            cached = read_json(cache)
+            if cached.get("settings") == settings:
+                return cached
     images, truths, where = through_model_vqgan(*validation_renders(n, world_config), str(model))
     meter = SkinToneMeter(SkinToneConfig(max_distance=max_distance))
     confusions = meter.validate_world(images, truths)

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from crayonbox.data.caption_arms import BASELINE
-from crayonbox.errors import CrayonboxError
 from crayonbox.lab.blame import BlameResult, BlameTable, PromptBlame
 from crayonbox.lab.stats import wilson_interval
+from crayonbox.outdir import MARKER as MARKER  # the mark of a folder this command wrote
+from crayonbox.outdir import check_output_folder, claim_output_folder
 
-MARKER = ".crayonbox-lab-blame"  # marks an output folder this command wrote (so it may write there again)
+BLAME_KIND = "lab blame"
 
 # ---- summaries --------------------------------------------------------------------------------------------
 
@@ -81,10 +82,7 @@ def prompt_summary(table: BlameTable, p: PromptBlame) -> dict[str, Any]:
 
 def check_out_dir(out: Path) -> None:
     """Refuse an output folder that is neither new, nor empty, nor one this command wrote."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
-        raise CrayonboxError(f"--out {out} exists and was not written by `crayonbox lab blame`; give a new or "
-                             "empty folder")
+    check_output_folder(out, BLAME_KIND)
 
 
 def write_blame(result: BlameResult, out: Path) -> dict[str, Any]:
@@ -93,9 +91,7 @@ def write_blame(result: BlameResult, out: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     out = Path(out)
-    check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("crayonbox lab blame\n", encoding="utf8")
+    claim_output_folder(out, BLAME_KIND)
     tmp = out / ".blame.parquet.tmp"
     pq.write_table(pa.table(result.table.rows()), tmp)
     os.replace(tmp, out / "blame.parquet")

@@ -40,6 +40,7 @@ from crayonbox.lab.instruments.skin_tone import OUTCOMES, SkinToneConfig, SkinTo
 from crayonbox.lab.probe import ProbeConfig, run_probe
 from crayonbox.lab.store import RunStore
 from crayonbox.lab.verdict import conclusion, find_causes, hypotheses
+from crayonbox.outdir import claim_output_folder
 from crayonbox.run_record import RunRecord, read_run_record
 
 EXPLANATION_JSON = "explanation.json"
@@ -115,7 +116,7 @@ def _outcome(counts: Counter, target: str, scale: float, validation: dict[str, A
                    training_share, dict(counts))
 
 
-def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, Any, float]:
+def _blame(record: RunRecord, tokens: list[str], target: str, confidence: float) -> tuple[Matched, Any, float]:
 
     result = blame_run(record.captions, record.tokenizer, prompts=[BLANK], progress=False)
     table = result.table
@@ -138,7 +139,6 @@ def _blame(record: RunRecord, target: str, confidence: float) -> tuple[Matched, 
         gw = stats.wilson_interval(g_hit, g_n, confidence)
         by_step[str(group)] = {"n": g_n, "share": g_hit / g_n, "interval": [gw.low, gw.high]}
 
-    tokens = load_tokenizer(record.tokenizer).encode("").tokens
     moved_by = {arm: int(mask[matched].sum()) for arm, mask in prompt.necessary.items()}
     return (Matched(n, int(kept.sum()), hit / n if n else 0.0, (w.low, w.high) if w else (0.0, 0.0), tokens,
                     by_step, moved_by), result, training_share)
@@ -177,9 +177,8 @@ def _agreement(attribution: dict[str, Any], rows: list[AblationRow], blame: Any)
     """Does each attribution's top caption group consist of the items the strongest ablation arm moves?
     (Group names come from blame's necessary steps; an arm such as english_only:drop moves items that blame
     files under "blank via raw", so agreement is judged on the items, not on the names.)"""
-    strongest = min(rows, key=lambda r: r.effect) if rows else None
-    table = blame.table
-    prompt = table.prompts[0]
+    strongest = max(rows, key=lambda r: abs(r.effect)) if rows else None
+    prompt = blame.table.prompts[0]
     groups = np.array(prompt.groups)
     out: dict[str, Any] = {"strongest_arm": strongest.arm if strongest else None}
     top = {"likelihood": next(iter(attribution["likelihood"]["groups"]), {}).get("group"),
@@ -195,15 +194,6 @@ def _agreement(attribution: dict[str, Any], rows: list[AblationRow], blame: Any)
 
 # ---- the whole explanation ---------------------------------------------------------------------------------
 
-def check_out(out: Path) -> None:
-    """`out` must be new, empty, or an earlier explanation (its probe is resumed)."""
-    if out.exists() and not out.is_dir():
-        raise CrayonboxError(f"--out {out} is a file; give a new folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / EXPLANATION_JSON).exists() and \
-            not (out / "probe" / "lab.sqlite").exists():
-        raise CrayonboxError(f"--out {out} holds other files; give a new or empty folder")
-
-
 def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = None,
                 config: ExplainConfig | None = None, progress: bool = True) -> Explanation:
     """Gather the evidence for the blank prompt of `run` and write DIR/explanation.json and .html."""
@@ -212,17 +202,16 @@ def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = 
     record = read_run_record(run)
     abl = load_ablation(ablation, record.path) if ablation is not None else None  # wrong run: fails here
     out = Path(out)
-    check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
-    validation_file = Path(ablation) / VALIDATION_FILE if ablation is not None else out / VALIDATION_FILE
-    if ablation is None or not validation_file.exists():
-        validation_file = out / VALIDATION_FILE
-    validation = roundtrip_validation(validation_file, record.world_config_path, record.model,
-                                      config.validation_n, config.skin_max_distance)
+    claim_output_folder(out, "lab explain", EXPLANATION_JSON)  # new, empty, or an earlier explanation
+    validation = roundtrip_validation(out / VALIDATION_FILE, record.world_config_path, record.model,
+                                      config.validation_n, config.skin_max_distance,
+                                      reuse=Path(ablation) / VALIDATION_FILE if ablation is not None else None)
     counts = _probe(record, out, config, progress)
     headline = config.condition_scales[0]
     target = _target(counts[(BLANK.input_mode, headline)])
-    matched, blame, training_share = _blame(record, target, config.confidence)
+    tokenizer = load_tokenizer(record.tokenizer)
+    blank = tokenizer.encode("")
+    matched, blame, training_share = _blame(record, blank.tokens, target, config.confidence)
     by_scale = [_outcome(counts[(BLANK.input_mode, s)], target, s, validation, training_share, config.confidence)
                 for s in config.condition_scales]
     control = [_outcome(counts[(UNCONDITIONAL.input_mode, s)], target, s, validation, training_share,
@@ -230,9 +219,7 @@ def explain_run(run: str | Path, out: str | Path, ablation: str | Path | None = 
     outcome = by_scale[0]
     rows = _ablation_rows(abl, target, headline)
     kinds = {s["name"]: s["step"] for s in record.pipeline_config["steps"]}
-
-    tokenizer = load_tokenizer(record.tokenizer)
-    merged = [p for p in ("", " ", ".") if tokenizer.encode(p).ids == tokenizer.encode("").ids]
+    merged = [p for p in ("", " ", ".") if tokenizer.encode(p).ids == blank.ids]
     causes = find_causes(outcome, rows)
     attribution = _attribution(record, out, blame, headline, config, progress)
     attribution["agreement"] = _agreement(attribution, rows, blame)

@@ -58,6 +58,7 @@ from crayonbox.lab.families import PromptSpec, expand_prompts
 from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
 from crayonbox.lab.probe import ProbeConfig, encode_spec, load_tokenizer, run_probe
 from crayonbox.lab.store import RunStore
+from crayonbox.outdir import check_output_folder, claim_output_folder
 from crayonbox.procs import die_with_parent as _die_with_parent
 from crayonbox.run_record import RunRecord, read_run_record
 from crayonbox.text.tokenizer import Tokenizer
@@ -105,9 +106,7 @@ def run_identity(record: RunRecord) -> str:
 
 def _check_out(out: Path, manifest: dict[str, Any]) -> None:
     """`out` must be new, empty, or an ablation of the same run with the same probe settings."""
-    if out.exists() and not out.is_dir():
-        raise CrayonboxError(f"--out {out} is a file; give a new folder")
-    if out.is_dir() and any(out.iterdir()):
+    if check_output_folder(out, "lab ablate", ABLATION_FILE) and (out / ABLATION_FILE).exists():
         previous = read_manifest(out)
         if previous["run_identity"] != manifest["run_identity"]:
             raise CrayonboxError(f"{out} is an ablation of another run ({previous['run']}); choose another --out")
@@ -117,7 +116,7 @@ def _check_out(out: Path, manifest: dict[str, Any]) -> None:
             raise CrayonboxError(f"{out} was made with other {', '.join(changed)}; choose another --out")
         manifest["arms"] = list(dict.fromkeys(previous["arms"] + manifest["arms"]))
         manifest["seeds"] = sorted(set(previous["seeds"]) | set(manifest["seeds"]))
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, "lab ablate", ABLATION_FILE)
     write_json_atomic(out / ABLATION_FILE, manifest)
 
 
@@ -205,13 +204,13 @@ def run_job(job: Job, config: AblateConfig, specs: list[PromptSpec]) -> dict[str
     for r, label in zip(records, labels, strict=True):
         tallies.setdefault((r.prompt, r.input_mode, r.condition_scale), Counter())[label["skin_tone"]] += 1
     cells = []
-    for group in by_ids.values():
+    for ids, group in by_ids.items():
         head = group[0]
         for scale in config.condition_scales:
             counts = tallies.get((head.prompt, head.input_mode, float(scale)), Counter())
             for spec in group:
                 cells.append({"prompt": spec.prompt, "input_mode": spec.input_mode, "condition_scale": scale,
-                              "probed_as": head.prompt, "ids": list(encode_spec(tokenizer, spec).ids),
+                              "probed_as": head.prompt, "ids": list(ids),
                               "attribute": "skin_tone", "counts": dict(counts), "n": sum(counts.values())})
     result = {"arm": job.arm, "seed": job.seed, "model": str(model), "cells": cells,
               "instrument": {"name": "skin_tone", "max_distance": config.skin_max_distance}}
