@@ -22,7 +22,7 @@ TOKENIZER = Path(__file__).parents[1] / "crayonbox" / "assets" / "default" / "to
 
 
 def ensure_captions(work: Path, n: int) -> Path:
-    from crayonbox.data.captions_cli import run_caption_pipeline
+    from crayonbox.data.caption_run import run_caption_pipeline
     from crayonbox.data.world.build import build_world
     from crayonbox.data.world.config import load_world_config
 

@@ -10,7 +10,8 @@ import sys
 
 from crayonbox.errors import CrayonboxError
 
-# Modules that expose `register(subparsers)`. Order = order in --help.
+# Modules that expose `register(subparsers)`, by name (train/ is imported only here, and only by name).
+# Order = order in --help.
 COMMAND_MODULES = [
     "crayonbox.generate_cli",
     "crayonbox.weights.cli",
@@ -29,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # an area that is not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,13 +252,32 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """JSON to a temporary file beside `path`, then renamed over it: a reader, or a run killed mid-write,
-    never sees half a file."""
+@contextmanager
+def atomic_write(path: str | Path, fsync: bool = False) -> Iterator[Path]:
+    """The one way crayonbox replaces a file: write to the yielded temporary path beside `path`; when the block
+    ends it is renamed over `path` (after an fsync if asked), and removed if the block raised. A reader, or a
+    run killed mid-write, never sees half a file; the `.NAME.PID.tmp` a kill -9 leaves behind is what
+    `train.checkpoint.remove_stale_temporaries` and the output guard recognise as ours."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing left after os.replace; the partial file after an error
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON, replaced atomically (see atomic_write)."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from crayonbox.config import (
     ModelConfig,
     VQGANConfig,
+    atomic_write,
     model_config_from_dict,
     read_json,
     vqgan_config_from_dict,
@@ -61,9 +62,8 @@ def save_component(
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
         tensors[key] = value.contiguous()
-    tmp = sub / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(sub / WEIGHTS)
+    with atomic_write(sub / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     write_json(sub / "config.json", config)
 
 

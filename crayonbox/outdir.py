@@ -16,6 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from crayonbox.config import write_text_atomic
 from crayonbox.errors import CrayonboxError
 
 MARKER = ".crayonbox-output.json"
@@ -72,9 +73,7 @@ def claim_output_folder(path: str | Path, kind: str, marker_file: str | None = N
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not ours:
-            tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({"tool": TOOL, "kind": kind}) + "\n", encoding="utf-8")
-            os.replace(tmp, folder / MARKER)
+            write_text_atomic(folder / MARKER, json.dumps({"tool": TOOL, "kind": kind}) + "\n")
     except OSError as e:
         raise CrayonboxError(f"cannot write the output folder {folder} ({e.strerror})") from None
     return folder

@@ -10,6 +10,7 @@ Image i of a prompt uses seed `seed + i`, so asking for one image with seed s+i 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import LongTensor, Tensor
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig
+from tqdm.auto import tqdm
 
 from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
@@ -262,10 +266,7 @@ def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:
 
     Swapped one layer at a time, so memory peaks at the loaded weights plus one fp32 layer (dalle-mega in
     fp16w: ~3 GiB instead of the ~13 GiB of building in fp32 and then quantizing)."""
-    import warnings
 
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig
 
     if not fbgemm_available():
         raise CrayonboxError(f"dtype {mode} needs fbgemm (x86 CPUs with AVX2); use float32 on this machine")
@@ -289,7 +290,6 @@ def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="decoding", unit="tok", disable=not enabled, leave=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -12,7 +13,6 @@ def die_with_parent() -> None:
     kill -9 of the command leaves workers running on for seconds (or a whole training job), and a resumed run
     would share files with them."""
     if sys.platform.startswith("linux"):
-        import ctypes
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)

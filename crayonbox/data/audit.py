@@ -22,13 +22,24 @@ Output: audit.json (every number) and audit.html (sentences, tables and bar char
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from babel import Locale
+from matplotlib.figure import Figure
+from scipy.stats import binom
+from tqdm import tqdm
+
+from crayonbox.config import write_text_atomic
 from crayonbox.errors import CrayonboxError
 
 SKIPPED = "skipped_dropped"
@@ -146,8 +157,6 @@ def load_problems(run_dir: str | Path) -> dict[str, int]:
 
 def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
     """Provenance rows, step names in order, and {step name: step kind} of a `data captions` output folder."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     run_dir = Path(run_dir)
     files = sorted((run_dir / "provenance").glob("*.parquet"))
@@ -167,7 +176,6 @@ def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], dict
 
 def compute_audit(rows: list[dict[str, Any]], steps: list[str], progress: bool = False) -> dict[str, Any]:
     """Counts and shares of every effect in every group (see the module docstring)."""
-    from tqdm import tqdm
 
     reached: dict[str, Counter] = defaultdict(Counter)  # items of a group a step had a caption to act on
     affected: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
@@ -197,7 +205,6 @@ def compute_audit(rows: list[dict[str, Any]], steps: list[str], progress: bool =
 
 
 def _language_name(code: str) -> str:
-    from babel import Locale
 
     name = Locale("en").languages.get(code)
     return f"{name} ({code})" if name else code
@@ -251,7 +258,6 @@ def headline_sentences(audit: dict[str, Any], kinds: dict[str, str]) -> list[str
     """Per effect: its overall rate, then up to three groups (and three among English captions) it hit harder
     than their comparison set, largest gap first; a group counts only if its one-sided binomial test survives
     Benjamini–Hochberg over all groups."""
-    from scipy.stats import binom
 
     baselines = {(s.effect, s.among): s for s in audit["shares"] if s.attribute == "all"}
     language_steps = {name for name, kind in kinds.items() if kind in ("english_only", "langid")}
@@ -293,9 +299,7 @@ BAR_INCHES, GAP_INCHES, TOP_INCHES, BOTTOM_INCHES = 0.2, 0.55, 0.75, 0.3
 def bar_chart_png(baselines: dict[str, Share], shares: list[Share], title: str) -> bytes:
     """Bars per (among, attribute): share of each group affected, its Wilson 95 % interval as a line, the
     comparison set's rate dashed."""
-    import io
 
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     panels = [(among, a) for among in (ALL, ENGLISH) for a in ATTRIBUTE_ORDER
               if any((s.among, s.attribute) == (among, a) for s in shares)]
@@ -328,8 +332,6 @@ def bar_chart_png(baselines: dict[str, Share], shares: list[Share], title: str) 
 
 def render_html(audit: dict[str, Any], sentences: list[str], kinds: dict[str, str], source: str) -> str:
     """A self-contained HTML page: every text escaped, every chart embedded as base64 PNG."""
-    import base64
-    from html import escape
 
     parts = [f"<!doctype html><meta charset='utf-8'><title>Caption audit: {escape(source)}</title>",
              "<style>body{font-family:sans-serif;max-width:60em;margin:auto}td,th{padding:2px 8px;"
@@ -362,7 +364,6 @@ def render_html(audit: dict[str, Any], sentences: list[str], kinds: dict[str, st
 def write_audit(run_dir: str | Path, out_dir: str | Path | None = None,
                 progress: bool = False) -> tuple[Path, Path]:
     """Audit a `data captions` output folder; write audit.html and audit.json (default: DIR/audit)."""
-    import os
 
     rows, steps, kinds = load_run(run_dir)
     audit = {**compute_audit(rows, steps, progress), "input_problems": load_problems(run_dir)}
@@ -373,7 +374,5 @@ def write_audit(run_dir: str | Path, out_dir: str | Path | None = None,
     contents = (json.dumps(audit_to_json(audit, sentences), indent=1, ensure_ascii=False),
                 render_html(audit, sentences, kinds, str(run_dir)))
     for path, text in zip(paths, contents, strict=True):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf8")
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     return paths[1], paths[0]

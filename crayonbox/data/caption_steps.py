@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar
 
+import ftfy
+
 from crayonbox.data.langid import DEFAULT_LANGUAGES, DETECTOR_NAMES, LanguageDetector, make_detector
+from crayonbox.data.world.given_names import GIVEN_NAMES
 from crayonbox.errors import CrayonboxError
+from crayonbox.text.normalize import NormalizerConfig, TextNormalizer
 
 # Captions repeat a lot (templated worlds, stock alt-text), and ftfy, the normaliser and language ID are pure
 # functions of the text: memoising them per distinct caption is the pipeline's vectorisation.
@@ -119,7 +123,6 @@ class UnicodeFix:
 
 @lru_cache(maxsize=MEMO_SIZE)
 def _fix_unicode(text: str, strip_format_chars: bool) -> str:
-    import ftfy
 
     text = ftfy.fix_text(text)
     if strip_format_chars:
@@ -137,7 +140,6 @@ class Normalize:
     disabled_steps: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from crayonbox.text.normalize import NormalizerConfig, TextNormalizer
 
         # NormalizerConfig raises CrayonboxError on an unknown mode or step name.
         config = NormalizerConfig(self.mode, tuple(self.disabled_steps))
@@ -204,7 +206,6 @@ class EnglishOnly:
 
 @lru_cache(maxsize=1)
 def _world_name_spellings() -> dict[str, tuple[str, ...]]:
-    from crayonbox.data.world.given_names import GIVEN_NAMES
 
     spellings = {}
     for culture in GIVEN_NAMES.values():

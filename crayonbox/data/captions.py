@@ -4,7 +4,7 @@ A step sees one item's current caption (plus its key, metadata and detected lang
 caption, a reason code when it acted, and whether the item is dropped. `CaptionPipeline.process` runs all
 steps over a batch and returns provenance rows: the raw caption, every step's output and reason, the detected
 language, the final caption, and which step dropped or blanked the item. Running it over shards on disk
-(resumable, with provenance parquet) is `crayonbox.data.captions_cli.run_caption_pipeline`.
+(resumable, with provenance parquet) is `crayonbox.data.caption_run.run_caption_pipeline`.
 
 The default pipeline (`DEFAULT_PIPELINE`) mirrors the DALL·E mini era. CC3M, CC12M and YFCC15M were filtered
 to English on their raw text, and CC12M replaced names with <PERSON>; dalle-mini then normalised captions and
@@ -25,6 +25,8 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from crayonbox.data.caption_steps import STEP_TYPES, CaptionState, is_blank
 from crayonbox.errors import CrayonboxError
@@ -87,7 +89,6 @@ def _build_step(index: int, entry: Any) -> Any:
 
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:
     """Read a pipeline config from a YAML (or JSON) file."""
-    import yaml
 
     path = Path(path)
     try:

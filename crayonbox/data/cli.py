@@ -1,18 +1,13 @@
-"""Data commands: `crayonbox world build` and `crayonbox data inspect`.
-
-The caption pipeline's commands (`data audit`, `data captions`) live in crayonbox/data/captions_cli.py, which
-exposes `register_data_commands(data_subparsers)`; `register` calls it when that module exists, so both
-files add subcommands to the same `crayonbox data` group without editing each other.
-"""
+"""Data commands: `crayonbox world build`, `crayonbox data inspect`, and the caption pipeline's `data captions`
+and `data audit` (their handlers are in crayonbox/data/captions_cli.py)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from pathlib import Path
 
-CAPTIONS_CLI = "crayonbox.data.captions_cli"
+from crayonbox.data.captions_cli import register_data_commands
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,14 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
     inspect.set_defaults(func=_data_inspect)
 
-    # `data audit` / `data captions` are registered by the caption pipeline's module, when it exists.
-    try:
-        captions_cli = importlib.import_module(CAPTIONS_CLI)
-    except ModuleNotFoundError as e:
-        if e.name != CAPTIONS_CLI:
-            raise
-    else:
-        captions_cli.register_data_commands(data_sub)
+    register_data_commands(data_sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

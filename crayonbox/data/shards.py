@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 import warnings
 import zlib
@@ -52,6 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from crayonbox.config import atomic_write
 from crayonbox.errors import CrayonboxError
 
 IMAGE_EXTS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
@@ -201,15 +201,13 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_shard(path: Path, items: Iterable[Item]) -> None:
-    """Write `path` (".../00000.tar") and its .parquet atomically: tmp files, then os.replace.
-    A reader never sees a half-written shard; the tar is replaced last, so its presence means done."""
+    """Write `path` (".../00000.tar") and its .parquet, each atomically. A reader never sees a half-written
+    shard; the tar is replaced last, so its presence means done."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_tar, parquet = path.with_name(path.name + ".tmp"), path.with_suffix(".parquet")
-    tmp_parquet = parquet.with_name(parquet.name + ".tmp")
     rows = []
-    with open(tmp_tar, "wb") as f:
-        with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_write(path, fsync=True) as tmp_tar:
+        with tarfile.open(tmp_tar, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for item in items:
                 if item.image is not None:
                     _tar_member(tar, f"{item.key}.{item.image_ext}", item.image)
@@ -217,11 +215,8 @@ def write_shard(path: Path, items: Iterable[Item]) -> None:
                 meta = {"key": item.key, "caption": item.caption, **item.meta}
                 _tar_member(tar, f"{item.key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
                 rows.append(metadata_row(item))
-        f.flush()
-        os.fsync(f.fileno())
-    pq.write_table(_rows_to_table(rows), tmp_parquet)
-    os.replace(tmp_parquet, parquet)
-    os.replace(tmp_tar, path)
+        with atomic_write(path.with_suffix(".parquet")) as tmp_parquet:
+            pq.write_table(_rows_to_table(rows), tmp_parquet)
 
 
 def list_shards(folder: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ import numpy as np
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab import stats
 from crayonbox.lab.instruments.base import NONE, UNCLEAR
-from crayonbox.lab.measure import Measured
+from crayonbox.lab.reference import ReferenceItem
 from crayonbox.lab.results import (
     MATCHED,
     TRAINING,
@@ -62,6 +62,18 @@ from crayonbox.lab.store import RunStore
 MIN_MATCHED = 20  # training images needed before a matched-caption comparison is made
 NOT_SUBSTANTIVE = {NONE, UNCLEAR, "mixed"}
 BOOTSTRAP_DRAWS = 1000
+
+
+@dataclass
+class Measured:
+    """Everything the statistics need, keyed by instrument key (name + version)."""
+
+    instruments: dict[str, dict[str, Any]]  # key → {"name", "outcomes": {attr: labels}, "validation": …}
+    run_labels: dict[str, dict[str, dict[str, str]]]  # key → sha256 → {attribute: label}
+    reference: list[ReferenceItem] = field(default_factory=list)
+    reference_labels: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    reference_source: str | None = None
+    clusters: dict[str, Any] = field(default_factory=dict)  # model, exemplars
 
 
 def _safe(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:

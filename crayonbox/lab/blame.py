@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from crayonbox.data.caption_arms import BASELINE, Arm, arm_config, candidate_arms, parse_arm
 from crayonbox.data.caption_steps import CaptionState, ground_truth_names, is_blank
@@ -221,7 +223,6 @@ def blame_items(raw: Sequence[RawItem], config: dict[str, Any], tokenizer: Token
     """Blame every item (key, raw caption, meta) for matching each prompt (text, or a PromptSpec for the
     `<unconditional ids>` input) under the pipeline `config`, comparing with `arms` (default: every candidate
     arm). Raises CrayonboxError for an arm the pipeline cannot have."""
-    from tqdm import tqdm
 
     if not raw:
         raise CrayonboxError("no items to blame: the caption run holds no provenance rows")
@@ -326,7 +327,6 @@ def load_tokenizer(folder: Path) -> Tokenizer:
 
 def read_caption_run(captions_dir: Path) -> tuple[dict[str, Any], list[RawItem], list[str | None]]:
     """(pipeline config, (key, raw caption, meta) per item, provenance final captions) of a caption run."""
-    import pyarrow.parquet as pq
 
     captions_dir = Path(captions_dir)
     manifest = captions_dir / "caption_pipeline.json"

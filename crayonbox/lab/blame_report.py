@@ -4,13 +4,15 @@ language and ground truth (Wilson intervals), what each arm moves; blame.json an
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from crayonbox.config import atomic_write, write_text_atomic
 from crayonbox.data.caption_arms import BASELINE
 from crayonbox.lab.blame import BlameResult, BlameTable, PromptBlame
 from crayonbox.lab.stats import wilson_interval
@@ -87,16 +89,11 @@ def check_out_dir(out: Path) -> None:
 
 def write_blame(result: BlameResult, out: Path) -> dict[str, Any]:
     """Write OUT/blame.json and OUT/blame.parquet (each atomically); returns what blame.json holds."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     out = Path(out)
     claim_output_folder(out, BLAME_KIND)
-    tmp = out / ".blame.parquet.tmp"
-    pq.write_table(pa.table(result.table.rows()), tmp)
-    os.replace(tmp, out / "blame.parquet")
+    with atomic_write(out / "blame.parquet") as tmp:
+        pq.write_table(pa.table(result.table.rows()), tmp)
     data = blame_json(result)
-    tmp = out / ".blame.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
-    os.replace(tmp, out / "blame.json")
+    write_text_atomic(out / "blame.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return data

@@ -9,10 +9,10 @@ command would measure it, rather than guessing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from crayonbox.config import write_text_atomic
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.measure import read_metrics
 from crayonbox.lab.probe import model_hash
@@ -164,7 +164,5 @@ def write_card(model: str | Path, run: str | Path | None = None, out: str | Path
     """Write the card (default MODEL/MODEL_CARD.md) atomically; returns its path."""
     text = build_card(model, run)
     path = Path(out) if out else Path(model) / "MODEL_CARD.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return path

@@ -14,7 +14,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import imagehash
 import numpy as np
+from tqdm.auto import tqdm
 
 from crayonbox.lab.store import RunStore
 
@@ -44,14 +46,12 @@ class DedupeResult:
 
 def phash_bits(image: Any) -> np.ndarray:
     """64 booleans: the perceptual hash of a PIL image."""
-    import imagehash
 
     return np.asarray(imagehash.phash(image).hash, dtype=bool).reshape(-1)
 
 
 def cached_phashes(store: RunStore, shas: list[str], progress: bool = False) -> dict[str, np.ndarray]:
     """sha256 → 64 pHash bits for these images, computing (and caching) the missing ones."""
-    from tqdm.auto import tqdm
 
     have = {sha: v.astype(bool) for sha, v in store.features(PHASH).items()}
     missing = list(store.iter_missing(shas, have))

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from crayonbox.data.world.config import load_world_config
+from crayonbox.data.world.lexicon import english_article
 from crayonbox.errors import CrayonboxError
 
 NORMALISED = "normalised"  # the prompt goes through the model's normaliser and BPE, as any user prompt
@@ -53,7 +55,6 @@ UNCONDITIONAL = PromptSpec("", "null", UNCONDITIONAL_IDS)
 
 
 def _world_pool(world_config: Path | None) -> dict[str, list[str]]:
-    from crayonbox.data.world.config import load_world_config  # YAML + validation only, no font
 
     return load_world_config(world_config).pool
 
@@ -61,7 +62,6 @@ def _world_pool(world_config: Path | None) -> dict[str, list[str]]:
 def world_family(category: str, world_config: Path | None = None) -> list[str]:
     """Prompts for one pool category of a world config: "a person wearing a sari" for attire, "a dog" for
     animals ("a cat", …), the CLDR name with an article for everything else."""
-    from crayonbox.data.world.lexicon import english_article
 
     pool = _world_pool(world_config)
     if category not in pool:

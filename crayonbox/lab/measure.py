@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from crayonbox.config import write_text_atomic
 from crayonbox.errors import CrayonboxError
+from crayonbox.lab.analysis import Measured, analyse
+from crayonbox.lab.dedupe import dedupe_run
 from crayonbox.lab.instruments.base import Instrument
+from crayonbox.lab.instruments.clip import ClipInstrument
 from crayonbox.lab.instruments.clusters import ClusterModel, ColourLayoutFeatures, FeatureExtractor
+from crayonbox.lab.instruments.judge import JudgeInstrument
+from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
+from crayonbox.lab.probe import load_tokenizer
 from crayonbox.lab.reference import (
     ReferenceItem,
     dataset_id,
@@ -79,18 +86,6 @@ class MeasureConfig:
         return self
 
 
-@dataclass
-class Measured:
-    """Everything the statistics need, keyed by instrument key (name + version)."""
-
-    instruments: dict[str, dict[str, Any]]  # key → {"name", "outcomes": {attr: labels}, "validation": …}
-    run_labels: dict[str, dict[str, dict[str, str]]]  # key → sha256 → {attribute: label}
-    reference: list[ReferenceItem] = field(default_factory=list)
-    reference_labels: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    reference_source: str | None = None
-    clusters: dict[str, Any] = field(default_factory=dict)  # model, exemplars
-
-
 def instrument_key(instrument: Instrument, identity: str = "") -> str:
     """Cache key: the instrument's name plus a hash of its settings and `identity` (e.g. its weights' hash),
     so changed thresholds or another judge re-measure instead of reusing labels."""
@@ -114,14 +109,12 @@ def build_instruments(config: MeasureConfig) -> list[tuple[Instrument, str]]:
     after features exist)."""
     out: list[tuple[Instrument, str]] = []
     if "skin_tone" in config.instruments:
-        from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
 
         # (the cache key hashes the meter's config, so another threshold re-measures)
         out.append((SkinToneMeter(SkinToneConfig(max_distance=config.skin_max_distance)), ""))
     if "judge" in config.instruments:
         out.append((load_judge(Path(config.judge)), file_digest(Path(config.judge) / "model.safetensors")))
     if "clip" in config.instruments:
-        from crayonbox.lab.instruments.clip import ClipInstrument
 
         out.append((ClipInstrument.from_weights(config.clip_arch, config.clip_weights),
                     config.clip_arch + file_digest(Path(config.clip_weights))))
@@ -133,7 +126,6 @@ def load_judge(folder: Path) -> Instrument:
     if not (Path(folder) / "model.safetensors").exists():
         raise CrayonboxError(f"--judge {folder}: no judge there (expected model.safetensors; train one with "
                              "`crayonbox train judge`)")
-    from crayonbox.lab.instruments.judge import JudgeInstrument
 
     return JudgeInstrument.load(folder)
 
@@ -141,7 +133,6 @@ def load_judge(folder: Path) -> Instrument:
 def label_images(store: RunStore, instrument: Instrument, key: str, shas: Sequence[str],
                  paths: dict[str, str], batch: int, progress: bool) -> dict[str, dict[str, str]]:
     """Labels of these images (sha → {attribute: label}), measuring and caching only the uncached ones."""
-    from tqdm.auto import tqdm
 
     have = store.labels(key)
     missing = list(store.iter_missing(shas, have))
@@ -160,7 +151,6 @@ def label_images(store: RunStore, instrument: Instrument, key: str, shas: Sequen
 def embed_images(store: RunStore, extractor: FeatureExtractor, shas: Sequence[str], paths: dict[str, str],
                  batch: int, progress: bool) -> np.ndarray:
     """Feature rows for these images, computing and caching only the uncached ones."""
-    from tqdm.auto import tqdm
 
     have = store.features(extractor.name)
     missing = list(store.iter_missing(shas, have))
@@ -175,9 +165,7 @@ def embed_images(store: RunStore, extractor: FeatureExtractor, shas: Sequence[st
 
 def load_reference(store: RunStore, folder: Path, limit: int, progress: bool) -> list[ReferenceItem]:
     """The reference items of the run (stored as PNGs in it the first time), cached as a record."""
-    from tqdm.auto import tqdm
 
-    from crayonbox.lab.probe import load_tokenizer
 
     record = f"reference-items:{dataset_id(folder, limit)}"
     cached = store.get_record(record)
@@ -316,8 +304,6 @@ class JudgeFeatures:
 def measure_run(run: str | Path, config: MeasureConfig | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Measure a run and write RUN/metrics.json (atomically); returns the metrics."""
-    from crayonbox.lab.analysis import analyse
-    from crayonbox.lab.dedupe import dedupe_run
 
     config = (config or MeasureConfig()).validate()
     with RunStore.open(run) as store:
@@ -331,12 +317,9 @@ def measure_run(run: str | Path, config: MeasureConfig | None = None,
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:
-    """RUN/metrics.json, written atomically (tmp + rename)."""
+    """RUN/metrics.json, written atomically."""
     path = Path(folder) / METRICS
-    tmp = path.with_name(f".{METRICS}.{os.getpid()}.tmp")
-    text = json.dumps(metrics, indent=1, ensure_ascii=False, allow_nan=False)
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(metrics, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     return path
 
 

@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from crayonbox import default_model_dir
 from crayonbox.config import check_condition_scale
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.families import UNCONDITIONAL_IDS, PromptSpec, expand_prompts
 from crayonbox.lab.store import DB_NAME, RUN_KIND, ImageRecord, RunStore, settings_key, write_png
 from crayonbox.model_folder import ModelFolder
 from crayonbox.outdir import check_output_folder
+from crayonbox.pipeline import Pipeline
 from crayonbox.procs import die_with_parent
 from crayonbox.sample import ImageJob, SamplingSettings, rows_needed
 from crayonbox.sampler_settings import SamplerOverrides, sampler_names
@@ -128,7 +131,6 @@ def text_hash(folder: Path) -> str:
 def resolve_model(model: Path | str | None) -> Path:
     """The model folder to probe: the given one, or the shipped default."""
     if model is None:
-        from crayonbox import default_model_dir
 
         return default_model_dir()
     return ModelFolder(model).check().path  # clear errors for a missing or foreign folder
@@ -159,7 +161,6 @@ class ProbeWorker:
 
     def __init__(self, model_dir: Path, specs: list[PromptSpec], settings: list[SamplingSettings], seed: int,
                  run_dir: Path, weights_hash: str, pipe: Any = None):
-        from crayonbox.pipeline import Pipeline
 
         self.pipe = pipe if pipe is not None else Pipeline.from_pretrained(model_dir)
         self.specs, self.seed, self.run_dir, self.weights_hash = specs, seed, Path(run_dir), weights_hash
@@ -181,7 +182,7 @@ class ProbeWorker:
             records.append(ImageRecord(
                 prompt=spec.prompt, input_mode=spec.input_mode, family=spec.family, normalized=enc.normalized,
                 token_ids=_real_ids(enc), uncond_ids=_real_ids(self.uncond),
-                **s.to_dict(), seed=self.seed + task.index, image_index=task.index, model_hash=self.weights_hash,
+                sampler=s.to_dict(), seed=self.seed + task.index, image_index=task.index, model_hash=self.weights_hash,
                 sha256=sha, path=rel, image_tokens=grid))
         return records
 
@@ -253,7 +254,6 @@ def chunked(tasks: list[Task], size: int) -> list[list[Task]]:
 
 def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> ProbeSummary:
     """Generate what `config` asks for into the run folder `out` (resuming it if it exists)."""
-    from tqdm.auto import tqdm
 
     config.validate()
     folder = resolve_model(config.model)
@@ -263,7 +263,6 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
     check_output_folder(out, RUN_KIND, DB_NAME)  # someone's folder is refused before the model loads
     # Load the model before the run folder exists: a corrupt model must not leave a run bound to its hash
     # (and a worker that cannot load it would be restarted by the pool forever).
-    from crayonbox.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(folder)
     store = RunStore.create(out)

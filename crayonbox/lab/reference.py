@@ -25,9 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from PIL import Image
 
+from crayonbox.data.shards import decode_image, iter_items
+from crayonbox.data.world.build import make_item, make_world
+from crayonbox.data.world.config import load_world_config
 from crayonbox.errors import CrayonboxError
+from crayonbox.lab.store import write_png
 
 VALIDATION_SEED = 7_000_003  # world seed of the default validation renders (training worlds use small seeds)
 VALIDATION_RENDERS = 300
@@ -61,7 +66,6 @@ def resolve_reference_dir(given: str | Path | None, model_dir: str | Path | None
         return Path(provenance["reference_data"])
     tokens = provenance.get("tokens")
     if tokens and Path(tokens).exists():
-        import pyarrow.parquet as pq
 
         metadata = pq.read_schema(tokens).metadata or {}
         data = metadata.get(b"data")
@@ -85,8 +89,6 @@ def caption_ids(tokenizer: Any, caption: str) -> list[int]:
 def iter_reference(folder: Path, run_dir: Path, limit: int,
                    tokenizer: Any | None) -> Iterator[tuple[ReferenceItem, Image.Image]]:
     """The first `limit` readable items of `folder`, each stored as a PNG in the run, with its image."""
-    from crayonbox.data.shards import decode_image, iter_items
-    from crayonbox.lab.store import write_png
 
     count = 0
     for item in iter_items(Path(folder)):
@@ -106,9 +108,6 @@ def validation_renders(n: int = VALIDATION_RENDERS, world_config: Path | None = 
                        seed: int = VALIDATION_SEED) -> tuple[list[Image.Image], list[dict[str, Any]], str]:
     """`n` fresh labelled renders of a world config (the default world unless given): images, ground truths,
     and a description for the report. Raises CrayonboxError when the world cannot render (e.g. no font)."""
-    from crayonbox.data.shards import decode_image
-    from crayonbox.data.world.build import make_item, make_world
-    from crayonbox.data.world.config import load_world_config
 
     world = make_world(load_world_config(world_config))
     images, truths = [], []
@@ -122,7 +121,6 @@ def validation_renders(n: int = VALIDATION_RENDERS, world_config: Path | None = 
 
 def validation_folder(folder: Path, n: int) -> tuple[list[Image.Image], list[dict[str, Any]], str]:
     """The first `n` items of a labelled world folder."""
-    from crayonbox.data.shards import decode_image, iter_items
 
     images, truths = [], []
     for item in iter_items(Path(folder)):

@@ -17,15 +17,16 @@ prompts contain: see report_html.py.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from crayonbox.config import write_text_atomic
 from crayonbox.lab.measure import read_metrics
 from crayonbox.lab.report_files import write_tables
 from crayonbox.lab.report_html import details, esc, fmt, interval, page, pct, plot, points, show_prompt, table
 from crayonbox.lab.report_images import clusters_section, prompts_html, samples_section
+from crayonbox.lab.report_plots import dose_figure, shares_figure
 from crayonbox.lab.report_summary import HEADLINE_FAMILIES, banner, compared_with, summary_section
 from crayonbox.lab.results import Cell
 from crayonbox.lab.results_run import IdGroup, Metrics
@@ -131,7 +132,6 @@ def cell_row(group: IdGroup, c: Cell, with_reference: bool) -> list[Any]:
 
 def shares_section(metrics: Metrics) -> str:
     """Per instrument attribute (folded): small-multiple bar charts and the cell table."""
-    from crayonbox.lab.report_plots import shares_figure
 
     measured = metrics.reference.measured
     by_attr: dict[tuple[str, str], dict[str, list[Cell]]] = defaultdict(lambda: defaultdict(list))
@@ -172,7 +172,6 @@ def shares_section(metrics: Metrics) -> str:
 
 def dose_section(metrics: Metrics) -> str:
     """Share against condition scale: small multiples and slopes (folded)."""
-    from crayonbox.lab.report_plots import dose_figure
 
     group_of = metrics.group_of()
     firsts = {g.first.key for g in metrics.id_groups()}
@@ -223,11 +222,7 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
                     instruments_section(metrics), dose_section(metrics), clusters_section(store, metrics),
                     tests_section(metrics)]
     html_path = out / "report.html"
-    tmp = html_path.with_name(".report.html.tmp")
-    tmp.write_text(page(f"crayonbox lab report: {Path(run).name}", sections, banner(metrics)), encoding="utf-8")
-    os.replace(tmp, html_path)
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "metrics.json")
+    write_text_atomic(html_path, page(f"crayonbox lab report: {Path(run).name}", sections, banner(metrics)))
+    write_text_atomic(out / "metrics.json", json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
     write_tables(metrics, out)
     return html_path

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from crayonbox.config import atomic_write
 from crayonbox.lab.results_run import Metrics
+from crayonbox.sampler_settings import sampler_names
 
-CELL_HEADERS = ["prompt", "input_mode", "condition_scale", "top_k", "top_p", "temperature", "instrument",
+CELL_HEADERS = ["prompt", "input_mode", *sampler_names(), "instrument",
                 "attribute", "outcome", "count", "n", "share", "low", "high", "training_share", "gap", "gap_low",
                 "gap_high", "ratio", "corrected", "corrected_low", "corrected_high", "bh_adjusted_p",
                 "matched_n", "matched_share", "matched_gap", "matched_gap_low", "matched_gap_high"]
@@ -30,12 +31,10 @@ def csv_safe(value: Any) -> Any:
 
 def write_csv(path: Path, headers: list[str], rows: Iterable[list[Any]]) -> None:
     """Write a CSV atomically, with spreadsheet formulas neutralised."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(headers)
         writer.writerows([csv_safe(v) for v in row] for row in rows)
-    os.replace(tmp, path)
 
 
 def at(values: list[Any] | None, j: int) -> Any:
@@ -51,7 +50,7 @@ def cell_csv_rows(metrics: Metrics) -> Iterable[list[Any]]:
         gaps = c.vs_reference.gaps if c.vs_reference else None
         matched = c.vs_matched
         for j, label in enumerate(c.labels):
-            yield [prompt, mode, s["condition_scale"], s["top_k"], s["top_p"], s["temperature"], c.instrument,
+            yield [prompt, mode, *(s[name] for name in sampler_names()), c.instrument,
                    c.attribute, label, c.counts[j], c.n, c.shares[j], at(band.low, j), at(band.high, j),
                    *(at(getattr(gaps, name), j) if gaps else None
                      for name in ("reference", "gap", "gap_low", "gap_high", "ratio")),

@@ -13,6 +13,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 from PIL import Image
 
 PLOT_DPI = 64  # modest: the plots are read for shape and intervals, and the page stays a few hundred kB
@@ -108,7 +109,6 @@ def img(image: Image.Image, alt: str, width: int | None = None, pixel: bool = Tr
 
 def figure_uri(fig: Any) -> str:
     """A matplotlib figure as a palette PNG data: URI (the figure is closed)."""
-    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=PLOT_DPI, bbox_inches="tight")

@@ -16,6 +16,7 @@ from crayonbox.lab.report_html import details, esc, img, table
 from crayonbox.lab.report_summary import HEADLINE_FAMILIES
 from crayonbox.lab.results_run import IdGroup, Metrics
 from crayonbox.lab.store import RunStore
+from crayonbox.model.images import make_grid
 
 THUMB_IMAGES = 8  # images per scale in a sample strip (the first seeds, so strips line up across prompts)
 THUMB_PX = 48  # largest side of a thumbnail; smaller images are shown at 2× with nearest-neighbour scaling
@@ -37,7 +38,6 @@ def thumbnail(image: Image.Image) -> Image.Image:
 
 def samples_section(store: RunStore, metrics: Metrics, records: list[Any]) -> str:
     """Per id group one strip of thumbnails per scale: the first THUMB_IMAGES seeds of its first member."""
-    from crayonbox.model.images import make_grid
 
     by_key: dict[str, dict[float, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for r in sorted(records, key=lambda r: r.image_index):
@@ -75,7 +75,6 @@ def clusters_section(store: RunStore, metrics: Metrics) -> str:
     clusters = metrics.clusters
     if clusters is None:
         return ""
-    from crayonbox.model.images import make_grid
 
     paths = {r.sha256: r.path for r in store.images()}
     for record in store.record_keys("reference-items:"):

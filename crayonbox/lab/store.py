@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -32,8 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from crayonbox.config import atomic_write
 from crayonbox.errors import CrayonboxError
-from crayonbox.sampler_settings import canonical, sampler_names
+from crayonbox.outdir import claim_output_folder
+from crayonbox.sampler_settings import canonical, sampler_fields, sampler_names, sampler_type
 
 DB_NAME = "lab.sqlite"
 RUN_KIND = "lab run"  # the kind of output folder (crayonbox.outdir)
@@ -50,11 +51,8 @@ CREATE TABLE IF NOT EXISTS images (
     normalized TEXT NOT NULL,        -- what the BPE saw
     token_ids TEXT NOT NULL,         -- JSON: conditional ids, <s> … </s> (padding left out)
     uncond_ids TEXT NOT NULL,        -- JSON: unconditional ids (padding left out)
-    condition_scale REAL NOT NULL,
-    top_k INTEGER NOT NULL,
-    top_p REAL NOT NULL,
-    temperature REAL NOT NULL,
-    settings TEXT NOT NULL,          -- canonical JSON of the four sampler settings
+{sampler_columns}
+    settings TEXT NOT NULL,          -- canonical JSON of the sampler settings
     seed INTEGER NOT NULL,
     image_index INTEGER NOT NULL,    -- seed = base seed + image_index
     model_hash TEXT NOT NULL,
@@ -74,7 +72,8 @@ CREATE TABLE IF NOT EXISTS features (
     PRIMARY KEY (sha256, extractor)
 );
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL);
-"""
+""".replace("{sampler_columns}", "\n".join(  # one column per SamplingSettings field, so a new knob is stored
+    f"    {f.name} {'INTEGER' if sampler_type(f) is int else 'REAL'} NOT NULL," for f in sampler_fields()))
 
 
 def settings_key(*values: float | int, **named: float | int) -> str:
@@ -97,10 +96,7 @@ class ImageRecord:
     normalized: str
     token_ids: list[int]
     uncond_ids: list[int]
-    condition_scale: float
-    top_k: int
-    top_p: float
-    temperature: float
+    sampler: dict[str, float | int]  # every SamplingSettings field (stored as one column each)
     seed: int
     image_index: int
     model_hash: str
@@ -111,7 +107,12 @@ class ImageRecord:
     @property
     def settings(self) -> str:
         """Canonical JSON of the sampler settings (part of the unique key)."""
-        return settings_key(**{name: getattr(self, name) for name in sampler_names()})
+        return settings_key(**self.sampler)
+
+    @property
+    def condition_scale(self) -> float:
+        """The guidance scale: the lab's dose axis."""
+        return float(self.sampler["condition_scale"])
 
     @property
     def prompt_key(self) -> str:
@@ -124,12 +125,20 @@ class ImageRecord:
         return (self.prompt, self.input_mode, self.settings, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as a dict."""
-        return asdict(self)
+        """All fields as a flat dict (the sampler's knobs in place of `sampler`), in the table's column order."""
+        data = asdict(self)
+        sampler = data.pop("sampler")
+        return {name: sampler[name] if name in sampler else data[name] for name in _COLUMNS}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> ImageRecord:
+        """The inverse of to_dict."""
+        data = {k: v for k, v in row.items() if k not in sampler_names()}
+        return cls(**data, sampler={name: row[name] for name in sampler_names()})
 
 
 _JSON_FIELDS = {"token_ids", "uncond_ids", "image_tokens"}
-_COLUMNS = [f.name for f in fields(ImageRecord)]
+_COLUMNS = [name for f in fields(ImageRecord) for name in (sampler_names() if f.name == "sampler" else [f.name])]
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -153,10 +162,10 @@ def write_png(folder: Path, image: Image.Image) -> tuple[str, str]:
     path = Path(folder) / rel
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # no fsync: a killed process loses nothing already written, and fsync per
-        # image would cost more than drawing it
+        # no fsync: a killed process loses nothing already written, and fsync per image would cost more than
+        # drawing it
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(data)
     return sha, rel
 
 
@@ -173,7 +182,6 @@ class RunStore:
     def create(cls, folder: str | Path) -> RunStore:
         """Open a run folder for writing, creating it when absent. Refuses a non-empty folder that is not a
         run, so a typo in --out never writes into (or next to) someone's files."""
-        from crayonbox.outdir import claim_output_folder
 
         return cls._connect(claim_output_folder(folder, RUN_KIND, DB_NAME))
 
@@ -299,8 +307,8 @@ class RunStore:
     def images(self) -> list[ImageRecord]:
         """Every image row, in insertion order."""
         rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images ORDER BY id")
-        return [ImageRecord(**{k: json.loads(v) if k in _JSON_FIELDS else v
-                               for k, v in zip(_COLUMNS, row, strict=True)}) for row in rows]
+        return [ImageRecord.from_dict({k: json.loads(v) if k in _JSON_FIELDS else v
+                                       for k, v in zip(_COLUMNS, row, strict=True)}) for row in rows]
 
     def count_images(self) -> int:
         """Number of image rows."""

@@ -19,11 +19,10 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
@@ -33,6 +32,7 @@ from crayonbox.pipeline import Pipeline
 from crayonbox.serve.guard import RequestGuard
 from crayonbox.serve.limits import RateLimitConfig, RateLimiter, Refused
 from crayonbox.serve.metrics import CONTENT_TYPE, ServeMetrics
+from crayonbox.serve.page import STATIC, render_page
 from crayonbox.serve.scheduler import Scheduler, SchedulerConfig, SchedulerLike
 from crayonbox.serve.schemas import (
     MAX_SEED,
@@ -45,7 +45,6 @@ from crayonbox.serve.schemas import (
 from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket, Work
 from crayonbox.serve.worker import WorkerProcess
 
-STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 MAX_BODY_BYTES = 16 * 1024
 MAX_ERROR_TEXT = 200  # characters of a 422's `msg`: enough to act on, never an echo of a body
@@ -148,9 +147,11 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
         _count(request, 422)
         return JSONResponse({"detail": [_short_error(error) for error in e.errors()]}, 422)
 
+    page_html = render_page()
+
     @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html)
 
     @app.get("/healthz", response_model=Health,
              responses={503: {"description": "shutting down, or the model worker is down"}})

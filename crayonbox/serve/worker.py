@@ -53,6 +53,16 @@ class _Call:
         self.ok, self.value = False, None
 
 
+class _Gauge:
+    """A read-only scheduler gauge of a WorkerProcess: the value in its latest stats snapshot."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, worker: WorkerProcess | None, owner: type | None = None) -> Any:
+        return self if worker is None else worker._snapshot()[self.name]
+
+
 class WorkerProcess(SchedulerLike):
     """A `Scheduler` in a child process, driven over a pipe. `info` is the model's `ModelInfo`."""
 
@@ -262,42 +272,16 @@ class WorkerProcess(SchedulerLike):
         start, finish = self._call("estimate", n)
         return start, finish
 
-    # The scheduler's gauges (worker_main.GAUGES), read from the worker at most every 0.25 s.
-    @property
-    def queue_images(self) -> int:  # type: ignore[override]  # read-only in SchedulerLike
-        return self._snapshot()["queue_images"]
-
-    @property
-    def queue_requests(self) -> int:  # type: ignore[override]
-        return self._snapshot()["queue_requests"]
-
-    @property
-    def batch_images(self) -> int:  # type: ignore[override]
-        return self._snapshot()["batch_images"]
-
-    @property
-    def batch_rows(self) -> int:  # type: ignore[override]
-        return self._snapshot()["batch_rows"]
-
-    @property
-    def tokens_per_s(self) -> float:  # type: ignore[override]
-        return self._snapshot()["tokens_per_s"]
-
-    @property
-    def step_s_full(self) -> float:  # type: ignore[override]
-        return self._snapshot()["step_s_full"]
-
-    @property
-    def steps_done(self) -> int:  # type: ignore[override]
-        return self._snapshot()["steps_done"]
-
-    @property
-    def images_done(self) -> int:  # type: ignore[override]
-        return self._snapshot()["images_done"]
-
-    @property
-    def worker_errors(self) -> int:  # type: ignore[override]
-        return self._snapshot()["worker_errors"]
+    # The scheduler's gauges (worker_main.GAUGES), read from the worker at most every STATS_MAX_AGE_S.
+    queue_images: int = _Gauge()  # type: ignore[assignment]
+    queue_requests: int = _Gauge()  # type: ignore[assignment]
+    batch_images: int = _Gauge()  # type: ignore[assignment]
+    batch_rows: int = _Gauge()  # type: ignore[assignment]
+    tokens_per_s: float = _Gauge()  # type: ignore[assignment]
+    step_s_full: float = _Gauge()  # type: ignore[assignment]
+    steps_done: int = _Gauge()  # type: ignore[assignment]
+    images_done: int = _Gauge()  # type: ignore[assignment]
+    worker_errors: int = _Gauge()  # type: ignore[assignment]
 
     def _snapshot(self) -> dict[str, Any]:
         if time.monotonic() - self._stats_at > STATS_MAX_AGE_S and not self._down:

@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import html
 import json
-import os
 import random
 import re
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import emoji
 import ftfy
 from unidecode import unidecode
 
+from crayonbox.config import write_text_atomic
 from crayonbox.errors import CrayonboxError
 from crayonbox.text.hashtags import split_hashtag
 
@@ -295,9 +295,7 @@ class NormalizerConfig:
     def save(self, folder: str | Path) -> Path:
         """Write `normalizer.json` into `folder` atomically; return its path."""
         path = Path(folder) / CONFIG_FILENAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf8")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod

@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from crayonbox.config import write_json_atomic
 from crayonbox.data.caption_arms import BASELINE, Arm, arm_config, parse_arm
+from crayonbox.data.caption_run import run_caption_pipeline
 from crayonbox.data.captions import pipeline_normalizer
-from crayonbox.data.captions_cli import run_caption_pipeline
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.ablation import (
     ABLATION_FILE,

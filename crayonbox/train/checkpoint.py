@@ -12,7 +12,6 @@ Two things, both written so that a kill at any instant leaves a usable state:
 from __future__ import annotations
 
 import csv
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from crayonbox.config import atomic_write
 from crayonbox.errors import CrayonboxError
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically: a temporary file in the same folder, fsync'd, then renamed."""
+    """Write `state` to `path` atomically, fsync'd (a checkpoint is what a resume trusts)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path, fsync=True) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -104,12 +100,10 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             with open(self.path, newline="", encoding="utf-8") as f:
                 kept = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, self.path)
         self._file = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._file, self.columns, extrasaction="ignore")
         board = self.path.parent / "tensorboard"

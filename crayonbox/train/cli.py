@@ -14,12 +14,13 @@ default), and the help text is the field's `metadata["help"]` (crayonbox/train/c
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+from crayonbox.train.configs import EvalConfig
 from crayonbox.train.options import add_config_arguments, config_from_args, config_spec, config_to_argv
 
 # ---- handlers ---------------------------------------------------------------------------------------------
@@ -144,14 +145,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_all_command)
 
-    # `crayonbox eval` lives with the judge (crayonbox/train/eval.py); added here once that module exists.
-    try:
-        eval_module = importlib.import_module("crayonbox.train.eval")
-    except ModuleNotFoundError as e:
-        if e.name != "crayonbox.train.eval":
-            raise
-    else:
-        eval_module.register_eval_command(subparsers)
+    register_eval_command(subparsers)
 
     p = subparsers.add_parser("encode", help="encode a shard folder's images to a token parquet (resumable)")
     p.add_argument("--data", required=True, help="shard folder (the caption pipeline's output)")
@@ -161,3 +155,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_encode_command)
 
+
+def _eval_command(args: argparse.Namespace) -> int:
+    from crayonbox.train.eval import evaluate
+
+    out = args.out or Path(f"{Path(args.model).name}_eval")
+    result = evaluate(args.model, args.judge, out, world=args.world, prompts=args.n, blank=args.blank,
+                      reference=args.reference, seed=args.seed, condition_scale=args.condition_scale,
+                      progress=not args.quiet)
+    for count, block in result["by_objects"].items():
+        if "adherence" in block:
+            print(f"{count}-object held-out prompts ({block['prompts']}): adherence "
+                  f"{block['adherence']['all']:.1%} (chance {block['chance']['all']:.1%}, judged renders "
+                  f"{block['ceiling']['all']:.1%})")
+    if "frechet" in result:
+        f = result["frechet"]
+        floor = f"{f['renders_vs_renders']:.2f}" if f["renders_vs_renders"] is not None else "n/a"
+        print(f"Fréchet distance (judge features): {f['generated_vs_renders']:.2f} "
+              f"(renders vs renders: {floor})")
+    print(f"eval.json, samples.png in {out}")
+    return 0
+
+
+def register_eval_command(subparsers: argparse._SubParsersAction) -> None:
+    """Add `crayonbox eval MODEL --judge DIR`."""
+    p = subparsers.add_parser("eval", help="judge a model: held-out prompt adherence, Fréchet distance, "
+                                           "blank prompt vs training distribution")
+    p.add_argument("model", help="model folder")
+    p.add_argument("--judge", required=True, help="judge folder (`crayonbox train judge` output)")
+    p.add_argument("--world", help="the world folder the model trained on (default: the judge's world)")
+    p.add_argument("--out", type=Path, help="output folder (default: ./<model>_eval)")
+    p.add_argument("--n", type=int, default=EvalConfig.prompts, help="held-out prompts per object count "
+                                                                    f"(default: {EvalConfig.prompts})")
+    p.add_argument("--blank", type=int, default=EvalConfig.blank,
+                   help=f"blank-prompt images (default: {EvalConfig.blank})")
+    p.add_argument("--reference", type=int, default=EvalConfig.reference,
+                   help=f"training images for the reference distribution (default: {EvalConfig.reference})")
+    p.add_argument("--seed", type=int, default=0, help="scene draws and sampling seed (default: 0)")
+    p.add_argument("--condition-scale", type=float, default=0.0, help="guidance scale (default: the model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_eval_command)

@@ -113,3 +113,16 @@ class JudgeTrainConfig:
     threads: int = option(0, "torch threads (0: torch's default)")
     resume: bool = option(True, "continue from the checkpoint in the output folder when there is one")
     progress: bool = option(True, "progress bars")
+
+
+@dataclass
+class EvalConfig:
+    prompts: int = 100  # held-out prompts per object count (1 and 2)
+    blank: int = 200  # images of the blank prompt ""
+    reference: int = 1000  # training images read for the reference distribution
+    seed: int = 0  # scene draws and sampling seed
+    condition_scale: float = 0.0  # classifier-free guidance (0: the model's default)
+    batch: int = 32  # prompts per generation call
+    max_draws: int = 200  # scene draws per wanted prompt before settling for fewer held-out prompts
+    grid_columns: int = 8  # images per row of samples.png
+    progress: bool = True  # progress bars

@@ -17,15 +17,22 @@ reading their slice of the global batch see the same rows as one process.
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import LongTensor, Tensor
 
+from crayonbox.config import atomic_write
+from crayonbox.data.captions import pipeline_normalizer
+from crayonbox.data.shards import iter_items
 from crayonbox.errors import CrayonboxError
+from crayonbox.text.normalize import NormalizerConfig, TextNormalizer
 from crayonbox.text.tokenizer import Tokenizer
+from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
 
 TOKEN_COLUMNS = ("key", "caption", "encoding")
 
@@ -51,22 +58,18 @@ class TokenTable:
 def write_token_parquet(path: str | Path, keys: list[str], captions: list[str], encodings: Tensor,
                         metadata: dict[str, str] | None = None) -> None:
     """Write a token parquet atomically (temporary file + rename); `metadata` goes into the schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"key": pa.array(keys, pa.string()), "caption": pa.array(captions, pa.string()),
                       "encoding": pa.array(encodings.to(torch.int32).tolist(), pa.list_(pa.int32()))})
     table = table.replace_schema_metadata({k: str(v) for k, v in (metadata or {}).items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_token_parquet(path: str | Path) -> TokenTable:
     """Read a token parquet file, or a folder of them (read in name order)."""
-    import pyarrow.parquet as pq
 
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
@@ -205,10 +208,7 @@ def _hash_seed(text: str) -> int:
 def caption_normalizer(folder: str | Path):
     """The normaliser the captions in `folder` went through: the `normalize` step recorded in the caption
     pipeline's manifest (caption_pipeline.json), or the official one for shards without a manifest."""
-    import json
 
-    from crayonbox.data.captions import pipeline_normalizer
-    from crayonbox.text.normalize import NormalizerConfig
 
     manifest = Path(folder) / "caption_pipeline.json"
     if manifest.exists():
@@ -219,9 +219,6 @@ def caption_normalizer(folder: str | Path):
 def train_tokenizer(data: str | Path, out: str | Path, vocab_size: int = 4096, text_length: int = 64,
                     progress: bool = True) -> Tokenizer:
     """Train the byte-level BPE on the captions of a shard folder, normalised as the caption pipeline did."""
-    from crayonbox.data.shards import iter_items
-    from crayonbox.text.normalize import TextNormalizer
-    from crayonbox.train.tokenizer import BPETrainingConfig, train_bpe
 
     normalizer = caption_normalizer(data)
     normalize = TextNormalizer(normalizer)

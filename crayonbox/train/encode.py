@@ -15,9 +15,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from crayonbox.config import write_text_atomic
 from crayonbox.data.shards import ProblemLog, decode_image, iter_shard, list_shards
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.images import pixels_of, to_unit
@@ -108,7 +110,6 @@ def encode_dataset(data: str | Path, vqgan: str | Path, out: str | Path, batch_s
 
 
 def _metadata(path: Path) -> dict:
-    import pyarrow.parquet as pq
 
     try:
         raw = pq.read_schema(path).metadata or {}
@@ -132,6 +133,4 @@ def _check_manifest(path: Path, manifest: dict) -> None:
             raise CrayonboxError(f"{path.parent} holds parts from other shards or another VQGAN; delete it "
                                  "to start over")
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")

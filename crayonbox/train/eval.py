@@ -16,33 +16,33 @@ renders, blank prompt) and OUT/samples.json (the prompt of every cell).
 
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from safetensors import safe_open
+from tqdm.auto import tqdm
 
+from crayonbox.config import atomic_write, write_json_atomic
+from crayonbox.data.shards import read_metadata
+from crayonbox.data.world import lexicon
+from crayonbox.data.world.build import make_world, render_scene
+from crayonbox.data.world.describe import CaptionPlan, describe
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import make_grid
+from crayonbox.model.judge import Judge, scene_summary
+from crayonbox.model.vqgan_io import round_trip
+from crayonbox.pipeline import Pipeline
+from crayonbox.train.configs import EvalConfig
+from crayonbox.train.eval_metrics import adherence, distribution, expectation_of, frechet_distance, total_variation
+from crayonbox.train.judge_data import load_world, scene_truth, world_sample
 
 # torch, the judge, the pipeline and the world are imported inside the functions: every `crayonbox` command
 # imports this module at start-up to register `crayonbox eval` (train/cli.py), and they cost seconds.
 HELD_OUT, FLOOR, RENDER = 7, 8, 9  # RNG keys of the eval's scene draws (apart from the judge's and world's)
-
-
-@dataclass
-class EvalConfig:
-    prompts: int = 100  # held-out prompts per object count (1 and 2)
-    blank: int = 200  # images of the blank prompt ""
-    reference: int = 1000  # training images read for the reference distribution
-    seed: int = 0  # scene draws and sampling seed
-    condition_scale: float = 0.0  # classifier-free guidance (0: the model's default)
-    batch: int = 32  # prompts per generation call
-    max_draws: int = 200  # scene draws per wanted prompt before settling for fewer held-out prompts
-    grid_columns: int = 8  # images per row of samples.png
-    progress: bool = True  # progress bars
 
 
 def composition_key(objects: list[tuple[str, str, Any]], colour: str) -> tuple:
@@ -53,7 +53,6 @@ def composition_key(objects: list[tuple[str, str, Any]], colour: str) -> tuple:
 
 def training_compositions(folder: Path) -> set[tuple]:
     """Composition keys of every item of a world folder (from its parquet metadata; no image is read)."""
-    from crayonbox.data.shards import read_metadata
 
     table = read_metadata(folder).to_pydict()
     rows = len(table.get("key", []))
@@ -93,8 +92,6 @@ def held_out_scenes(world: Any, count: int, n: int, seen: set[tuple], seed: int,
 
 def prompt_of(world: Any, scene: Any, index: int) -> str:
     """The English caption naming every object (skin tone included when it has one) and the background."""
-    from crayonbox.data.world import lexicon
-    from crayonbox.data.world.describe import CaptionPlan, describe
 
     n = len(scene.objects)
     plan = CaptionPlan(template=index % len(lexicon.LONG_TEMPLATES["en"]), tags=False,
@@ -104,7 +101,6 @@ def prompt_of(world: Any, scene: Any, index: int) -> str:
 
 def render(world: Any, scenes: list[Any], seed: int, key: int) -> list[np.ndarray]:
     """Ground-truth renders of scenes."""
-    from crayonbox.data.world.build import render_scene
 
     return [render_scene(world, s, np.random.default_rng([seed, key, i])) for i, s in enumerate(scenes)]
 
@@ -112,7 +108,6 @@ def render(world: Any, scenes: list[Any], seed: int, key: int) -> list[np.ndarra
 def generate(pipe: Any, prompts: list[str], cfg: EvalConfig, desc: str, same_seed: bool = True) -> list:
     """One image per prompt (seed `cfg.seed` for each: common random numbers across prompts), or, with
     `same_seed=False`, image i with seed `cfg.seed + i` (the blank prompt's n draws)."""
-    from tqdm.auto import tqdm
 
     images = []
     scale = cfg.condition_scale or None
@@ -129,9 +124,7 @@ def generate(pipe: Any, prompts: list[str], cfg: EvalConfig, desc: str, same_see
 def vqgan_roundtrip(pipe: Any, model_dir: Path, images: list[np.ndarray]) -> list[Image.Image] | None:
     """Images passed through the model's own VQGAN (encode → decode): what the best possible token sequence
     looks like once decoded. None when the folder ships no VQGAN encoder (official checkpoints do not)."""
-    from safetensors import safe_open
 
-    from crayonbox.model.vqgan_io import round_trip
 
     with safe_open(str(model_dir / "vqgan" / "model.safetensors"), framework="pt") as weights:
         if not any(key.startswith("encoder.") for key in weights.keys()):
@@ -151,11 +144,6 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
     """Evaluate a model folder with a judge; writes eval.json, samples.png and samples.json in `out_dir` and
     returns eval.json's content. `world` defaults to the world the judge was trained on; options are
     EvalConfig fields."""
-    from crayonbox.data.world.build import make_world
-    from crayonbox.model.judge import Judge
-    from crayonbox.pipeline import Pipeline
-    from crayonbox.train.eval_metrics import adherence, expectation_of, frechet_distance
-    from crayonbox.train.judge_data import load_world, scene_truth
 
     cfg = EvalConfig(**options)
     if cfg.prompts < 2 or cfg.blank < 2:
@@ -223,9 +211,6 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
 def blank_report(judge: Any, images: list, folder: Path | None, reference: int) -> dict[str, Any]:
     """The blank prompt's judged image distribution, next to the training images' (judged by the same judge,
     and their ground truth), with the total-variation distance per attribute."""
-    from crayonbox.model.judge import scene_summary
-    from crayonbox.train.eval_metrics import distribution, total_variation
-    from crayonbox.train.judge_data import world_sample
 
     judged = distribution([scene_summary(row) for row in judge.predict(images)])
     report: dict[str, Any] = {"images": len(images), "judged": judged}
@@ -240,56 +225,11 @@ def blank_report(judge: Any, images: list, folder: Path | None, reference: int) 
 
 
 def _write_outputs(out: Path, result: dict[str, Any], cells: list[tuple[str, Any]], columns: int) -> None:
-    from crayonbox.config import write_json_atomic
-    from crayonbox.model.images import make_grid
 
     if cells:
         size = max(im.size[0] for _, im in cells)
         grid = make_grid([im.resize((size, size)) for _, im in cells], columns=columns)
-        tmp = out / ".samples.png.tmp"
-        grid.save(tmp, format="PNG")
-        tmp.replace(out / "samples.png")
+        with atomic_write(out / "samples.png") as tmp:
+            grid.save(tmp, format="PNG")
     write_json_atomic(out / "samples.json", {"columns": columns, "cells": [p for p, _ in cells]})
     write_json_atomic(out / "eval.json", result)
-
-
-# ---- command line ----------------------------------------------------------------------------------------
-
-
-def _eval_command(args: argparse.Namespace) -> int:
-    out = args.out or Path(f"{Path(args.model).name}_eval")
-    result = evaluate(args.model, args.judge, out, world=args.world, prompts=args.n, blank=args.blank,
-                      reference=args.reference, seed=args.seed, condition_scale=args.condition_scale,
-                      progress=not args.quiet)
-    for count, block in result["by_objects"].items():
-        if "adherence" in block:
-            print(f"{count}-object held-out prompts ({block['prompts']}): adherence "
-                  f"{block['adherence']['all']:.1%} (chance {block['chance']['all']:.1%}, judged renders "
-                  f"{block['ceiling']['all']:.1%})")
-    if "frechet" in result:
-        f = result["frechet"]
-        floor = f"{f['renders_vs_renders']:.2f}" if f["renders_vs_renders"] is not None else "n/a"
-        print(f"Fréchet distance (judge features): {f['generated_vs_renders']:.2f} "
-              f"(renders vs renders: {floor})")
-    print(f"eval.json, samples.png in {out}")
-    return 0
-
-
-def register_eval_command(subparsers: argparse._SubParsersAction) -> None:
-    """Add `crayonbox eval MODEL --judge DIR`."""
-    p = subparsers.add_parser("eval", help="judge a model: held-out prompt adherence, Fréchet distance, "
-                                           "blank prompt vs training distribution")
-    p.add_argument("model", help="model folder")
-    p.add_argument("--judge", required=True, help="judge folder (`crayonbox train judge` output)")
-    p.add_argument("--world", help="the world folder the model trained on (default: the judge's world)")
-    p.add_argument("--out", type=Path, help="output folder (default: ./<model>_eval)")
-    p.add_argument("--n", type=int, default=EvalConfig.prompts, help="held-out prompts per object count "
-                                                                    f"(default: {EvalConfig.prompts})")
-    p.add_argument("--blank", type=int, default=EvalConfig.blank,
-                   help=f"blank-prompt images (default: {EvalConfig.blank})")
-    p.add_argument("--reference", type=int, default=EvalConfig.reference,
-                   help=f"training images for the reference distribution (default: {EvalConfig.reference})")
-    p.add_argument("--seed", type=int, default=0, help="scene draws and sampling seed (default: 0)")
-    p.add_argument("--condition-scale", type=float, default=0.0, help="guidance scale (default: the model's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_eval_command)

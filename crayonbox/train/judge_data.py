@@ -18,6 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from crayonbox.config import read_json
+from crayonbox.data.shards import decode_image, iter_items
+from crayonbox.data.world.build import MANIFEST, make_world, render_scene
+from crayonbox.data.world.config import GENDERS, POSITIONS, TONES, load_world_config, parse_world_config
+from crayonbox.data.world.render import background, to_uint8
+from crayonbox.data.world.world import choose
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.judge import labels_of
 
@@ -32,7 +37,6 @@ def _tone_key(key: str) -> Any:
 def world_config_from_manifest(manifest: dict[str, Any]):
     """The WorldConfig of a built world folder, from its `_world.json` (whose JSON turned mix keys such as
     None and 1 into strings, and `sources` into a list)."""
-    from crayonbox.data.world.config import parse_world_config
 
     raw = copy.deepcopy(manifest["config"])
     raw["objects_per_scene"] = {int(k): v for k, v in raw["objects_per_scene"].items()}
@@ -47,8 +51,6 @@ def world_config_from_manifest(manifest: dict[str, Any]):
 
 def load_world(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """(WorldConfig, provenance) from a world folder (`crayonbox world build`) or a world config YAML."""
-    from crayonbox.data.world.build import MANIFEST
-    from crayonbox.data.world.config import load_world_config
 
     path = Path(path)
     if path.is_file():
@@ -67,7 +69,6 @@ def load_world(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
 def neutral_config(config: Any, person_share: float):
     """The same world with every planted skew removed (see the module docstring)."""
-    from crayonbox.data.world.config import GENDERS, POSITIONS, TONES
 
     cfg = copy.deepcopy(config)
     others = [c for c in cfg.pool if c != "person"]
@@ -88,7 +89,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: Any) -> None:
-    from crayonbox.data.world.build import make_world
 
     _WORKER["world"] = make_world(config)
 
@@ -103,7 +103,6 @@ def scene_truth(scene: Any) -> dict[str, Any]:
 
 def _render_chunk(task: tuple[int, int, int, int]) -> tuple[np.ndarray, list[dict[str, str]]]:
     """Scenes (seed, set, i) for i in [start, stop): pixels and judge labels."""
-    from crayonbox.data.world.build import render_scene
 
     seed, which, start, stop = task
     world = _WORKER["world"]
@@ -144,7 +143,6 @@ def render_set(config: Any, n: int, seed: int, which: int, workers: int = 1, pro
 
 def empty_crops(config: Any, n: int, seed: int) -> np.ndarray:
     """`n` bare backgrounds (N×S×S×3 uint8): what an empty slot looks like."""
-    from crayonbox.data.world.render import background, to_uint8
 
     images = []
     for i in range(n):
@@ -156,7 +154,6 @@ def empty_crops(config: Any, n: int, seed: int) -> np.ndarray:
 
 def _draw_background(config: Any, rng: np.random.Generator) -> dict[str, Any]:
     """A background as the world draws one (world.py `_background`, which needs a whole World)."""
-    from crayonbox.data.world.world import choose
 
     colours = config.background["colour"]
     kind, colour = choose(rng, config.background["kind"]), choose(rng, colours)
@@ -168,7 +165,6 @@ def _draw_background(config: Any, rng: np.random.Generator) -> dict[str, Any]:
 
 def world_sample(folder: Path, n: int) -> tuple[np.ndarray, list[dict[str, str]]]:
     """Up to n items of a built world folder (its real, skewed distribution) with judge labels."""
-    from crayonbox.data.shards import decode_image, iter_items
 
     images, labels = [], []
     for item in iter_items(folder):

@@ -19,7 +19,6 @@ import argparse
 import copy
 import dataclasses
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crayonbox.config import MODEL_PRESETS, ModelConfig, VQGANConfig
+from crayonbox.config import MODEL_PRESETS, ModelConfig, VQGANConfig, atomic_write
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.images import make_grid
@@ -106,9 +105,8 @@ def sample_grid(bart: DalleBart, vqgan: nn.Module, tokenizer: Tokenizer, prompts
     images = Pipeline(bart, vqgan, tokenizer, settings)(prompts, num_images=1, seed=0).images
     bart.train(was_training)  # the Pipeline switched it to eval mode
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    make_grid(images).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        make_grid(images).save(tmp, format="PNG")
 
 
 def export_model(cfg: TrainConfig, bart: DalleBart, vqgan: nn.Module, tokenizer: Tokenizer,

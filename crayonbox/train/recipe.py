@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,8 +29,19 @@ from typing import Any
 
 import yaml
 
+from crayonbox.config import write_text_atomic
+from crayonbox.data.caption_run import run_caption_pipeline
+from crayonbox.data.captions import DEFAULT_PIPELINE, CaptionPipeline, load_pipeline_config
+from crayonbox.data.world.build import build_world
+from crayonbox.data.world.config import DEFAULT_CONFIG, load_world_config, parse_world_config
 from crayonbox.errors import CrayonboxError
 from crayonbox.run_record import INPUT_KEYS, PIPELINE_CONFIG_COPY, RECIPE_RECORD, WORLD_CONFIG_COPY, read_recipe_table
+from crayonbox.train.data import train_tokenizer
+from crayonbox.train.encode import encode_dataset
+from crayonbox.train.eval import evaluate
+from crayonbox.train.judge_train import train_judge
+from crayonbox.train.model import TrainConfig, train
+from crayonbox.train.vqgan import VQGANTrainConfig, train_vqgan
 
 STAGES = ("world", "captions", "tokenizer", "vqgan", "encode", "model", "judge", "eval")
 
@@ -112,8 +122,6 @@ class Run:
 
 
 def stage_world(run: Run) -> dict:
-    from crayonbox.data.world.build import build_world
-    from crayonbox.data.world.config import load_world_config
 
     r = run.recipe
     config = load_world_config(run.path(WORLD_CONFIG_COPY))
@@ -123,8 +131,6 @@ def stage_world(run: Run) -> dict:
 
 
 def stage_captions(run: Run) -> dict:
-    from crayonbox.data.captions import load_pipeline_config
-    from crayonbox.data.captions_cli import run_caption_pipeline
 
     summary = run_caption_pipeline(run.path("world"), run.path("captions"),
                                    load_pipeline_config(run.path(PIPELINE_CONFIG_COPY)), progress=run.progress)
@@ -132,7 +138,6 @@ def stage_captions(run: Run) -> dict:
 
 
 def stage_tokenizer(run: Run) -> dict:
-    from crayonbox.train.data import train_tokenizer
 
     tok = train_tokenizer(run.path("captions"), run.path("tokenizer"), run.recipe.vocab_size,
                           run.recipe.text_length, run.progress)
@@ -140,7 +145,6 @@ def stage_tokenizer(run: Run) -> dict:
 
 
 def stage_vqgan(run: Run) -> dict:
-    from crayonbox.train.vqgan import VQGANTrainConfig, train_vqgan
 
     cfg = VQGANTrainConfig(**{"data": str(run.path("world")), "out": str(run.path("vqgan")), "resume": True,
                               "progress": run.progress, "max_minutes": run.minutes_left("vqgan"),
@@ -150,7 +154,6 @@ def stage_vqgan(run: Run) -> dict:
 
 
 def stage_encode(run: Run) -> dict:
-    from crayonbox.train.encode import encode_dataset
 
     summary = encode_dataset(run.path("captions"), run.path("vqgan"), run.path("tokens.parquet"),
                              progress=run.progress)
@@ -158,7 +161,6 @@ def stage_encode(run: Run) -> dict:
 
 
 def stage_model(run: Run) -> dict:
-    from crayonbox.train.model import TrainConfig, train
 
     cfg = TrainConfig(**{"tokens": str(run.path("tokens.parquet")), "tokenizer": str(run.path("tokenizer")),
                          "vqgan": str(run.path("vqgan")), "out": str(run.path("model")), "resume": True,
@@ -169,14 +171,12 @@ def stage_model(run: Run) -> dict:
 
 
 def stage_judge(run: Run) -> dict:
-    from crayonbox.train.judge_train import train_judge
 
     metrics = train_judge(run.path("world"), run.path("judge"), progress=run.progress, **run.recipe.judge)
     return _scalars(metrics)
 
 
 def stage_eval(run: Run) -> dict:
-    from crayonbox.train.eval import evaluate
 
     result = evaluate(run.path("model"), run.path("judge"), run.path("eval"), world=run.path("world"),
                       progress=run.progress, **run.recipe.eval)
@@ -197,9 +197,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run], dict]] = {
 
 
 def _write_table(path: Path, table: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(table, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @dataclass(frozen=True)
@@ -243,8 +241,6 @@ def _read_yaml(path: Path, what: str) -> tuple[bytes, Any]:
 def resolve_inputs(recipe: Recipe, world: str | Path | None = None, captions: str | Path | None = None,
                    seed: int = 0) -> RunInputs:
     """Read and validate a run's inputs; None = the recipe's world YAML / DEFAULT_PIPELINE."""
-    from crayonbox.data.captions import DEFAULT_PIPELINE, CaptionPipeline
-    from crayonbox.data.world.config import DEFAULT_CONFIG, parse_world_config
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise CrayonboxError(f"--seed must be a non-negative integer, got {seed!r}")

@@ -19,6 +19,7 @@ from crayonbox.config import ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.model_folder import save_component, write_pipeline_json
 from crayonbox.sample import SamplingSettings
+from crayonbox.text.normalize import NormalizerConfig
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 # Tokenizer files worth keeping, under the names `crayonbox.text.tokenizer.Tokenizer.from_folder` reads.
@@ -78,7 +79,6 @@ def resolve_dtype(choice: str, state: dict[str, Tensor]) -> torch.dtype:
 
 
 def _write_tokenizer(folder: Path, files: dict[str, Path], mode: str) -> None:
-    from crayonbox.text.normalize import NormalizerConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, source in files.items():

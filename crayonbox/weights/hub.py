@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.weights.convert import convert_flax_folder
+from crayonbox.weights.export import write_model_folder
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,6 @@ def download(
     model_dir = fetch_files(model, revision, MODEL_FILES, OPTIONAL_MODEL_FILES, cache_dir)
     vqgan_dir = fetch_files(VQGAN, VQGAN.revision, VQGAN_FILES, cache_dir=cache_dir)
     # Imported here, not above: torch loads only once there is something to convert.
-    from crayonbox.weights.convert import convert_flax_folder
-    from crayonbox.weights.export import write_model_folder
 
     converted = convert_flax_folder(model_dir, vqgan_dir)
     converted.provenance |= {

@@ -172,7 +172,7 @@ def test_html_is_self_contained_and_escaped():
 
 
 def test_write_audit_end_to_end_from_shards(tmp_path):
-    from crayonbox.data.captions_cli import run_caption_pipeline
+    from crayonbox.data.caption_run import run_caption_pipeline
     from crayonbox.data.shards import Item, write_shard
 
     items = [Item(key=k, image=None, image_ext="png", caption=c, meta=m) for k, c, m in planted_world()]

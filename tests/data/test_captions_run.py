@@ -13,8 +13,9 @@ import yaml
 
 from crayonbox.data import shards
 from crayonbox.data.audit import load_problems
+from crayonbox.data.caption_run import run_caption_pipeline
 from crayonbox.data.captions import DEFAULT_PIPELINE, CaptionPipeline
-from crayonbox.data.captions_cli import register_data_commands, run_caption_pipeline
+from crayonbox.data.captions_cli import register_data_commands
 from crayonbox.data.shards import Item, iter_items, list_shards, write_shard
 from crayonbox.errors import CrayonboxError
 

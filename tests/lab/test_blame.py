@@ -120,7 +120,7 @@ def test_batched_ids_are_the_training_ids(mode):
 
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory) -> Path:
-    from crayonbox.data.captions_cli import run_caption_pipeline
+    from crayonbox.data.caption_run import run_caption_pipeline
     from crayonbox.data.world.build import build_world
     from crayonbox.data.world.config import load_world_config
 

@@ -19,6 +19,7 @@ import yaml
 
 from crayonbox.lab.measure import MeasureConfig, measure_run
 from crayonbox.lab.store import ImageRecord, RunStore, write_png
+from crayonbox.sampler_settings import SamplingSettings
 
 N = 120
 
@@ -62,7 +63,8 @@ def test_lab_recovers_a_planted_skin_tone_skew(tmp_path):
         for i, item in enumerate(iter_items(tmp_path / "model_images")):
             sha, rel = write_png(run, decode_image(item))
             records.append(ImageRecord("a person", "normalised", "planted", " a person", [0, 5, 2], [0, 2],
-                                       10.0, 50, 1.0, 1.0, i, i, "planted", sha, rel, []))
+                                       SamplingSettings(condition_scale=10.0, top_k=50).to_dict(), i, i,
+                                       "planted", sha, rel, []))
         store.add_images(records)
     metrics = measure_run(run, MeasureConfig(instruments=("skin_tone",), reference=tmp_path / "training",
                                              validation_n=80), progress=False)

@@ -44,7 +44,7 @@ def build_and_caption(world: str, out: Path, n: int = N) -> dict:
     """Build `n` items of tests/lab/worlds/<world>.yaml, run the default caption pipeline; the planted truth."""
     import pyarrow.parquet as pq
 
-    from crayonbox.data.captions_cli import PROVENANCE_DIR, run_caption_pipeline
+    from crayonbox.data.caption_run import PROVENANCE_DIR, run_caption_pipeline
     from crayonbox.data.world.build import build_world
     from crayonbox.data.world.config import load_world_config
 

@@ -47,7 +47,7 @@ def test_every_image_is_redrawn_from_its_seed(probed_run, tiny_model_dir):
     with RunStore.open(probed_run) as store:
         rows = [r for r in store.images() if r.prompt in ("a woman", "!") and r.seed in (0, 4)]
     for r in rows:
-        out = pipe(r.prompt, num_images=1, seed=r.seed, condition_scale=r.condition_scale, top_k=r.top_k)
+        out = pipe(r.prompt, num_images=1, seed=r.seed, **r.sampler)
         assert out.tokens[0].tolist() == r.image_tokens
         assert out.encodings[0].ids[:len(r.token_ids)] == r.token_ids
 

@@ -18,7 +18,8 @@ def _image(value: int) -> Image.Image:
 
 def _record(sha: str, path: str, seed: int = 5, scale: float = 3.0) -> ImageRecord:
     return ImageRecord(prompt="", input_mode="normalised", family="null", normalized=" ", token_ids=[0, 9, 2],
-                       uncond_ids=[0, 2], condition_scale=scale, top_k=16, top_p=1.0, temperature=1.0,
+                       uncond_ids=[0, 2],
+                       sampler={"condition_scale": scale, "top_k": 16, "top_p": 1.0, "temperature": 1.0},
                        seed=seed, image_index=seed, model_hash="m", sha256=sha, path=path,
                        image_tokens=[1, 2, 3])
 

@@ -149,7 +149,7 @@ def test_evaluate_rejects_bad_options(mini, tiny_model_dir, tmp_path):
 def test_eval_command_line(mini, tiny_model_dir, tmp_path, capsys):
     import argparse
 
-    from crayonbox.train.eval import register_eval_command
+    from crayonbox.train.cli import register_eval_command
 
     parser = argparse.ArgumentParser()
     register_eval_command(parser.add_subparsers())

@@ -117,15 +117,15 @@ def test_stages_get_the_run_copies_and_the_seed(tmp_path, monkeypatch):
     from crayonbox.data.world.config import DEFAULT_CONFIG
 
     worlds, pipelines, configs = [], [], []
-    monkeypatch.setattr("crayonbox.data.world.build.build_world",
+    monkeypatch.setattr("crayonbox.train.recipe.build_world",
                         lambda config, out, n, seed, progress: worlds.append((config, out, n, seed))
                         or {"distinct_emoji": 2})
-    monkeypatch.setattr("crayonbox.data.captions_cli.run_caption_pipeline",
+    monkeypatch.setattr("crayonbox.train.recipe.run_caption_pipeline",
                         lambda data, out, config, progress: pipelines.append(config)
                         or type("S", (), {"items": 1, "dropped": 0, "blanked": 0})())
-    monkeypatch.setattr("crayonbox.train.vqgan.train_vqgan", lambda cfg: configs.append(cfg) or dict.fromkeys(
+    monkeypatch.setattr("crayonbox.train.recipe.train_vqgan", lambda cfg: configs.append(cfg) or dict.fromkeys(
         ("eval_psnr", "eval_usage", "eval_perplexity", "steps"), 0))
-    monkeypatch.setattr("crayonbox.train.model.train", lambda cfg: configs.append(cfg) or dict.fromkeys(
+    monkeypatch.setattr("crayonbox.train.recipe.train", lambda cfg: configs.append(cfg) or dict.fromkeys(
         ("steps", "final_train_loss", "final_eval_loss", "samples_seen"), 0))
     (tmp_path / "world.yaml").write_bytes(DEFAULT_CONFIG.with_name("planted.yaml").read_bytes())
     pipeline = {"steps": [{"step": "normalize", "mode": "raw"}]}

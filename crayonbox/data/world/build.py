@@ -12,7 +12,6 @@ import functools
 import io
 import json
 import multiprocessing as mp
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
+from crayonbox.config import write_text_atomic
 from crayonbox.data.shards import Item, write_shard
 from crayonbox.data.world.catalog import load_catalog
 from crayonbox.data.world.config import WorldConfig
@@ -139,9 +139,7 @@ def _check_manifest(out: Path, manifest: dict) -> None:
         if (old.get("seed"), old.get("config")) != (manifest["seed"], manifest["config"]):
             raise CrayonboxError(f"{out} holds a world built with another seed or config; resume with the "
                                  "same --config/--seed/--size, or use a new --out folder")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(manifest, ensure_ascii=False, indent=1))
 
 
 _WORKER: dict = {}

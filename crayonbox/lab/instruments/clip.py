@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.instruments.base import NONE, UNCLEAR, ImageLike, Instrument
@@ -125,7 +126,6 @@ def load_state(weights: Path) -> dict[str, torch.Tensor]:
     if not weights.exists():
         raise CrayonboxError(f"CLIP weights not found: {weights}")
     if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
 
         return load_file(str(weights))
     try:
