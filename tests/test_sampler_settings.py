@@ -37,7 +37,7 @@ def test_settings_key_and_overrides():
 
 def test_worker_process_and_scheduler_implement_scheduler_like():
     from crayonbox.serve.scheduler import Scheduler, SchedulerLike
-    from crayonbox.serve.worker import WorkerProcess
+    from crayonbox.serve.worker import WorkerProcess, _Gauge
     from crayonbox.serve.worker_main import GAUGES
 
     members = set(SchedulerLike.__annotations__) | {n for n in vars(SchedulerLike) if not n.startswith("_")}
@@ -45,5 +45,5 @@ def test_worker_process_and_scheduler_implement_scheduler_like():
     for cls in (Scheduler, WorkerProcess):
         assert SchedulerLike in cls.__mro__  # implemented explicitly, not by duck typing
         assert "__getattr__" not in vars(cls)
-    for name in GAUGES:  # the worker reads each gauge from its process: an explicit property per gauge
-        assert isinstance(vars(WorkerProcess).get(name), property), name
+    for name in GAUGES:  # the worker reads each gauge from its process: a read-only descriptor per gauge
+        assert isinstance(vars(WorkerProcess).get(name), _Gauge), name
