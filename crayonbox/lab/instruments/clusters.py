@@ -11,18 +11,20 @@ descriptor — a joint CIELAB colour histogram, a 4×4 grid of mean colours, and
 orientation histograms (HOG-like) on a 32×32 thumbnail, each block L2-normalised and weighted equally.
 It sees colour, layout and shape; it knows nothing of people, so its clusters are descriptive, not labels.
 
-k-means: k-means++ seeding and Lloyd iterations in numpy, `restarts` seeded restarts, lowest inertia wins.
+k-means: scipy's k-means++ seeding and Lloyd iterations, `restarts` seeded restarts, lowest inertia wins.
 Clusters are renamed by size (c00 is the largest on the fitting set), so names are stable across reruns.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
+from scipy.cluster.vq import kmeans2
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.instruments.base import ImageLike, Instrument
@@ -85,35 +87,20 @@ class ColourLayoutFeatures:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, restarts: int = 4, iterations: int = 100) -> np.ndarray:
-    """Centroids (k, D) of the best of `restarts` seeded k-means++ / Lloyd runs."""
+    """Centroids (k, D) of the best (lowest inertia) of `restarts` seeded k-means++ / Lloyd runs (scipy)."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) < k:
         raise CrayonboxError(f"cannot make {k} clusters from {len(x)} images: lower --clusters or probe more")
     best, best_inertia = None, np.inf
     for restart in range(restarts):
-        rng = np.random.default_rng([seed, restart])
-        centroids = _plus_plus(x, k, rng)
-        for _ in range(iterations):
-            assign = _nearest(x, centroids)
-            moved = np.stack([x[assign == c].mean(0) if np.any(assign == c) else centroids[c]
-                              for c in range(k)])
-            if np.allclose(moved, centroids):
-                break
-            centroids = moved
-        inertia = float(((x - centroids[_nearest(x, centroids)]) ** 2).sum())
+        with warnings.catch_warnings():  # an emptied cluster keeps its centroid; the restarts cover it
+            warnings.simplefilter("ignore", UserWarning)
+            centroids, assign = kmeans2(x, k, iter=iterations, minit="++", missing="warn",
+                                        rng=np.random.default_rng([seed, restart]))
+        inertia = float(((x - centroids[assign]) ** 2).sum())
         if inertia < best_inertia:
             best, best_inertia = centroids, inertia
     return best
-
-
-def _plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    centroids = [x[rng.integers(len(x))]]
-    d2 = ((x - centroids[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = d2.sum()
-        centroids.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
-        d2 = np.minimum(d2, ((x - centroids[-1]) ** 2).sum(1))
-    return np.stack(centroids)
 
 
 def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Statistics for the bias lab: every share with an interval, every score
-with its noise floor. Only numpy and scipy are imported here; statsmodels loads inside `dose_response`.
+"""Statistics for the bias lab: every share with an interval, every score with its noise floor. statsmodels
+computes what it implements (one-share and Goodman intervals, Benjamini–Hochberg, the dose-response GLM); what
+is hand-written here says why where it is.
 
 Which function when:
 - one share x/n ................ `wilson_interval` (default), `clopper_pearson_interval` (tiny counts)

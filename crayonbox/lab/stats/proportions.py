@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 from crayonbox.lab.stats.core import StatsResult, as_count_and_n, check_confidence, z_value
 
@@ -28,27 +29,20 @@ class Interval(StatsResult):
 
 
 def wilson_bounds(count: ArrayLike, n: ArrayLike, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised Wilson score bounds for counts x out of n at critical value z.
-
-    (p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n), with p̂ = x/n.
-    """
-    x = np.asarray(count, dtype=float)
-    n = np.asarray(n, dtype=float)
-    p = x / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2.0 * n)) / denom
-    half = z * np.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
+    """Vectorised Wilson score bounds for counts x out of n at critical value z (statsmodels'
+    `proportion_confint(method="wilson")` at α = 2·(1 − Φ(z)))."""
+    low, high = proportion_confint(np.asarray(count, dtype=float), np.asarray(n, dtype=float),
+                                   alpha=2.0 * float(stats.norm.sf(z)), method="wilson")
     # Clip float noise so that p̂ = 0 gives exactly 0 and p̂ = 1 gives exactly 1.
-    return np.clip(center - half, 0.0, 1.0), np.clip(center + half, 0.0, 1.0)
+    return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
 def wilson_interval(count: int, n: int, confidence: float = 0.95) -> Interval:
     """Wilson score interval for a binomial proportion.
 
     Use it by default: it stays inside [0, 1], never has zero width at x = 0 or x = n, and its coverage is
-    close to nominal down to n ≈ 10 (the Wald interval p̂ ± z·SE is not). Matches statsmodels
-    `proportion_confint(method="wilson")`. Example: 8/9 → [0.565, 0.980]; 4500/5000 → [0.891, 0.908].
+    close to nominal down to n ≈ 10 (the Wald interval p̂ ± z·SE is not). Example: 8/9 → [0.565, 0.980];
+    4500/5000 → [0.891, 0.908].
     """
     x, n = as_count_and_n(count, n)
     low, high = wilson_bounds(x, n, z_value(confidence))
@@ -60,11 +54,10 @@ def clopper_pearson_interval(count: int, n: int, confidence: float = 0.95) -> In
 
     low = Beta⁻¹(α/2; x, n−x+1), high = Beta⁻¹(1−α/2; x+1, n−x), with low = 0 at x = 0 and high = 1 at x = n.
     Use it when counts are small and guaranteed coverage (≥ nominal, so conservative) matters more than
-    width, e.g. "0 of 300 images showed X" (upper bound ≈ 3/n). Matches statsmodels method="beta".
+    width, e.g. "0 of 300 images showed X" (upper bound ≈ 3/n). statsmodels' method="beta".
     """
     x, n = as_count_and_n(count, n)
     check_confidence(confidence)
-    alpha = 1.0 - confidence
-    low = 0.0 if x == 0 else float(stats.beta.ppf(alpha / 2.0, x, n - x + 1))
-    high = 1.0 if x == n else float(stats.beta.isf(alpha / 2.0, x + 1, n - x))
+    low, high = proportion_confint(x, n, alpha=1.0 - confidence, method="beta")
+    low, high = (0.0 if x == 0 else float(low)), (1.0 if x == n else float(high))
     return Interval(estimate=x / n, low=low, high=high, confidence=confidence, method="clopper-pearson")
