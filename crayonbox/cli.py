@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.extras import missing_extra_message
 
 # Modules that expose `register(subparsers)`, by name (train/ is imported only here, and only by name).
 # Order = order in --help.
@@ -46,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"crayonbox: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:  # an optional dependency whose extra is not installed
+        # "data audit": each area names its own subcommand's dest "<command>_command"
+        command = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
+        message = missing_extra_message(e.name or "", command)
+        if message is None or args.debug:
+            raise
+        print(f"crayonbox: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("crayonbox: interrupted", file=sys.stderr)

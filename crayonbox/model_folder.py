@@ -8,6 +8,8 @@
       vqgan/model.safetensors       encoder (optional: official checkpoints ship only the decoder half) + decoder
       tokenizer/tokenizer.json      byte-level BPE (vocab.json + merges.txt also accepted)
       tokenizer/normalizer.json     how prompts are normalised before tokenizing
+      world.yaml                    optional, for models trained on a synthetic world: its concepts (`pool`),
+                                    named by provenance.world_config
 
 Weights are only ever read with safetensors: nothing in a model folder is unpickled.
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -40,10 +43,13 @@ from crayonbox.config import (
 from crayonbox.errors import CrayonboxError
 from crayonbox.sampler_settings import SamplingSettings
 from crayonbox.text.tokenizer import Tokenizer
+from crayonbox.text.vocabulary import WordCheck
 
 FORMAT = "crayonbox"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+# A BPE this large is a general English vocabulary (dalle-mini's has 50264 ids), not the words of one world.
+OPEN_VOCABULARY_SIZE = 30000
 
 
 def save_component(
@@ -180,7 +186,49 @@ class ModelFolder:
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_folder(self.path / "tokenizer", text_length=self.config.text_length)
+        tokenizer = Tokenizer.from_folder(self.path / "tokenizer", text_length=self.config.text_length)
+        tokenizer.words = self.word_check(tokenizer)
+        return tokenizer
+
+    def word_check(self, tokenizer: Tokenizer) -> WordCheck:
+        """Closed world for a model crayonbox trained (its BPE was trained on its own captions: a word that is
+        not a whole token never occurred twice in them), with the concepts of its world; else open vocabulary
+        (converted official models, or a folder whose pipeline.json cannot be read)."""
+        try:
+            trained_by = str(self.provenance.get("trained_by", ""))
+        except CrayonboxError:  # the tokenizer alone is still usable (`crayonbox tokens`)
+            return WordCheck.open_vocabulary()
+        if not trained_by.startswith("crayonbox train") or tokenizer.vocab_size >= OPEN_VOCABULARY_SIZE:
+            return WordCheck.open_vocabulary()
+        concepts = self.concepts or {}
+        words = {word for names in concepts.values() for name in names for word in _words(name)}
+        return WordCheck.closed_world(words)
+
+    @cached_property
+    def world_path(self) -> Path | None:
+        """The world config the model was trained on, if the folder ships it (provenance.world_config)."""
+        name = self.provenance.get("world_config")
+        path = self.path / name if isinstance(name, str) else None
+        return path if path is not None and path.is_file() else None
+
+    @cached_property
+    def world(self) -> dict[str, Any]:
+        """The world config the model was trained on, parsed; {} when the folder does not ship one."""
+        if self.world_path is None:
+            return {}
+        try:
+            data = yaml.safe_load(self.world_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise CrayonboxError(f"cannot read {self.world_path}: {e}".splitlines()[0]) from None
+        return data if isinstance(data, dict) else {}
+
+    @cached_property
+    def concepts(self) -> dict[str, list[str]] | None:
+        """What the model was trained to draw, by category (the world's `pool`); None when not recorded."""
+        pool = self.world.get("pool")
+        if not isinstance(pool, dict):
+            return None
+        return {str(category): [str(name) for name in names or []] for category, names in pool.items()}
 
     @cached_property
     def defaults(self) -> SamplingSettings:
@@ -199,3 +247,8 @@ class ModelFolder:
         """Everything but the weights. pipeline.json is read first, so a foreign folder fails with that error."""
         meta = self.meta
         return ModelInfo(self.config, self.vqgan_config, self.tokenizer, self.defaults, meta.get("provenance") or {})
+
+
+def _words(name: str) -> list[str]:
+    """The words of a concept name ("woman’s hat" → woman, hat), lower case, single letters left out."""
+    return [w for w in "".join(c if c.isalpha() else " " for c in name.lower()).split() if len(w) > 1]

@@ -1,20 +1,24 @@
 """The orchestrator, diffusers-style: `Pipeline.from_pretrained(folder)`, then `pipe(prompts)` → PIL images.
 
-    pipe = Pipeline.from_pretrained("path/to/model")          # or crayonbox.load_default()
+    pipe = Pipeline.from_pretrained("path/to/model")          # or "owner/name" on the Hub, or load_default()
     out = pipe("a dog on a yellow background", num_images=9, seed=7)
     out.images[0].save("dog.png"); out.tokens; out.encodings[0].ids
 
 Image i of a prompt uses seed `seed + i`, so asking for one image with seed s+i redraws exactly that image.
+diffusers' argument names work too (num_images_per_prompt, guidance_scale, generator, torch_dtype,
+output_type, return_dict; `pipe.to(device)`): pipeline_args.py maps them.
 """
 
 from __future__ import annotations
 
-import random
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import LongTensor, Tensor
@@ -24,15 +28,19 @@ from tqdm.auto import tqdm
 
 from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
+from crayonbox.hub import resolve_model, upload_folder, write_hub_card
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.images import to_pil
+from crayonbox.model.precision import PrecisionChoice, auto_precision, fbgemm_available
 from crayonbox.model.vqgan import VQGAN
 from crayonbox.model_folder import ModelFolder, ModelInfo, save_component, write_pipeline_json
+from crayonbox.pipeline_args import CallArgs, convert_images, parse_to, pick, resolve_call
 from crayonbox.sample import Decoding, ImageJob, SamplingSettings, rows_needed
 from crayonbox.text.tokenizer import EncodedPrompt, Tokenizer
 from crayonbox.weights.checks import check_state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PipelineImages = list[Image.Image] | np.ndarray | Tensor  # by output_type: "pil", "np", "pt"
 # Weight-only modes keep fp32 activations and a fp32 VQGAN; the transformer's Linear layers run in fbgemm:
 #   fp16w: fp16 weights, fp32 arithmetic. Exact for checkpoints stored in fp16 (all official ones and ours);
 #          3-4x faster than MKL's fp32 GEMM for the few-row matrices a decode step multiplies.
@@ -42,7 +50,7 @@ WEIGHT_ONLY = ("fp16w", "int8")
 
 @dataclass
 class PipelineOutput:
-    images: list[Image.Image]
+    images: PipelineImages  # PIL images unless output_type asked for "np" or "pt"
     tokens: LongTensor  # (N, image_length) VQGAN codes, one row per image
     prompts: list[str]  # per image
     seeds: list[int]  # per image
@@ -80,22 +88,39 @@ class Pipeline:
         self.bart, self.vqgan, self.tokenizer = bart.eval(), vqgan.eval(), tokenizer
         self.defaults = defaults or SamplingSettings()
         self.provenance = provenance or {}
+        self.source: Path | None = None  # the folder loaded from: push_to_hub carries its card and world along
+        self.precision_choice: PrecisionChoice | None = None  # why, when loaded with dtype="auto"
         self._uncond: tuple[Tensor, Tensor] | None = None
 
     # ---------------------------------------------------------------- loading and saving
     @classmethod
-    def from_pretrained(cls, folder: str | Path, dtype: str | torch.dtype = "float32") -> Pipeline:
-        """Load a model folder (see model_folder.py). `dtype`: float32 (exact), bfloat16 (fast only on CPUs with
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        dtype: str | torch.dtype | None = None,
+        *,
+        torch_dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool | None = None,
+    ) -> Pipeline:
+        """Load a model folder (see model_folder.py), or a Hub repo `owner/name` that is not a folder here
+        (through the Hugging Face cache; `revision`, `cache_dir`, `local_files_only` and HF_HUB_OFFLINE apply).
+        `dtype` (or diffusers' `torch_dtype`): float32 (default, exact), bfloat16 (fast only on CPUs with
         AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, fp16w / int8 (weight-only, see WEIGHT_ONLY;
-        `bench/generate_vs_mindalle.py` prints their speed and agreement with fp32), or auto (`auto_precision`)."""
-        folder = Path(folder)
+        `bench/generate_vs_mindalle.py` prints their speed and agreement with fp32), or auto (what this machine's
+        hardware runs best: crayonbox/model/precision.py).
+        `device`: where the weights go (see `to`)."""
+        dtype = pick("dtype", dtype, "torch_dtype", torch_dtype) or "float32"
+        folder = resolve_model(folder, revision, cache_dir, local_files_only)
         model = ModelFolder(folder)
         info = model.info()  # configs, tokenizer, defaults: a bad folder fails before the weights
         if isinstance(dtype, str) and dtype not in PRECISIONS:
             raise CrayonboxError(f"unknown dtype {dtype!r}: choose one of {', '.join(PRECISIONS)}")
         bart_state = model.weights("bart")
-        if dtype == "auto":
-            dtype = auto_precision()
+        choice = auto_precision(device or "cpu") if dtype == "auto" else None
+        dtype = choice.mode if choice else dtype
         weight_only = dtype if dtype in WEIGHT_ONLY else None
         dtype = torch.float32 if weight_only else DTYPES[dtype] if isinstance(dtype, str) else dtype
         vq_state = model.weights("vqgan")
@@ -108,7 +133,9 @@ class Pipeline:
         bart = quantize_linears(bart, weight_only) if weight_only else bart.to(dtype)
         # oneDNN runs the VQGAN's convolutions ~25 % faster channels-last (pixels agree to 2e-5).
         vqgan = vqgan.to(dtype).to(memory_format=torch.channels_last)
-        return cls(bart, vqgan, info.tokenizer, info.defaults, info.provenance)
+        pipe = cls(bart, vqgan, info.tokenizer, info.defaults, info.provenance)
+        pipe.source, pipe.precision_choice = folder, choice
+        return pipe.to(device) if device is not None else pipe
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
         folder = Path(folder)
@@ -116,6 +143,22 @@ class Pipeline:
         save_component(folder, "vqgan", self.vqgan.cfg.to_dict(), self.vqgan.state_dict(), dtype)
         self.tokenizer.save(folder / "tokenizer")
         write_pipeline_json(folder, self.defaults.to_dict(), self.provenance)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    revision: str | None = None, commit_message: str | None = None,
+                    dtype: torch.dtype | None = None) -> str:
+        """Upload this pipeline as a model folder (`save_pretrained`, plus the loaded folder's card, world and
+        other top-level files, and a README.md with the Hub's YAML header) to `repo_id`; returns the commit URL."""
+        with tempfile.TemporaryDirectory(prefix="crayonbox-push-") as tmp:
+            folder = Path(tmp) / repo_id.rpartition("/")[2]
+            self.save_pretrained(folder, dtype)
+            if self.source is not None:
+                for extra in sorted(self.source.iterdir()):
+                    if extra.is_file() and not (folder / extra.name).exists():
+                        shutil.copy2(extra, folder / extra.name)
+            write_hub_card(folder, self.source)
+            return upload_folder(folder, repo_id, private=private, token=token, revision=revision,
+                                 commit_message=commit_message)
 
     @property
     def config(self) -> ModelConfig:
@@ -134,12 +177,30 @@ class Pipeline:
     def dtype(self) -> torch.dtype:
         return next(self.bart.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.bart.parameters()).device
+
+    def to(self, *args: str | torch.device | torch.dtype, device: str | torch.device | None = None,
+           dtype: str | torch.dtype | None = None) -> Pipeline:
+        """Move the weights (`pipe.to("cpu")`), change their dtype (`pipe.to(torch.float16)`), or both, in place,
+        as diffusers does; returns the pipeline. A device this machine lacks is a CrayonboxError."""
+        device, dtype = parse_to(args, device, dtype)
+        quantized = any(isinstance(m, DynamicLinear) for m in self.bart.modules())
+        if quantized and (dtype is not None or (device is not None and device.type != "cpu")):
+            raise CrayonboxError("a pipeline loaded with dtype fp16w or int8 runs on the CPU in that precision "
+                                 "only: load it again with the dtype you want")
+        for module in (self.bart, self.vqgan):
+            module.to(device=device, dtype=dtype)
+        self._uncond = None  # cached on the old device / in the old dtype
+        return self
+
     # ---------------------------------------------------------------- text
     @torch.inference_mode()
     def encode_text(self, encodings: list[EncodedPrompt]) -> tuple[Tensor, Tensor]:
         """Encoder states for prompts, computed only over the longest real prompt (padding is masked anyway)."""
-        ids = torch.tensor([e.ids for e in encodings])
-        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool)
+        ids = torch.tensor([e.ids for e in encodings], device=self.device)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool, device=self.device)
         span = int(mask.sum(1).max())
         return self.bart.encoder(ids[:, :span], mask[:, :span]), mask[:, :span]
 
@@ -155,20 +216,19 @@ class Pipeline:
         return self.info.settings(**overrides)
 
     def jobs(
-        self, prompts: str | list[str], num_images: int, seed: int | None, settings: SamplingSettings
+        self, prompts: str | list[str], num_images: int, seed: int | list[int] | None, settings: SamplingSettings
     ) -> tuple[list[ImageJob[tuple[int, int]]], list[EncodedPrompt]]:
-        """One ImageJob per image, seeds seed, seed+1, … per prompt."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise CrayonboxError("no prompt given")
-        if num_images < 1:
-            raise CrayonboxError(f"num_images must be ≥ 1 (got {num_images})")
-        seed = random.randrange(2**31) if seed is None else int(seed)
-        encodings = self.tokenizer.encode_batch(prompts)
+        """One ImageJob per image: seeds seed, seed+1, … per prompt, or the given per-image seeds (prompt-major),
+        as `pipeline_args.image_seeds` makes them."""
+        call = resolve_call(prompts, num_images, None if isinstance(seed, list) else seed, None, {})
+        seeds = seed if isinstance(seed, list) else call.seeds
+        if len(seeds) != len(call.prompts) * num_images:
+            raise CrayonboxError(f"{len(seeds)} seeds for {len(call.prompts) * num_images} images")
+        encodings = self.tokenizer.encode_batch(call.prompts)
         states, mask = self.encode_text(encodings)
         jobs = [
-            ImageJob(states[p], mask[p], seed + i, settings, tag=(p, i))
-            for p in range(len(prompts))
+            ImageJob(states[p], mask[p], int(seeds[p * num_images + i]), settings, tag=(p, i))
+            for p in range(len(call.prompts))
             for i in range(num_images)
         ]
         return jobs, encodings
@@ -185,6 +245,7 @@ class Pipeline:
     def decode_images(self, tokens: LongTensor, batch: int = 9) -> list[Image.Image]:
         """VQGAN tokens (N, image_length) → PIL images."""
         images: list[Image.Image] = []
+        tokens = tokens.to(self.device)
         for start in range(0, tokens.shape[0], batch):
             images += to_pil(self.vqgan.decode(tokens[start : start + batch]))
         return images
@@ -192,35 +253,47 @@ class Pipeline:
     # ---------------------------------------------------------------- generation
     def __call__(
         self,
-        prompts: str | list[str],
-        num_images: int = 1,
+        prompt: str | list[str],
+        num_images: int | None = None,
         seed: int | None = None,
         *,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
         progress: bool = False,
         callback: Callable[[int], None] | None = None,
         **sampler: float | int | None,
-    ) -> PipelineOutput:
-        """Generate `num_images` per prompt. Returns images, their VQGAN tokens and the exact text ids used.
-        `sampler`: any `SamplingSettings` field (condition_scale, top_k, …); None or omitted keeps the model's
-        default."""
-        frames = self.stream(prompts, num_images, seed, every=0, progress=progress, callback=callback, **sampler)
-        *_, last = frames
-        return last  # type: ignore[return-value]
+    ) -> PipelineOutput | tuple[PipelineImages]:
+        """Generate `num_images` (or `num_images_per_prompt`) per prompt. Returns images, their VQGAN tokens and
+        the exact text ids used. `sampler`: any `SamplingSettings` field (condition_scale or guidance_scale,
+        top_k, …); None or omitted keeps the model's default. `seed` or `generator` fix the images (see
+        pipeline_args.py). `output_type` "pil", "np" or "pt"; `return_dict=False` returns `(images,)`."""
+        call = resolve_call(prompt, num_images, seed, generator, sampler, output_type, return_dict)
+        *_, out = self._stream(call, every=0, progress=progress, callback=callback)
+        out.images = convert_images(out.images, call.output_type)
+        return out if call.return_dict else (out.images,)
 
     def stream(
         self,
-        prompts: str | list[str],
-        num_images: int = 1,
+        prompt: str | list[str],
+        num_images: int | None = None,
         seed: int | None = None,
         *,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         every: int = 32,
         progress: bool = False,
         callback: Callable[[int], None] | None = None,
         **sampler: float | int | None,
     ) -> Iterator[StreamFrame | PipelineOutput]:
-        """Yield a StreamFrame of intermediate images every `every` tokens (0: none), then the PipelineOutput."""
-        settings = self.settings(**sampler)
-        jobs, encodings = self.jobs(prompts, num_images, seed, settings)
+        """Yield a StreamFrame of intermediate images every `every` tokens (0: none), then the PipelineOutput.
+        Takes `__call__`'s arguments, less output_type and return_dict (frames are PIL images)."""
+        call = resolve_call(prompt, num_images, seed, generator, sampler)
+        return self._stream(call, every, progress, callback)
+
+    def _stream(self, call: CallArgs, every: int, progress: bool,
+                callback: Callable[[int], None] | None) -> Iterator[StreamFrame | PipelineOutput]:
+        settings = self.settings(**call.sampler)
+        jobs, encodings = self.jobs(call.prompts, call.num_images, call.seeds, settings)
         decoding = self.new_decoding(capacity=sum(rows_needed(j) for j in jobs), jobs=jobs)
         decoding.add(jobs)
         steps = self.config.image_length
@@ -235,28 +308,15 @@ class Pipeline:
                 yield StreamFrame(step, self.decode_images(partial), tokens=partial)
         bar.close()
         tokens = torch.tensor([j.tokens for j in jobs], dtype=torch.long)
-        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
         yield PipelineOutput(
             self.decode_images(tokens),
             tokens,
-            [prompt_list[j.tag[0]] for j in jobs],
+            [call.prompts[j.tag[0]] for j in jobs],
             [j.seed for j in jobs],
             encodings,
             self.tokenizer.unconditional(),
             settings,
         )
-
-
-def fbgemm_available() -> bool:
-    """fbgemm (x86 with AVX2) runs the weight-only modes; other CPUs (ARM) do not have it."""
-    return "fbgemm" in torch.backends.quantized.supported_engines
-
-
-def auto_precision() -> str:
-    """The fastest precision that keeps the images: fp16w where fbgemm runs, else float32. Measured: a decode
-    step 3.3x faster at dalle-mini shapes, a grid 1.3x faster on the shipped model, whose tokens matched fp32
-    in 44 of 45 images (one flipped a near-tie at token 59, as a different BLAS would)."""
-    return "fp16w" if fbgemm_available() else "float32"
 
 
 def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:

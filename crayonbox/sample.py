@@ -113,6 +113,7 @@ class Decoding:
         self.model, self.cfg = model, model.cfg
         self.capacity = capacity
         self.uncond_states, self.uncond_mask = uncond_states, uncond_mask
+        self.device = uncond_states.device  # the model's: every tensor a step touches lives there
         self.jobs: list[ImageJob] = []
         self.uniforms: list[Tensor] = []
         self.cache: DecodeCache | None = None
@@ -187,8 +188,8 @@ class Decoding:
         # one list per step, then one tensor: per-element tensor writes cost ~1 µs each, 2 per row
         done = [len(job.tokens) for job in self.jobs]
         last = [job.tokens[-1] if job.tokens else cfg.bos_token_id for job in self.jobs]
-        tokens = torch.tensor([last[j] for j, _ in self.row_owner], dtype=torch.long)
-        positions = torch.tensor([done[j] for j, _ in self.row_owner], dtype=torch.long)
+        tokens = torch.tensor([last[j] for j, _ in self.row_owner], dtype=torch.long, device=self.device)
+        positions = torch.tensor([done[j] for j, _ in self.row_owner], dtype=torch.long, device=self.device)
         # Cross-attention only over the longest prompt in the batch now (slots past it are masked in every
         # row): a server batch is sized for any prompt that may join, most are much shorter.
         t = self._cross_len
@@ -203,7 +204,7 @@ class Decoding:
         n = len(self.jobs)
         b = self.batch
         guided = guide(logits[b.cond], logits[b.uncond], b.scale)
-        u = b.uniforms[torch.arange(n), torch.tensor(done)]
+        u = b.uniforms[torch.arange(n, device=self.device), torch.tensor(done, device=self.device)]
         new = sample_from_logits(guided, b.top_k, b.top_p, b.temperature, u)
         for j, token in enumerate(new.tolist()):
             self.jobs[j].tokens.append(token)
@@ -218,7 +219,7 @@ class Decoding:
         removed = [self.jobs[j] for j in indices]
         keep_rows = [row for row, (j, _) in enumerate(self.row_owner) if j not in gone]
         if self.cache is not None and keep_rows != list(range(len(keep_rows))):
-            src = torch.tensor(keep_rows)
+            src = torch.tensor(keep_rows, device=self.device)
             dst = slice(0, len(keep_rows))
             for name in ("self_k", "self_v", "cross_k", "cross_v"):
                 t = getattr(self.cache, name)
@@ -249,17 +250,18 @@ class Decoding:
         self._cross_len = max((self.uncond_states.shape[0] if is_uncond else self.jobs[j].states.shape[0]
                                for j, is_uncond in self.row_owner), default=0)
         settings = [j.settings for j in self.jobs]
+        on = {"device": self.device}  # built here once per batch change, so a step moves nothing to the device
         self.batch = BatchIndex(
-            cond=torch.tensor(cond_row, dtype=torch.long),
+            cond=torch.tensor(cond_row, dtype=torch.long, **on),
             uncond=torch.tensor([c if u is None else u for u, c in zip(uncond_row, cond_row, strict=True)],
-                                dtype=torch.long),
+                                dtype=torch.long, **on),
             scale=torch.tensor([s.condition_scale if u is not None else 1.0
-                                for s, u in zip(settings, uncond_row, strict=True)]),
-            top_k=torch.tensor([s.top_k for s in settings]),
-            top_p=torch.tensor([s.top_p for s in settings]),
-            temperature=torch.tensor([s.temperature for s in settings]),
-            uniforms=torch.stack(self.uniforms) if self.uniforms
-            else torch.zeros(0, self.cfg.image_length, dtype=torch.float64))
+                                for s, u in zip(settings, uncond_row, strict=True)], **on),
+            top_k=torch.tensor([s.top_k for s in settings], **on),
+            top_p=torch.tensor([s.top_p for s in settings], **on),
+            temperature=torch.tensor([s.temperature for s in settings], **on),
+            uniforms=torch.stack(self.uniforms).to(self.device) if self.uniforms
+            else torch.zeros(0, self.cfg.image_length, dtype=torch.float64, **on))
 
     def partial_tokens(self, job: ImageJob) -> LongTensor:
         """The image's tokens so far, with undecoded positions copied from the row above (or the first token),

@@ -9,7 +9,8 @@ import torch
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.images import make_grid
-from crayonbox.pipeline import Pipeline, fbgemm_available
+from crayonbox.model.precision import cpu_precision, fbgemm_available, parse_cpuinfo
+from crayonbox.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +165,29 @@ def test_fp16w_is_exact_for_fp16_checkpoints(pipe, tmp_path):
     assert torch.equal(exact("a red dog", num_images=2, seed=4).tokens, fast("a red dog", num_images=2, seed=4).tokens)
 
 
-def test_auto_precision_picks_fp16w_only_where_fbgemm_runs(tiny_model_dir, monkeypatch):
-    import crayonbox.pipeline as pipeline
+SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16\n"
+ZEN3 = "model name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
+ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n"
 
-    expected = "fp16w" if fbgemm_available() else "float32"
-    assert pipeline.auto_precision() == expected
-    monkeypatch.setattr(pipeline, "fbgemm_available", lambda: False)
-    assert pipeline.auto_precision() == "float32"
-    assert Pipeline.from_pretrained(tiny_model_dir, dtype="auto").dtype == torch.float32
+
+@pytest.mark.parametrize(("cpuinfo", "fbgemm", "mode"), [
+    (SAPPHIRE, True, "bfloat16"), (ZEN3, True, "fp16w"), (ZEN3, False, "float32"), (ARM, False, "float32")])
+def test_auto_precision_follows_what_the_cpu_has(cpuinfo, fbgemm, mode):
+    choice = cpu_precision(parse_cpuinfo(cpuinfo), fbgemm)
+    assert choice.mode == mode and choice.reason
+
+
+def test_auto_loads_the_machines_choice_and_says_why(tiny_model_dir, monkeypatch):
+    import crayonbox.model.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: parse_cpuinfo(ZEN3))
+    monkeypatch.setattr(precision, "fbgemm_available", lambda: False)
+    pipe = Pipeline.from_pretrained(tiny_model_dir, dtype="auto")
+    assert pipe.dtype == torch.float32 and pipe.precision_choice.mode == "float32"
+    assert "AMD EPYC 7763" in pipe.precision_choice.reason
+    assert Pipeline.from_pretrained(tiny_model_dir).precision_choice is None  # float32 asked, nothing chosen
+    monkeypatch.setattr(precision, "cpu_features", lambda: parse_cpuinfo(SAPPHIRE))
+    assert Pipeline.from_pretrained(tiny_model_dir, dtype="auto").dtype == torch.bfloat16
+    monkeypatch.setattr("crayonbox.pipeline.fbgemm_available", lambda: False)
     with pytest.raises(CrayonboxError, match="fp16w needs fbgemm"):
         Pipeline.from_pretrained(tiny_model_dir, dtype="fp16w")

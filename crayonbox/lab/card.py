@@ -4,7 +4,8 @@ The DALL·E mini card says "Quantitative Analyses: Not available". This card
 takes its numbers from a lab run of the *same weights* (checked by hash): what the blank and neutral prompts
 really became, what the model draws for them with intervals, how that compares with its training images,
 how guidance changes it, and how far each instrument can be trusted. Without a run it says exactly which
-command would measure it, rather than guessing.
+command would measure it, rather than guessing. It opens with the YAML header the Hugging Face Hub reads
+(library, licence, tags, pipeline: `crayonbox.hub.CARD_HEADER`), so it can be uploaded as the repo's README.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from crayonbox.config import write_text_atomic
 from crayonbox.errors import CrayonboxError
+from crayonbox.hub import with_card_header
 from crayonbox.lab.measure import read_metrics
 from crayonbox.lab.probe import model_hash
 from crayonbox.lab.report_html import pct
@@ -157,7 +159,7 @@ def build_card(model: str | Path, run: str | Path | None = None) -> str:
         lines += measured_section(metrics, Path(run))
         lines += ["", "## Reproduce", "", f"    crayonbox lab measure {run}",
                   f"    crayonbox lab report {run}"]
-    return "\n".join(lines) + "\n"
+    return with_card_header("\n".join(lines) + "\n")
 
 
 def write_card(model: str | Path, run: str | Path | None = None, out: str | Path | None = None) -> Path:

@@ -1,4 +1,5 @@
-"""The web app: the page, the JSON API (`/v1/generate`, `/v1/generate/stream`), `/healthz` and `/metrics`.
+"""The web app: the page, the JSON API (`/v1/generate`, `/v1/generate/stream`), the OpenAI-compatible
+`/v1/images/generations` (openai_api.py), `/healthz`, `/metrics`, and `/docs` with no CDN.
 
 Handlers never touch the model: they validate, apply the per-client limit, hand a `Work` to the `Scheduler`
 and await its events on an asyncio queue. Every refusal is immediate (422 bad input, 429 over the client's
@@ -12,43 +13,45 @@ rate, 503 full or past the deadline, both with `Retry-After`); a client that goe
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
+from fastapi_offline import FastAPIOffline
 
-from crayonbox.errors import CrayonboxError
+from crayonbox.info import summary
+from crayonbox.model.precision import PrecisionChoice, auto_precision
 from crayonbox.model_folder import ModelInfo
 from crayonbox.pipeline import Pipeline
 from crayonbox.serve.guard import RequestGuard
 from crayonbox.serve.limits import RateLimitConfig, RateLimiter, Refused
 from crayonbox.serve.metrics import CONTENT_TYPE, ServeMetrics
+from crayonbox.serve.openai_api import OPENAI_PATH, error_body
+from crayonbox.serve.openai_api import router as openai_router
 from crayonbox.serve.page import STATIC, render_page
 from crayonbox.serve.scheduler import Scheduler, SchedulerConfig, SchedulerLike
 from crayonbox.serve.schemas import (
-    MAX_SEED,
+    MAX_ERROR_TEXT,
+    MAX_FIELD_NAME,
     GenerateRequest,
     GenerateResponse,
     Health,
     InvalidField,
-    check_prompt_tokens,
+    short_text,
 )
-from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket, Work
+from crayonbox.serve.sessions import Session, SessionStream, accept, encode_images, outcome, served_pngs
+from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket
 from crayonbox.serve.worker import WorkerProcess
 
-API_KEY_HEADER = "X-API-Key"
+__all__ = ["MAX_BODY_BYTES", "MAX_ERROR_TEXT", "ServeConfig", "create_app"]  # what tests and the CLI import
+
 MAX_BODY_BYTES = 16 * 1024
-MAX_ERROR_TEXT = 200  # characters of a 422's `msg`: enough to act on, never an echo of a body
-MAX_FIELD_NAME = 40  # characters of a field name in a 422's `loc` (an unknown key is the client's own text)
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's script and style, served from the fastapi-offline package
 REFUSALS = {408: {"description": "the request body did not arrive within the body timeout"},
             413: {"description": "request body over 16 KiB (whatever the transfer encoding)"},
             422: {"description": "invalid input; `detail` names the field"},
@@ -70,39 +73,25 @@ class ServeConfig:
     model_name: str = "crayonbox"
 
 
-class Session:
-    """One accepted request on the web side: its ticket, its event queue, and the client's slot."""
-
-    def __init__(self, app: FastAPI, ticket: Ticket, events: asyncio.Queue, client: str, endpoint: str):
-        self.app, self.ticket, self.events, self.client, self.endpoint = app, ticket, events, client, endpoint
-        self.closed = False
-
-    def close(self, code: int) -> None:
-        """Release the client's slot and count the outcome; cancel the work if it was not answered."""
-        if self.closed:
-            return
-        self.closed = True
-        state = self.app.state
-        if self.ticket.unfinished:
-            state.scheduler.cancel(self.ticket)
-            state.metrics.cancelled.inc()
-        state.limiter.release(self.client)
-        state.metrics.requests.inc(endpoint=self.endpoint, code=str(code))
+def precision_of(backend: Pipeline | WorkerProcess) -> PrecisionChoice:
+    """The precision the model runs in, and why. A worker resolves "auto" in its own process on this same
+    machine, so the same rule gives the same answer here."""
+    if isinstance(backend, WorkerProcess):
+        if backend.dtype == "auto":
+            return auto_precision()
+        return PrecisionChoice(backend.dtype, "asked for (--dtype)")
+    if backend.precision_choice is not None:
+        return backend.precision_choice
+    return PrecisionChoice(str(backend.dtype).removeprefix("torch."), "asked for")
 
 
-class SessionStream(StreamingResponse):
-    """A stream that closes its session however it ends. The generator's own `finally` does not run when the
-    client is gone before the first byte (the generator never started), which would leak the client's slot."""
-
-    def __init__(self, session: Session, content: AsyncIterator[str], **kwargs):
-        super().__init__(content, **kwargs)
-        self.session = session
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.session.close(499)  # a no-op when the stream already closed it with its real status
+def model_summary(backend: Pipeline | WorkerProcess, info: ModelInfo) -> str:
+    """What the model draws, in one sentence, from its folder (crayonbox/info.py) when the backend has one."""
+    folder = backend.folder if isinstance(backend, WorkerProcess) else backend.source
+    if folder is not None:
+        return summary(folder)
+    size = info.vqgan_config.resolution
+    return f"This model draws {size}×{size} px images."
 
 
 def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = None) -> FastAPI:
@@ -113,6 +102,7 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     scheduler: SchedulerLike = backend if isinstance(backend, WorkerProcess) \
         else Scheduler(backend, config.scheduler)
     pipe = scheduler.info  # tokenizer, configs and sampler defaults: the web side never touches the weights
+    precision = precision_of(backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,14 +110,22 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
         yield
         await asyncio.to_thread(scheduler.close, config.shutdown_grace_s)
 
-    app = FastAPI(title="crayonbox", version="1", lifespan=lifespan,
-                  description="DALL·E mini, re-created: text → 3×3 grid of images, with the exact token ids.")
+    # FastAPI's own /docs loads Swagger UI from a CDN, so it is blank offline or behind a firewall:
+    # FastAPIOffline turns those routes off and serves /docs with the copy its package ships (no /redoc).
+    app = FastAPIOffline(title="crayonbox", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None,
+                         static_url=DOCS_ASSETS, favicon_url="/favicon.svg",
+                         # Swagger UI would send the schema to validator.swagger.io for a badge: not offline
+                         swagger_ui_parameters={"validatorUrl": None},
+                         description="DALL·E mini, re-created: text → 3×3 grid of images, with the exact token "
+                                     "ids. Also speaks OpenAI's images API at `/v1/images/generations`.")
     app.state.pipe, app.state.scheduler, app.state.config = pipe, scheduler, config
     app.state.limiter = RateLimiter(config.rate)
     app.state.metrics = ServeMetrics(scheduler)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(RequestGuard, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s,
-                       on_refused=lambda code: app.state.metrics.bodies_refused.inc(code=str(code)))
+                       on_refused=lambda code: app.state.metrics.bodies_refused.labels(code=str(code)).inc(),
+                       error_body=_guard_error_body)
+    app.include_router(openai_router)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, e: Refused) -> JSONResponse:
@@ -147,7 +145,7 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
         _count(request, 422)
         return JSONResponse({"detail": [_short_error(error) for error in e.errors()]}, 422)
 
-    page_html = render_page()
+    page_html = render_page(model_summary(backend, pipe))
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -169,32 +167,36 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
                       image_size=pipe.vqgan_config.resolution, image_tokens=pipe.config.image_length,
                       max_batch_images=s.config.max_batch_images, cache_rows=s.capacity_rows,
                       queue_images=s.queue_images, batch_images=s.batch_images,
-                      tokens_per_s=round(s.tokens_per_s, 2), defaults=pipe.defaults.to_dict())
+                      tokens_per_s=round(s.tokens_per_s, 2), defaults=pipe.defaults.to_dict(),
+                      precision=precision.mode, precision_reason=precision.reason)
         return JSONResponse(body.model_dump(), 503 if s.draining else 200)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(app.state.metrics.registry.render(), media_type=CONTENT_TYPE)
+        return Response(app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/favicon.svg", include_in_schema=False)
+    async def favicon_svg() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon_ico() -> FileResponse:  # browsers ask for this path on their own, whatever the page says
+        return FileResponse(STATIC / "favicon.ico", media_type="image/vnd.microsoft.icon")
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=REFUSALS)
     async def generate(body: GenerateRequest, request: Request) -> Response:
         """Draw `n` images and answer when they are ready: base64 PNGs, seeds and every token id used."""
-        session = await _accept(app, body, request, "generate", frames=False)
+        session = await accept(app, body, request, "generate", frames=False)
         code = 499  # nginx's "client closed request", until something else is sent
         try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(session.events.get(), timeout=1.0)  # then: still there?
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        return Response(status_code=code)
-                    continue
-                if isinstance(event, Done):
-                    code = 200
-                    return JSONResponse(await _result_json(app, session, event.result))
-                if isinstance(event, Failed):
-                    code = event.status
-                    return _failure_response(event)
+            event = await outcome(session, request)
+            if event is None:
+                return Response(status_code=code)
+            if isinstance(event, Failed):
+                code = event.status
+                return _failure_response(event)
+            code = 200
+            return JSONResponse(await _result_json(app, session, event.result))
         finally:
             session.close(code)
 
@@ -203,40 +205,11 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
         """Server-sent events: `queued` (position, ETA) while waiting, `started`, `frame` (progressive JPEGs),
         then `result` (the /v1/generate body) or `error`. Refusals come as plain HTTP errors before the
         stream starts."""
-        session = await _accept(app, body, request, "stream", frames=body.frames)
+        session = await accept(app, body, request, "stream", frames=body.frames)
         return SessionStream(session, _stream(app, session), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app
-
-
-async def _accept(app: FastAPI, body: GenerateRequest, request: Request, endpoint: str,
-                  frames: bool) -> Session:
-    """Validate what pydantic cannot, apply the client's limit, and queue the work (or refuse at once)."""
-    state = app.state
-    pipe: ModelInfo = state.pipe
-    client = _client_id(request, state.config.api_keys)
-    check_prompt_tokens(body.prompt, pipe.tokenizer)
-    if body.top_k is not None and body.top_k > pipe.config.image_vocab_size:
-        raise InvalidField("top_k", f"top_k is {body.top_k} but the model has only "
-                           f"{pipe.config.image_vocab_size} image codes (0 means all)")
-    try:
-        settings = pipe.settings(**body.sampler())
-    except CrayonboxError as e:
-        raise InvalidField("settings", str(e)) from None
-    seed = body.seed if body.seed is not None else random.randrange(MAX_SEED - 8)
-    state.limiter.acquire(client)
-    loop, events = asyncio.get_running_loop(), asyncio.Queue()
-
-    def sink(event: object) -> None:  # called from the scheduler thread
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    try:
-        ticket = state.scheduler.submit(Work(body.prompt, body.n, seed, settings, frames, client), sink)
-    except Refused:
-        state.limiter.release(client)
-        raise
-    return Session(app, ticket, events, client, endpoint)
 
 
 async def _stream(app: FastAPI, session: Session) -> AsyncIterator[str]:
@@ -256,7 +229,7 @@ async def _stream(app: FastAPI, session: Session) -> AsyncIterator[str]:
             if isinstance(event, Started):
                 yield _sse("started", {"step": event.step})
             elif isinstance(event, Frame):
-                images = await asyncio.to_thread(_encode_images, event.images, "JPEG")
+                images = await asyncio.to_thread(encode_images, event.images, "JPEG")
                 yield _sse("frame", {"tokens_done": event.tokens_done,
                                      "of": app.state.pipe.config.image_length, "images": images})
             elif isinstance(event, Done):
@@ -284,14 +257,10 @@ def _seeds(ticket: Ticket) -> list[int]:
 
 
 async def _result_json(app: FastAPI, session: Session, result: Result) -> dict:
-    """The /v1/generate body. PNG encoding runs off the event loop."""
-    pngs = await asyncio.to_thread(_encode_images, result.images, "PNG")
-    metrics: ServeMetrics = app.state.metrics
+    """The /v1/generate body."""
+    pngs = await served_pngs(app, result)
     ticket, enc = session.ticket, result.encoding
     total = result.queued_s + result.decoding_s
-    metrics.images.inc(len(pngs))
-    metrics.latency.observe(total)
-    metrics.queue_wait.observe(result.queued_s)
     response = GenerateResponse(
         id=ticket.id, prompt=enc.prompt, normalized=enc.normalized, text_ids=enc.ids, text_tokens=enc.tokens,
         unconditional_ids=result.unconditional.ids, notes=enc.notes, settings=result.settings.to_dict(),
@@ -301,15 +270,6 @@ async def _result_json(app: FastAPI, session: Session, result: Result) -> dict:
         timing={"queued_s": round(result.queued_s, 4), "decoding_s": round(result.decoding_s, 4),
                 "total_s": round(total, 4)})
     return response.model_dump()
-
-
-def _encode_images(images: list[Image.Image], fmt: str) -> list[str]:
-    out = []
-    for image in images:
-        buffer = io.BytesIO()
-        image.save(buffer, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
-        out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
-    return out
 
 
 def _failure_response(event: Failed) -> JSONResponse:
@@ -327,28 +287,17 @@ def _short_error(error: dict) -> dict:
     also echoes the offending `input` (and `ctx`): a 16 KiB prompt came back whole, and a value JSON cannot
     carry (a lone surrogate, NaN) turned the 422 into a 500. Field names come from the client too (an unknown
     key is named in `loc`), so they are cut and made encodable like the message."""
-    loc = [part if isinstance(part, int) else _short_text(str(part), MAX_FIELD_NAME) for part in error.get("loc", ())]
-    return {"type": _short_text(str(error.get("type", ""))), "loc": loc,
-            "msg": _short_text(str(error.get("msg", "")))}
+    loc = [part if isinstance(part, int) else short_text(str(part), MAX_FIELD_NAME) for part in error.get("loc", ())]
+    return {"type": short_text(str(error.get("type", ""))), "loc": loc,
+            "msg": short_text(str(error.get("msg", "")))}
 
 
-def _short_text(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    if len(text) > limit:
-        text = text[:limit] + f"… ({len(text)} characters)"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate becomes \udXXX
-
-
-def _client_id(request: Request, api_keys: frozenset[str] | None) -> str:
-    """The rate-limited identity: the API key when one is sent, else the peer's IP address."""
-    key = request.headers.get(API_KEY_HEADER)
-    if key:
-        if api_keys is not None and key not in api_keys:
-            raise Refused(401, f"unknown {API_KEY_HEADER}", retry_after_s=60)
-        return "key:" + key
-    return "ip:" + (request.client.host if request.client else "unknown")
+def _guard_error_body(path: str, status: int, message: str) -> dict:
+    """The body guard's 413/408 in the shape the path's clients read."""
+    return error_body(status, message) if path == OPENAI_PATH else {"detail": message}
 
 
 def _count(request: Request, code: int) -> None:
     endpoint = "stream" if request.url.path.endswith("/stream") else "generate"
     if request.url.path.startswith("/v1/"):
-        request.app.state.metrics.requests.inc(endpoint=endpoint, code=str(code))
+        request.app.state.metrics.requests.labels(endpoint=endpoint, code=str(code)).inc()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from crayonbox.model_folder import ModelInfo
-from crayonbox.serve.metrics import Histogram
+from crayonbox.serve.metrics import PortableHistogram
 from crayonbox.serve.tickets import Event, Queued, Ticket, Work
 
 
@@ -35,7 +35,7 @@ class SchedulerLike(Protocol):
     info: ModelInfo  # tokenizer, configs and sampler defaults: what requests are checked against
     config: SchedulerConfig
     capacity_rows: int  # KV-cache rows in all
-    step_seconds: Histogram  # one decode step of the whole batch
+    step_seconds: PortableHistogram  # one decode step of the whole batch
     down: str  # why the decoder is gone ("" while it runs)
     restart_eta_s: float | None  # seconds until a gone decoder should serve again; None: no time to promise
     draining: bool  # new work is refused

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -22,7 +23,8 @@ class RequestGuard:
     counted as the chunks arrive through the ASGI receive channel (so a chunked body, which has no
     Content-Length, is held to the same limit as one that declares its length), and all of it within
     `timeout_s` of the headers. Over the limit: 413; too slow: 408. Both are short JSON that never quotes the
-    input, and close the connection. The app then gets the body from memory (at most `max_bytes`), and
+    input (`{"detail": …}`, or what `error_body(path, status, message)` makes of it, for an API whose clients
+    expect another shape), and close the connection. The app then gets the body from memory (at most `max_bytes`), and
     absolute redirects are rewritten to relative ones.
 
     Plain ASGI, because Starlette's BaseHTTPMiddleware would hide client disconnects from the handlers."""
@@ -30,8 +32,10 @@ class RequestGuard:
     LINGER_BYTES = 1 << 20  # after a 413, read and drop at most this much more of the body …
     LINGER_S = 2.0  # … for at most this long, before closing
 
-    def __init__(self, app, max_bytes: int, timeout_s: float, on_refused: Callable[[int], None] | None = None):
+    def __init__(self, app, max_bytes: int, timeout_s: float, on_refused: Callable[[int], None] | None = None,
+                 error_body: Callable[[str, int, str], Any] | None = None):
         self.app, self.max_bytes, self.timeout_s, self.on_refused = app, max_bytes, timeout_s, on_refused
+        self.error_body = error_body or (lambda path, status, message: {"detail": message})
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -42,16 +46,17 @@ class RequestGuard:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             # refused on the header alone: with `Expect: 100-continue` the client never even sends the body
-            await self._refuse(413, too_large, send, receive)
+            await self._refuse(413, too_large, send, scope["path"], receive)
             return
         try:
             async with asyncio.timeout(self.timeout_s):
                 body = await self._read_body(receive)
         except TimeoutError:
-            await self._refuse(408, f"request body not received within {self.timeout_s:g} s", send)
+            await self._refuse(408, f"request body not received within {self.timeout_s:g} s", send,
+                               scope["path"])
             return
         except _BodyTooLarge:
-            await self._refuse(413, too_large, send, receive)
+            await self._refuse(413, too_large, send, scope["path"], receive)
             return
         except _ClientGone:
             return  # nobody to answer
@@ -71,14 +76,14 @@ class RequestGuard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _refuse(self, status: int, message: str, send, linger_on=None) -> None:
+    async def _refuse(self, status: int, message: str, send, path: str, linger_on=None) -> None:
         """Answer `status` with `Connection: close`. With `linger_on` (a receive channel whose client may still
         be sending), the whole answer goes out first, then up to LINGER_BYTES more of the body are read and
         dropped for up to LINGER_S before the connection closes: closing on unread bytes makes the kernel send
         a reset, which can destroy the answer before the client reads it."""
         if self.on_refused is not None:
             self.on_refused(status)
-        body = json.dumps({"detail": message}).encode()
+        body = json.dumps(self.error_body(path, status, message)).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})

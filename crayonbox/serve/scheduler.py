@@ -37,7 +37,7 @@ from crayonbox.sample import ImageJob, SamplingSettings
 from crayonbox.serve.backend import SchedulerConfig as SchedulerConfig  # its home is backend.py
 from crayonbox.serve.backend import SchedulerLike
 from crayonbox.serve.limits import Refused
-from crayonbox.serve.metrics import STEP_BUCKETS, Histogram
+from crayonbox.serve.metrics import STEP_BUCKETS, PortableHistogram
 from crayonbox.serve.tickets import Done, Event, Failed, Frame, Queued, Result, Started, Ticket, Work
 
 log = logging.getLogger("crayonbox.serve")
@@ -75,8 +75,8 @@ class Scheduler(SchedulerLike):
         self.step_s_full = 0.0  # seconds between step starts with a (nearly) full batch: the ETA model's rate
         self.paint_s_per_image = 0.0  # VQGAN decode seconds per finished image
         self.tokens_per_s = 0.0  # image tokens per second, recent
-        self.step_seconds = Histogram("crayonbox_decode_step_seconds", "one decode step of the whole batch",
-                                      STEP_BUCKETS)
+        self.step_seconds = PortableHistogram("crayonbox_decode_step_seconds",
+                                              "one decode step of the whole batch", STEP_BUCKETS)
         self._frame_time = 0.0
         self._busy_time = 0.0
         self._last_step_start: float | None = None

@@ -20,6 +20,8 @@ MAX_IMAGES = 9  # one 3×3 grid, as on the original page
 MAX_PROMPT_CHARS = 500
 MAX_SEED = 2**32 - 1  # images use seed, seed+1, …; small enough to stay exact in JavaScript numbers
 ALLOWED_CONTROLS = {"\t", "\n", "\r"}  # pasted text carries these; the normaliser turns them into spaces
+MAX_ERROR_TEXT = 200  # characters of an error message: enough to act on, never an echo of a body
+MAX_FIELD_NAME = 40  # characters of a field name in an error (an unknown key is the client's own text)
 
 
 class InvalidField(ValueError):
@@ -29,6 +31,15 @@ class InvalidField(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+def short_text(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """`text` cut to `limit` characters (saying how long it was) and made encodable: error messages and field
+    names can hold the client's own text, which is never echoed at length, and a lone surrogate would turn the
+    JSON answer into a 500."""
+    if len(text) > limit:
+        text = text[:limit] + f"… ({len(text)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate becomes \udXXX
 
 
 def check_prompt_text(prompt: str, max_chars: int = MAX_PROMPT_CHARS) -> str:
@@ -94,11 +105,11 @@ class _PromptRequest(BaseModel):
 
 # The knobs sit between the seed and `frames`, where the hand-written fields were (field order is the order
 # of the OpenAPI schema and of the errors of a request with several bad fields).
-_SamplerRequest: type[BaseModel] = create_model("_SamplerRequest", __base__=_PromptRequest,
-                                                **_sampler_request_fields())
+SamplerRequest: type[BaseModel] = create_model("SamplerRequest", __base__=_PromptRequest,
+                                               **_sampler_request_fields())
 
 
-class GenerateRequest(_SamplerRequest):  # type: ignore[misc, valid-type]  # a base built by create_model
+class GenerateRequest(SamplerRequest):  # type: ignore[misc, valid-type]  # a base built by create_model
     """What to draw. Omitted sampling settings take the model's defaults (`GET /healthz` lists them)."""
 
     frames: bool = Field(True, description="streaming only: send progressive frames while decoding")
@@ -162,3 +173,5 @@ class Health(BaseModel):
     batch_images: int
     tokens_per_s: float
     defaults: Settings
+    precision: str = Field(description="the transformer's precision: float32, bfloat16, fp16w, …")
+    precision_reason: str = Field(description="why: what this machine's hardware has, or that it was asked for")

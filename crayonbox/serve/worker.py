@@ -34,7 +34,7 @@ from typing import Any
 from crayonbox.errors import CrayonboxError
 from crayonbox.model_folder import ModelInfo
 from crayonbox.serve.limits import Refused
-from crayonbox.serve.metrics import CALL_BUCKETS, STEP_BUCKETS, Histogram
+from crayonbox.serve.metrics import CALL_BUCKETS, STEP_BUCKETS, PortableHistogram
 from crayonbox.serve.scheduler import SchedulerConfig, SchedulerLike
 from crayonbox.serve.tickets import Done, Event, Failed, Queued, Started, Ticket, Work
 from crayonbox.serve.wire import Channel
@@ -78,11 +78,12 @@ class WorkerProcess(SchedulerLike):
         self.restart_backoff_s, self.max_quick_restarts = restart_backoff_s, max_quick_restarts
         self.info = ModelInfo.from_folder(self.folder)  # fails fast, before a process starts
         self.capacity_rows = 0  # known once the worker is up
-        self.step_seconds = Histogram("crayonbox_decode_step_seconds", "one decode step of the whole batch",
-                                      STEP_BUCKETS)  # a copy of the worker's, refreshed with the gauges
+        self.step_seconds = PortableHistogram("crayonbox_decode_step_seconds",
+                                              "one decode step of the whole batch",
+                                              STEP_BUCKETS)  # a copy of the worker's, refreshed with the gauges
         # submit and progress block the event loop for one round trip: this says for how long
-        self.call_seconds = Histogram("crayonbox_worker_call_seconds", "round trip of a call to the model "
-                                      "worker process (submit, progress, stats)", CALL_BUCKETS)
+        self.call_seconds = PortableHistogram("crayonbox_worker_call_seconds", "round trip of a call to the "
+                                              "model worker process (submit, progress, stats)", CALL_BUCKETS)
         self._tickets: dict[str, Ticket] = {}
         self._calls: dict[int, _Call] = {}
         self._lock = threading.Lock()  # _tickets, _calls, _accepting, _down

@@ -24,6 +24,7 @@ from tokenizers import decoders, models, pre_tokenizers, processors
 from crayonbox.errors import CrayonboxError
 from crayonbox.text.normalize import NormalizerConfig, TextNormalizer
 from crayonbox.text.notes import normalize_with_notes
+from crayonbox.text.vocabulary import WordCheck
 
 BART_SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # ids 0..4 when we train
 TEXT_LENGTH = 64  # max_text_length of both released models
@@ -96,8 +97,10 @@ class Tokenizer:
         backend: tokenizers.Tokenizer,
         normalizer: NormalizerConfig | None = None,
         text_length: int = TEXT_LENGTH,
+        words: WordCheck | None = None,
     ):
-        """`backend` is a `tokenizers.Tokenizer` whose vocabulary holds `<s>`, `<pad>`, `</s>` and `<unk>`."""
+        """`backend` is a `tokenizers.Tokenizer` whose vocabulary holds `<s>`, `<pad>`, `</s>` and `<unk>`.
+        `words`: how to tell words the model does not know (see `vocabulary.py`); None adds no such notes."""
         if text_length < 2:
             raise CrayonboxError(f"text_length must be at least 2 (room for <s> and </s>), got {text_length}")
         self.backend = backend
@@ -107,6 +110,7 @@ class Tokenizer:
         self.normalizer_config = normalizer or NormalizerConfig()
         self.normalizer = TextNormalizer(self.normalizer_config)
         self.text_length = text_length
+        self.words = words
         vocab = backend.get_vocab(with_added_tokens=True)
         missing = [token for token in BART_SPECIAL_TOKENS[:4] if token not in vocab]
         if missing:
@@ -116,7 +120,11 @@ class Tokenizer:
 
     @classmethod
     def from_folder(
-        cls, folder: str | Path, normalizer: NormalizerConfig | None = None, text_length: int = TEXT_LENGTH
+        cls,
+        folder: str | Path,
+        normalizer: NormalizerConfig | None = None,
+        text_length: int = TEXT_LENGTH,
+        words: WordCheck | None = None,
     ) -> Tokenizer:
         """Load `tokenizer.json`, or else `vocab.json` + `merges.txt`, and `normalizer.json` from `folder`.
 
@@ -135,12 +143,18 @@ class Tokenizer:
         else:
             raise CrayonboxError(f"no tokenizer in {folder}: expected tokenizer.json, or vocab.json and "
                                  "merges.txt; train one with crayonbox.train.tokenizer.train_bpe")
-        return cls(backend, normalizer or NormalizerConfig.load(folder), text_length)
+        return cls(backend, normalizer or NormalizerConfig.load(folder), text_length, words)
 
     @property
     def vocab_size(self) -> int:
         """Number of ids, special tokens included."""
         return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def whole_words(self) -> list[str]:
+        """The vocabulary's whole-word tokens (`Ġword`, letters only) as words, sorted."""
+        vocab = self.backend.get_vocab(with_added_tokens=False)
+        words = {self.backend.decode([i]).strip() for token, i in vocab.items() if token.startswith("Ġ")}
+        return sorted(w for w in words if w.isalpha())
 
     def encode(self, prompt: str) -> EncodedPrompt:
         """Normalise and encode one prompt (the conditional branch)."""
@@ -195,11 +209,13 @@ class Tokenizer:
     def _frame(self, prompt: str, text: str, notes: list[str]) -> EncodedPrompt:
         """BPE `text`, then add <s> and </s>, cut to text_length keeping </s>, and pad."""
         content = self.backend.encode(text, add_special_tokens=False)
+        notes = list(notes)
+        if self.words is not None:
+            notes += self.words.notes(text, content)
         room = self.text_length - 2
         kept_ids, cut_ids = content.ids[:room], content.ids[room:]
         ids = [self.bos_id, *kept_ids, self.eos_id]
         tokens = ["<s>", *content.tokens[:room], "</s>"]
-        notes = list(notes)
         cut_text = ""
         if cut_ids:
             cut_text = self.decode(cut_ids)

@@ -162,7 +162,7 @@ def _eval_command(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{Path(args.model).name}_eval")
     result = evaluate(args.model, args.judge, out, world=args.world, prompts=args.n, blank=args.blank,
                       reference=args.reference, seed=args.seed, condition_scale=args.condition_scale,
-                      progress=not args.quiet)
+                      dtype=args.dtype, progress=not args.quiet)
     for count, block in result["by_objects"].items():
         if "adherence" in block:
             print(f"{count}-object held-out prompts ({block['prompts']}): adherence "
@@ -193,5 +193,7 @@ def register_eval_command(subparsers: argparse._SubParsersAction) -> None:
                    help=f"training images for the reference distribution (default: {EvalConfig.reference})")
     p.add_argument("--seed", type=int, default=0, help="scene draws and sampling seed (default: 0)")
     p.add_argument("--condition-scale", type=float, default=0.0, help="guidance scale (default: the model's)")
+    p.add_argument("--dtype", default=EvalConfig.dtype, help="generator precision: float32 (default), bfloat16, "
+                                                            "fp16w, int8, auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_eval_command)

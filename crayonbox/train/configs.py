@@ -122,6 +122,7 @@ class EvalConfig:
     reference: int = 1000  # training images read for the reference distribution
     seed: int = 0  # scene draws and sampling seed
     condition_scale: float = 0.0  # classifier-free guidance (0: the model's default)
+    dtype: str = "float32"  # precision of the generator (Pipeline.from_pretrained's dtype; auto: the machine's)
     batch: int = 32  # prompts per generation call
     max_draws: int = 200  # scene draws per wanted prompt before settling for fewer held-out prompts
     grid_columns: int = 8  # images per row of samples.png

@@ -36,6 +36,7 @@ from crayonbox.model.images import make_grid
 from crayonbox.model.judge import Judge, scene_summary
 from crayonbox.model.vqgan_io import round_trip
 from crayonbox.pipeline import Pipeline
+from crayonbox.run_record import WORLD_CONFIG_COPY
 from crayonbox.train.configs import EvalConfig
 from crayonbox.train.eval_metrics import adherence, distribution, expectation_of, frechet_distance, total_variation
 from crayonbox.train.judge_data import load_world, scene_truth, world_sample
@@ -132,11 +133,18 @@ def vqgan_roundtrip(pipe: Any, model_dir: Path, images: list[np.ndarray]) -> lis
     return round_trip(pipe.vqgan, images)
 
 
-def _world_of(judge: Any, world: str | Path | None) -> Path:
-    source = world or judge.config.world.get("folder") or judge.config.world.get("config_file")
-    if not source:
-        raise CrayonboxError("eval: which world? pass --world (the world folder the model was trained on)")
-    return Path(source)
+def _world_of(judge: Any, world: str | Path | None, model_dir: Path) -> Path:
+    """--world; else the world the judge trained on, if it is on this machine; else the world config the model
+    folder ships (a shipped model's judge names a folder on the machine that trained it)."""
+    if world:
+        return Path(world)
+    recorded = judge.config.world.get("folder") or judge.config.world.get("config_file")
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    if (model_dir / WORLD_CONFIG_COPY).is_file():
+        return model_dir / WORLD_CONFIG_COPY
+    raise CrayonboxError(f"eval: which world? the judge's ({recorded or 'none recorded'}) is not here and "
+                         f"{model_dir} has no {WORLD_CONFIG_COPY}: pass --world (the model's world folder or config)")
 
 
 def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
@@ -151,8 +159,8 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe, judge = Pipeline.from_pretrained(model_dir), Judge.load(judge_dir)
-    world_path = _world_of(judge, world)
+    pipe, judge = Pipeline.from_pretrained(model_dir, dtype=cfg.dtype), Judge.load(judge_dir)
+    world_path = _world_of(judge, world, Path(model_dir))
     world_config, provenance = load_world(world_path)
     the_world = make_world(world_config)
     folder = Path(provenance["folder"]) if "folder" in provenance else None

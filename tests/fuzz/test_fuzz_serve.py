@@ -31,8 +31,8 @@ def client(tiny_model_dir):
     rate = RateLimitConfig(requests_per_minute=10**6, burst=10**6, max_in_flight=100)
     app = create_app(Pipeline.from_pretrained(tiny_model_dir), ServeConfig(SchedulerConfig(), rate,
                                                                            shutdown_grace_s=5))
-    post_routes = sorted(r.path for r in app.routes if "POST" in getattr(r, "methods", ()))
-    assert post_routes == ["/v1/generate", "/v1/generate/stream"]
+    post_routes = sorted(path for path, ops in app.openapi()["paths"].items() if "post" in ops)
+    assert post_routes == ["/v1/generate", "/v1/generate/stream", "/v1/images/generations"]
     with TestClient(app) as c:
         yield c
     torch.set_num_threads(threads)
@@ -128,14 +128,18 @@ def check_post(client, route: str, body: bytes, content_type: str) -> None:
         assert response.status_code == 200
         return
     assert response.headers["content-type"].startswith("application/json")
-    detail = response.json()["detail"]
-    messages = [detail] if isinstance(detail, str) else [item["msg"] for item in detail]
+    body_json = response.json()
+    if route == "/v1/images/generations":  # OpenAI's error shape
+        messages = [body_json["error"]["message"]]
+    else:
+        detail = body_json["detail"]
+        messages = [detail] if isinstance(detail, str) else [item["msg"] for item in detail]
     answer = answer_strings(response)
     assert messages and all(0 < len(m) <= MAX_ERROR_TEXT + 30 for m in messages), messages
     assert longest_echo(strings_in(body), answer) == 0, response.text[:600]
 
 
-routes = st.sampled_from(["/v1/generate", "/v1/generate/stream"])
+routes = st.sampled_from(["/v1/generate", "/v1/generate/stream", "/v1/images/generations"])
 content_types = st.sampled_from(["application/json", "application/json", "text/plain", "application/json; x=1"])
 
 

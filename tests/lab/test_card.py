@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from crayonbox.hub import CARD_HEADER
 from crayonbox.lab import analysis
 from crayonbox.lab.card import build_card
 from crayonbox.lab.measure import MeasureConfig, measure_run, read_metrics
@@ -104,7 +105,8 @@ def test_card_without_training_images_says_so_first(measured_run, tiny_world, ti
     measure_run(run, MeasureConfig(use_reference=False, validation=tiny_world, validation_n=40, clusters=3),
                 progress=False)
     card = build_card(tiny_model_dir, run)
-    lines = card.splitlines()
+    assert card.startswith(CARD_HEADER)  # the Hub's YAML header, then the card
+    lines = card.removeprefix(CARD_HEADER).lstrip("\n").splitlines()
     assert lines[0].startswith("# Model card") and lines[2].startswith(
         "> **No training images were measured: shares are compared with a balanced model only**")
     assert "training share" not in card and "against the training images" not in card

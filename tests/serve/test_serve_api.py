@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 from serve_helpers import Gate, make_app, png_pixels, wait_until
 
 from crayonbox.serve.limits import RateLimitConfig
@@ -104,6 +106,7 @@ def test_healthz_metrics_openapi_and_page(client, pipe):
     h = health.json()
     assert h["status"] == "ok" and h["image_tokens"] == pipe.config.image_length
     assert h["cache_rows"] == 36 and h["defaults"]["condition_scale"] == pipe.defaults.condition_scale
+    assert (h["precision"], h["precision_reason"]) == ("float32", "asked for")  # the fixture loads float32
     schema = client.get("/openapi.json").json()
     assert {"/v1/generate", "/v1/generate/stream", "/healthz"} <= set(schema["paths"])
     assert schema["components"]["schemas"]["GenerateRequest"]["properties"]["n"]["maximum"] == 9
@@ -116,17 +119,21 @@ def test_metrics_exposition_counts_requests(pipe):
     with TestClient(make_app(pipe)) as c:
         assert c.post("/v1/generate", json={"prompt": "a dog", "n": 2, "seed": 1}).status_code == 200
         assert c.post("/v1/generate", json={"prompt": "a dog", "n": 0}).status_code == 422
-        text = c.get("/metrics").text
+        scrape = c.get("/metrics")
+    assert scrape.headers["content-type"] == CONTENT_TYPE_LATEST
+    text = scrape.text
     sample = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+Inf-]+$')
     for line in text.splitlines():
         assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if not line.startswith("#")}
-    assert values['crayonbox_requests_total{endpoint="generate",code="200"}'] == 1
-    assert values['crayonbox_requests_total{endpoint="generate",code="422"}'] == 1
+    # label order is the exposition's business: a sample is its name and its labels, in any order
+    labelled = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+    assert labelled["crayonbox_requests_total", (("code", "200"), ("endpoint", "generate"))] == 1
+    assert labelled["crayonbox_requests_total", (("code", "422"), ("endpoint", "generate"))] == 1
+    assert labelled["crayonbox_request_seconds_bucket", (("le", "+Inf"),)] == 1
+    values = {name: v for (name, labels), v in labelled.items() if not labels}
     assert values["crayonbox_images_total"] == 2
     assert values["crayonbox_request_seconds_count"] == 1
-    assert values['crayonbox_request_seconds_bucket{le="+Inf"}'] == 1
     assert values["crayonbox_decode_steps_total"] >= pipe.config.image_length
     assert values["crayonbox_queue_images"] == 0 and values["crayonbox_batch_capacity_rows"] == 36
     assert values["crayonbox_tokens_per_second"] > 0
@@ -206,3 +213,15 @@ def test_expected_wait_past_deadline_503(pipe):
         assert c.post("/v1/generate", json={"prompt": "a cat", "n": 9}).status_code == 503
         gate.open()
         assert [f.result(timeout=30).status_code for f in accepted] == [200] * 4
+
+
+def test_healthz_says_which_precision_auto_chose_and_why(tiny_model_dir, monkeypatch):
+    import crayonbox.model.precision as precision
+    from crayonbox.serve.app import precision_of
+    from crayonbox.serve.worker import WorkerProcess
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: precision.parse_cpuinfo(
+        "model name\t: Test CPU\nflags\t\t: avx2 avx512f avx512_bf16\n"))
+    worker = WorkerProcess(tiny_model_dir, dtype="auto")  # not started: only its settings are read
+    assert precision_of(worker).mode == "bfloat16" and "Test CPU" in precision_of(worker).reason
+    assert precision_of(WorkerProcess(tiny_model_dir, dtype="int8")).mode == "int8"

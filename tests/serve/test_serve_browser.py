@@ -1,4 +1,5 @@
-"""The page in real headless Chromium: type a prompt, press Enter, the 3×3 grid fills in, downloads work.
+"""The page in real headless Chromium: type a prompt, press Enter, the 3×3 grid fills in, downloads work (native
+and enlarged); on a 400 px screen nothing overflows; a refusal keeps the previous grid; /docs renders offline.
 
 Uses Debian's /usr/bin/chromium driven by the `playwright` package (its bundled driver only; browsers are
 never downloaded). Skips with the reason when either is missing.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -89,12 +91,21 @@ def test_page_fills_the_grid_and_downloads(pipe, browser_page, tmp_path):
         assert "seeds 7–15" in page.locator("#seed-info").text_content()
 
         offline = pipe(prompt, num_images=9, seed=7)
+        caption = page.locator("#grid figcaption").nth(1)
         with page.expect_download() as first:
-            page.locator("#grid figure").nth(0).get_by_text("download").click()
+            caption.get_by_text(f"{side} px", exact=True).click()
         saved = tmp_path / first.value.suggested_filename
         first.value.save_as(saved)
-        assert saved.name == "a-red-dog-on-a-yellow-background-7.png"
-        assert Image.open(saved).convert("RGB").tobytes() == offline.images[0].tobytes()
+        assert saved.name == "a-red-dog-on-a-yellow-background-8.png"
+        assert Image.open(saved).convert("RGB").tobytes() == offline.images[1].tobytes()
+        with page.expect_download() as enlarged:
+            caption.get_by_text(f"{8 * side} px", exact=True).click()
+        saved_big = tmp_path / enlarged.value.suggested_filename
+        enlarged.value.save_as(saved_big)
+        assert saved_big.name == "a-red-dog-on-a-yellow-background-8-x8.png"
+        big = Image.open(saved_big).convert("RGB")
+        assert big.size == (8 * side, 8 * side)  # every pixel an 8×8 block, not a smoothed blur
+        assert big.tobytes() == offline.images[1].resize(big.size, Image.Resampling.NEAREST).tobytes()
 
         with page.expect_download() as grid:
             page.click("#download-grid")
@@ -116,3 +127,64 @@ def test_page_shows_refusals_as_text(pipe, browser_page):
         page.wait_for_function("document.getElementById('status').className === 'error'", timeout=15_000)
         assert "control character U+0007" in page.locator("#status").text_content()
         assert page.locator("#grid img").count() == 0
+
+
+# Whether the prompt's placeholder fits its box: its width in the input's font against the room inside.
+PLACEHOLDER_FITS_JS = """() => {
+  const input = document.getElementById('prompt');
+  const style = getComputedStyle(input);
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = style.font;
+  const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return {text: ctx.measureText(input.placeholder).width, room};
+}"""
+
+
+@pytest.mark.browser
+def test_narrow_screen_and_a_refusal_that_keeps_the_grid(pipe, browser_page):
+    page = browser_page
+    page.set_viewport_size({"width": 400, "height": 900})
+    with live_server(make_app(pipe)) as url:
+        page.goto(url)
+        fit = page.evaluate(PLACEHOLDER_FITS_JS)
+        assert 0 < fit["text"] <= fit["room"], fit
+        page.fill("#prompt", "a blue cat")
+        page.press("#prompt", "Enter")
+        page.wait_for_selector("#grid figure.done >> nth=8", timeout=30_000)
+        page.wait_for_selector("#grid figcaption a >> nth=17")  # both download links of every image
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        timing = page.locator("#timing")
+        assert timing.text_content().endswith(" s")
+        assert page.evaluate("document.getElementById('timing').getClientRects().length") == 1  # one line
+        first_images = page.evaluate("[...document.querySelectorAll('#grid img')].map((img) => img.src)")
+        assert len(first_images) == 9 and all(src.startswith("data:image/png;base64,") for src in first_images)
+
+        page.fill("#prompt", "a dog\u0007 barking")  # refused with 422 before any stream starts
+        page.press("#prompt", "Enter")
+        page.wait_for_function("document.getElementById('status').className === 'error'", timeout=15_000)
+        assert "control character U+0007" in page.locator("#status").text_content()
+        after = page.evaluate("[...document.querySelectorAll('#grid img')].map((img) => img.src)")
+        assert after == first_images  # the previous grid, untouched
+        assert page.locator("#grid figure.done").count() == 9 and page.locator("#actions").is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+
+
+@pytest.mark.browser
+def test_docs_render_with_the_network_blocked(pipe, browser_page):
+    page = browser_page
+    blocked = []
+
+    def loopback_only(route) -> None:
+        if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", loopback_only)
+    with live_server(make_app(pipe)) as url:
+        page.goto(f"{url}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert {"/v1/generate", "/v1/generate/stream", "/v1/images/generations", "/healthz"} <= set(paths)
+    assert blocked == []  # nothing even tried to leave the machine

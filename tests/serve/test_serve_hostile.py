@@ -84,7 +84,7 @@ def test_chunked_body_over_the_limit_is_413_with_a_short_answer(pipe):
     assert b"connection: close" in headers.lower()
     assert json.loads(body) == {"detail": f"request body over {MAX_BODY_BYTES} bytes"}
     assert len(body) < 100 and marker not in response
-    assert app.state.metrics.bodies_refused.value(code="413") == 1
+    assert app.state.metrics.value("crayonbox_bodies_refused_total", code="413") == 1
     assert app.state.scheduler.images_done == 0  # the handler never ran
 
 
@@ -161,7 +161,7 @@ def test_slow_body_gets_408_within_the_timeout_and_shutdown_is_clean(pipe, caplo
     assert all(0.5 <= waited <= 2.5 for _, _, waited in results), [w for _, _, w in results]
     assert b"request body not received within 1 s" in results[0][1]
     assert not thread.is_alive() and shutdown_s < 4
-    assert app.state.metrics.bodies_refused.value(code="408") == 20
+    assert app.state.metrics.value("crayonbox_bodies_refused_total", code="408") == 20
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or "Exception" in r.getMessage()]
     assert not errors, [r.getMessage() for r in errors]
 

@@ -33,8 +33,8 @@ def test_stream_disconnect_cancels_rows(pipe):
         wait_until(lambda: scheduler.decoding.rows_in_use == 0 and scheduler.batch_images == 0,
                    what="the rows to be cancelled")
         metrics = app.state.metrics
-        wait_until(lambda: metrics.cancelled.value() == 1, what="the cancel to be counted")
-        assert metrics.requests.value(endpoint="stream", code="499") == 1
+        wait_until(lambda: metrics.value("crayonbox_cancelled_total") == 1, what="the cancel to be counted")
+        assert metrics.value("crayonbox_requests_total", endpoint="stream", code="499") == 1
         assert scheduler.images_done == 0  # nothing was decoded to the end for a client who left
 
 
@@ -45,7 +45,7 @@ def test_generate_disconnect_cancels_rows(pipe):
         slow_steps(scheduler, 0.1)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/generate", json={"prompt": "a cat", "n": 9}, timeout=0.5)
-        wait_until(lambda: app.state.metrics.cancelled.value() == 1, what="the cancellation")
+        wait_until(lambda: app.state.metrics.value("crayonbox_cancelled_total") == 1, what="the cancellation")
         wait_until(lambda: scheduler.decoding.rows_in_use == 0, what="rows to be freed")
         assert scheduler.images_done == 0
 

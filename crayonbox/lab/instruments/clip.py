@@ -9,7 +9,8 @@ of its own ("a picture with no people"), never a dropped image: the forced choic
 metric, which gives every image a gender even with nobody in it, is exactly
 what this avoids. Validate it like any instrument, on labelled renders (`Instrument.validate_world`).
 
-Installing: `pip install --no-deps open-clip-torch` (plus ftfy and regex, which crayonbox already has).
+Installing: `pip install --no-deps open-clip-torch` (its torchvision dependency would replace the CPU torch;
+ftfy comes with crayonbox, regex with wordfreq).
 open_clip's package __init__ imports torchvision (for its training transforms and one ResNet helper); we
 need neither, so `import_open_clip` loads only its model and tokenizer modules, with a placeholder for the
 one torchvision name they reference at import time, and does its own preprocessing (resize, centre crop,
@@ -39,7 +40,7 @@ from crayonbox.model.images import as_rgb_array
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-INSTALL_HINT = "pip install --no-deps open-clip-torch (ftfy and regex are already crayonbox dependencies)"
+INSTALL_HINT = "pip install --no-deps open-clip-torch (crayonbox already brings what it needs besides torchvision)"
 
 # A small CLIP (ViT, 32 px) for testing the plumbing: with random weights its labels mean nothing.
 RANDOM_CONFIG: dict[str, Any] = {

@@ -3,13 +3,14 @@
 "use strict";
 
 const N_IMAGES = 9;
+const UPSCALE = 8; // the enlarged download: each pixel becomes an UPSCALE×UPSCALE block (nearest neighbour)
 const $ = (id) => document.getElementById(id);
 const form = $("prompt-form");
 const promptBox = $("prompt");
 const runButton = $("run");
 const statusLine = $("status");
 const grid = $("grid");
-let running = null; // AbortController of the request in flight
+let running = null; // the request in flight: its AbortController and what the page showed before it
 let lastResult = null;
 
 function setStatus(text, kind = "") {
@@ -47,23 +48,64 @@ function slug(text) {
   return s || "blank-prompt";
 }
 
+function saveBlob(blob, name) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+// The model's images are small (256 px, or 32 for a test model): the enlarged copy is drawn here with
+// smoothing off, so every pixel stays a sharp square instead of a blur.
+function downloadUpscaled(img, name) {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth * UPSCALE;
+  canvas.height = img.naturalHeight * UPSCALE;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  canvas.toBlob((blob) => saveBlob(blob, name), "image/png");
+}
+
+function downloadLinks(img, base) {
+  const side = img.naturalWidth;
+  const native = document.createElement("a");
+  native.textContent = `${side} px`;
+  native.title = `download the image as drawn: ${side}×${side} pixels`;
+  native.href = img.src;
+  native.download = `${base}.png`;
+  const big = document.createElement("a");
+  big.textContent = `${side * UPSCALE} px`;
+  big.title = `download it ${UPSCALE}× larger (${side * UPSCALE}×${side * UPSCALE}), each pixel a sharp square`;
+  big.href = "#";
+  big.addEventListener("click", (e) => {
+    e.preventDefault();
+    downloadUpscaled(img, `${base}-x${UPSCALE}.png`);
+  });
+  const line = document.createElement("span");
+  line.append("↓ ", native, " · ", big);
+  return line;
+}
+
 function finish(cells, result) {
   lastResult = result;
   showImages(cells, result.images.map((im) => im.png_base64), "image/png");
   result.images.forEach((im, i) => {
-    const link = document.createElement("a");
-    link.textContent = "download";
-    link.href = cells[i].img.src;
-    link.download = `${slug(result.prompt)}-${im.seed}.png`;
     const seed = document.createElement("span");
     seed.textContent = `seed ${im.seed}`;
-    cells[i].caption.replaceChildren(seed, " · ", link);
+    const { img } = cells[i];
+    const base = `${slug(result.prompt)}-${im.seed}`;
+    // the size is known once the PNG is decoded (a data: URL decodes at once, but not synchronously)
+    img.decode().catch(() => {}).then(() => cells[i].caption.replaceChildren(seed, downloadLinks(img, base)));
     cells[i].figure.classList.add("done");
   });
   $("actions").hidden = false;
-  $("seed-info").textContent = `seeds ${result.seeds[0]}–${result.seeds[result.seeds.length - 1]}, ` +
-    `scale ${result.settings.condition_scale}, top-k ${result.settings.top_k}, ` +
-    `${result.timing.total_s.toFixed(1)} s`;
+  $("seed-text").textContent = `seeds ${result.seeds[0]}–${result.seeds[result.seeds.length - 1]}, ` +
+    `scale ${result.settings.condition_scale}, top-k ${result.settings.top_k},`;
+  $("timing").textContent = `${result.timing.total_s.toFixed(1)} s`;
   $("normalized").textContent = JSON.stringify(result.normalized);
   $("text-tokens").textContent = result.text_tokens.join(" ");
   $("notes").textContent = result.notes.length ? result.notes.join("\n") : "none";
@@ -119,13 +161,25 @@ async function* readEvents(response) {
   }
 }
 
+// What the page showed before a request: put back when the request fails, so a refusal (or a failure
+// mid-stream) never costs the user the images they already had.
+function snapshot() {
+  return { children: [...grid.children], actions: $("actions").hidden, tokens: $("tokens").hidden };
+}
+
+function restore(saved) {
+  grid.replaceChildren(...saved.children);
+  $("actions").hidden = saved.actions;
+  $("tokens").hidden = saved.tokens;
+}
+
 async function run() {
-  if (running) running.abort();
+  // a request cut short by this one never finished: the page's last good state is still the one it replaced
+  const before = running ? running.before : snapshot();
+  if (running) running.controller.abort();
   const controller = new AbortController();
-  running = controller;
-  const cells = makeCells();
-  $("actions").hidden = true;
-  $("tokens").hidden = true;
+  running = { controller, before };
+  let cells = null; // made once the server accepts: until then the previous grid stays
   runButton.disabled = true;
   setStatus("Sending…");
   try {
@@ -137,10 +191,12 @@ async function run() {
     });
     if (!response.ok) {
       const body = await response.json().catch(() => null);
-      grid.replaceChildren();
       setStatus(errorText(response.status, body, response.headers.get("Retry-After")), "error");
       return;
     }
+    cells = makeCells();
+    $("actions").hidden = true;
+    $("tokens").hidden = true;
     for await (const event of readEvents(response)) {
       const d = event.data;
       if (event.name === "queued") {
@@ -155,13 +211,17 @@ async function run() {
       } else if (event.name === "result") {
         finish(cells, d);
       } else if (event.name === "error") {
+        restore(before);
         setStatus(errorText(d.status, d, d.retry_after), "error");
       }
     }
   } catch (err) {
-    if (err.name !== "AbortError") setStatus(`Connection lost: ${err.message}`, "error");
+    if (err.name !== "AbortError") {
+      if (cells) restore(before);
+      setStatus(`Connection lost: ${err.message}`, "error");
+    }
   } finally {
-    if (running === controller) {
+    if (running && running.controller === controller) {
       running = null;
       runButton.disabled = false;
     }
@@ -181,15 +241,8 @@ function downloadGrid() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   imgs.forEach((img, i) => ctx.drawImage(img, (i % columns) * side, Math.floor(i / columns) * side));
-  canvas.toBlob((blob) => {
-    const link = document.createElement("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = `${slug(lastResult.prompt)}-grid-${lastResult.seeds[0]}.png`;
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
-  }, "image/png");
+  const name = `${slug(lastResult.prompt)}-grid-${lastResult.seeds[0]}.png`;
+  canvas.toBlob((blob) => saveBlob(blob, name), "image/png");
 }
 
 form.addEventListener("submit", (e) => {

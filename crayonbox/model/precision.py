@@ -1,0 +1,98 @@
+"""Which precision `auto` means on this machine, decided from what the hardware has (never from one machine's
+experience), with the reason in words so `crayonbox generate --verbose` and the server's /healthz can print it.
+
+On a CPU the decode step streams every transformer weight once per token, so it is memory-bound for one image
+and compute-bound for a grid; what pays depends on the vector units:
+
+- AMX or AVX-512 BF16 → bfloat16: native bf16 dot products, half the bytes and twice the FLOPs of fp32 (a grid
+  2.1× faster than fp16w on a Sapphire Rapids, `bench/generate_vs_mindalle.py`);
+- AVX2, where fbgemm runs → fp16w: fp16 weights with fp32 maths, half the bytes, no bf16 units needed (bf16 is
+  emulated and slow there);
+- anything else → float32: exact, and the one fast path everywhere.
+
+A CPU with AVX-512 FP16 also has AMX and AVX-512 BF16 (every one shipped so far), so the first rule applies; the
+bench measures float16 beside it. Whether a mode keeps the images is `bench/precision_quality.py`'s question:
+next-token KL divergence against fp32 on the trained default model, under its bound (docs/inference.md).
+On CUDA: bfloat16 where the GPU supports it (Ampere and later), else float16.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU's model name and the instruction-set flags that decide kernels."""
+
+    model: str
+    flags: frozenset[str]
+
+    @property
+    def native_bf16(self) -> bool:
+        return bool({"amx_bf16", "avx512_bf16"} & self.flags)
+
+    @property
+    def avx2(self) -> bool:
+        return "avx2" in self.flags
+
+    def summary(self) -> str:
+        shown = [f for f in ("amx_bf16", "avx512_bf16", "avx512_fp16", "avx512f", "avx2") if f in self.flags]
+        return f"{self.model} ({', '.join(shown) or 'no AVX2'})"
+
+
+def parse_cpuinfo(text: str) -> CpuFeatures:
+    """The first processor's model name and flags from /proc/cpuinfo text."""
+    first = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    first = {k.strip(): v.strip() for k, v in first.items()}
+    return CpuFeatures(first.get("model name", platform.processor() or platform.machine()),
+                       frozenset(first.get("flags", "").split()))
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> CpuFeatures:
+    """This machine's CPU: /proc/cpuinfo on Linux; elsewhere torch's own view of the vector units."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return parse_cpuinfo(f.read())
+    except OSError:
+        capability = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", "DEFAULT", …
+        flags = {"avx2"} if capability in ("AVX2", "AVX512") else set()
+        return CpuFeatures(platform.processor() or platform.machine(), frozenset(flags))
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    mode: str  # a Pipeline dtype: bfloat16, float16, fp16w, float32
+    reason: str  # one line, for --verbose and /healthz
+
+
+def cpu_precision(cpu: CpuFeatures, fbgemm: bool) -> PrecisionChoice:
+    """The table in this module's docstring."""
+    if cpu.native_bf16:
+        return PrecisionChoice("bfloat16", f"native bf16 units: {cpu.summary()}")
+    if cpu.avx2 and fbgemm:
+        return PrecisionChoice("fp16w", f"AVX2 without bf16 units: fp16 weights, fp32 maths ({cpu.summary()})")
+    return PrecisionChoice("float32", f"no AVX2 fp16 kernels or bf16 units: {cpu.summary()}")
+
+
+def auto_precision(device: torch.device | str = "cpu") -> PrecisionChoice:
+    """What `dtype="auto"` means on `device`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bfloat16", f"{name} computes in bf16")
+        return PrecisionChoice("float16", f"{name} has no bf16: float16")
+    if device.type == "mps":
+        return PrecisionChoice("float16", "Apple GPU (mps): float16")
+    return cpu_precision(cpu_features(), fbgemm_available())
+
+
+def fbgemm_available() -> bool:
+    """fbgemm (x86 with AVX2) runs the weight-only modes (fp16w, int8); other CPUs (ARM) do not have it."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
