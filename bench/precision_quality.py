@@ -32,7 +32,7 @@ from crayonbox import default_model_dir
 from crayonbox.config import MODEL_PRESETS
 from crayonbox.lab.stats import wilson_interval
 from crayonbox.model.bart import DalleBart
-from crayonbox.model.precision import auto_precision
+from crayonbox.model.hardware import auto_precision
 from crayonbox.pipeline import DTYPES, WEIGHT_ONLY, Pipeline, quantize_linears
 from crayonbox.train.eval import evaluate
 

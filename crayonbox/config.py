@@ -111,6 +111,8 @@ def check_condition_scale(value: float, where: str = "--condition-scale") -> flo
 # Inference precisions (`Pipeline.from_pretrained(dtype=...)`, `--dtype`); fp16w and int8 are fbgemm weight-only
 # modes with fp32 activations, auto picks fp16w on x86 (see pipeline.WEIGHT_ONLY).
 PRECISIONS = ("float32", "bfloat16", "float16", "fp16w", "int8", "auto")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_HELP = "where the model runs: auto (default: a GPU when there is one, else the CPU), cpu, cuda, cuda:N, mps"
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "mini": ModelConfig(),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from crayonbox.config import PRECISIONS, check_condition_scale
+from crayonbox.config import DEVICE_HELP, PRECISIONS, check_condition_scale
 from crayonbox.errors import CrayonboxError
 from crayonbox.hub import resolve_model, upload_model_folder
 from crayonbox.outdir import check_output_file, check_output_folder, claim_output_folder
@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto (default): what this machine's CPU runs best, bfloat16 with AMX or AVX-512 BF16, fp16w (fp16 "
         "weights, fp32 maths) with AVX2, else float32; --verbose says which and why",
     )
-    gen.add_argument("--verbose", action="store_true", help="print the precision chosen and why")
+    gen.add_argument("--device", default="auto", help=DEVICE_HELP)
+    gen.add_argument("--verbose", action="store_true", help="print the device and precision chosen, and why")
     gen.set_defaults(func=run_generate)
 
     tok = sub.add_parser("tokens", help="show the normalised text and token ids a prompt becomes")
@@ -107,8 +108,9 @@ def run_generate(args: argparse.Namespace) -> int:
     check_output_file(args.output)
     if args.save_each is not None:
         check_output_folder(args.save_each, "generate --save-each")
-    pipe = Pipeline.from_pretrained(_model_dir(args.model), dtype=args.dtype)
+    pipe = Pipeline.from_pretrained(_model_dir(args.model), dtype=args.dtype, device=args.device)
     if args.verbose:
+        print(f"device: {pipe.device}", file=sys.stderr)
         why = pipe.precision_choice.reason if pipe.precision_choice else "asked for (--dtype)"
         print(f"precision: {args.dtype if pipe.precision_choice is None else pipe.precision_choice.mode} ({why})",
               file=sys.stderr)

@@ -30,8 +30,8 @@ from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.hub import resolve_model, upload_folder, write_hub_card
 from crayonbox.model.bart import DalleBart
+from crayonbox.model.hardware import PrecisionChoice, auto_precision, fbgemm_available, resolve_device
 from crayonbox.model.images import to_pil
-from crayonbox.model.precision import PrecisionChoice, auto_precision, fbgemm_available
 from crayonbox.model.vqgan import VQGAN
 from crayonbox.model_folder import ModelFolder, ModelInfo, save_component, write_pipeline_json
 from crayonbox.pipeline_args import CallArgs, convert_images, parse_to, pick, resolve_call
@@ -110,7 +110,7 @@ class Pipeline:
         `dtype` (or diffusers' `torch_dtype`): float32 (default, exact), bfloat16 (fast only on CPUs with
         AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, fp16w / int8 (weight-only, see WEIGHT_ONLY;
         `bench/generate_vs_mindalle.py` prints their speed and agreement with fp32), or auto (what this machine's
-        hardware runs best: crayonbox/model/precision.py).
+        hardware runs best: crayonbox/model/hardware.py).
         `device`: where the weights go (see `to`)."""
         dtype = pick("dtype", dtype, "torch_dtype", torch_dtype) or "float32"
         folder = resolve_model(folder, revision, cache_dir, local_files_only)
@@ -119,6 +119,7 @@ class Pipeline:
         if isinstance(dtype, str) and dtype not in PRECISIONS:
             raise CrayonboxError(f"unknown dtype {dtype!r}: choose one of {', '.join(PRECISIONS)}")
         bart_state = model.weights("bart")
+        device = resolve_device(device) if device is not None else None
         choice = auto_precision(device or "cpu") if dtype == "auto" else None
         dtype = choice.mode if choice else dtype
         weight_only = dtype if dtype in WEIGHT_ONLY else None

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.hardware import resolve_device
 
 ALIASES: dict[str, str] = {
     "num_images_per_prompt": "num_images",
@@ -141,16 +142,5 @@ def parse_to(args: tuple[Any, ...], device: Any = None, dtype: Any = None) -> tu
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """A torch.device this machine has, or one line saying why not."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise CrayonboxError(f"unknown device {device!r}: {e}".splitlines()[0]) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CrayonboxError(f"device {str(device)!r}: CUDA is not available here (no GPU, or a torch built "
-                             "without CUDA); use device='cpu'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CrayonboxError(f"device {str(device)!r}: Apple MPS is not available here; use device='cpu'")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise CrayonboxError(f"device {str(device)!r} is not supported: use cpu, cuda or mps")
-    return device
+    """A torch.device this machine has ("auto": a GPU when there is one), or one line saying why not."""
+    return resolve_device(device)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from crayonbox.cli import main
@@ -234,12 +235,22 @@ def generate_config_wrong_type(tmp: Path, model: Path) -> Case:
     return _generate(copy, "-o", str(tmp / "out" / "g.png")), tmp / "out", False
 
 
+def generate_unknown_device(tmp: Path, model: Path) -> Case:
+    return _generate(model, "-o", str(tmp / "out" / "g.png"), "--device", "gpu7"), tmp / "out", False
+
+
+def generate_absent_gpu(tmp: Path, model: Path) -> Case:
+    # the only case that needs the machine to lack CUDA (skipped below where it has one)
+    return _generate(model, "-o", str(tmp / "out" / "g.png"), "--device", "cuda:3"), tmp / "out", False
+
+
 CASES = [world_into_foreign, world_damaged_manifest, world_config_not_utf8, world_config_folder, world_nan_weight,
          world_inf_mix, world_unknown_weight_emoji, world_duplicate_key, captions_into_foreign,
          inspect_over_a_summary, encode_into_a_folder, vqgan_into_foreign, model_into_foreign, judge_into_foreign,
          probe_into_foreign, probe_foreign_database, probe_corrupt_model, probe_infinite_scale, generate_unwritable,
          generate_onto_a_folder, generate_under_a_file, generate_save_each_a_file, generate_infinite_scale,
-         generate_huge_scale, generate_model_is_a_file, generate_config_is_a_list, generate_config_wrong_type]
+         generate_huge_scale, generate_model_is_a_file, generate_config_is_a_list, generate_config_wrong_type,
+         generate_unknown_device, generate_absent_gpu]
 
 EXPECTED = {  # what the one line must name, so the user knows what to fix
     "world_damaged_manifest": "_world.json", "world_config_not_utf8": "not UTF-8",
@@ -249,11 +260,14 @@ EXPECTED = {  # what the one line must name, so the user knows what to fix
     "generate_infinite_scale": "--condition-scale", "generate_huge_scale": "--condition-scale",
     "generate_config_is_a_list": "config.json", "generate_config_wrong_type": "d_model",
     "generate_unwritable": "/proc", "generate_under_a_file": "is a file",
+    "generate_unknown_device": "unknown device 'gpu7'", "generate_absent_gpu": "cuda:3",
 }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
 def test_hostile_input_is_one_line_and_touches_nothing(case, tmp_path, tiny_model_dir, capsys):
+    if case is generate_absent_gpu and torch.cuda.device_count() > 3:
+        pytest.skip("this machine has a cuda:3")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     argv, out, untouched = case(tmp, tiny_model_dir)

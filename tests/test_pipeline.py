@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.hardware import cpu_precision, fbgemm_available, parse_cpuinfo
 from crayonbox.model.images import make_grid
-from crayonbox.model.precision import cpu_precision, fbgemm_available, parse_cpuinfo
 from crayonbox.pipeline import Pipeline
 
 
@@ -178,7 +178,7 @@ def test_auto_precision_follows_what_the_cpu_has(cpuinfo, fbgemm, mode):
 
 
 def test_auto_loads_the_machines_choice_and_says_why(tiny_model_dir, monkeypatch):
-    import crayonbox.model.precision as precision
+    import crayonbox.model.hardware as precision
 
     monkeypatch.setattr(precision, "cpu_features", lambda: parse_cpuinfo(ZEN3))
     monkeypatch.setattr(precision, "fbgemm_available", lambda: False)

@@ -100,10 +100,12 @@ def test_to_cpu_and_dtype(tiny_model_dir):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_to_cuda_without_cuda_is_one_clear_error(tiny_model_dir, pipe):
-    with pytest.raises(CrayonboxError, match="CUDA is not available here"):
+    with pytest.raises(CrayonboxError, match="has no CUDA GPU"):
         pipe.to("cuda")
-    with pytest.raises(CrayonboxError, match="CUDA is not available here"):
+    with pytest.raises(CrayonboxError, match="has no CUDA GPU"):
         Pipeline.from_pretrained(tiny_model_dir, device="cuda:0")
     with pytest.raises(CrayonboxError, match="unknown device 'gpu7'"):
         pipe.to("gpu7")
     assert pipe.device == torch.device("cpu")  # nothing moved
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert pipe.to("auto").device == torch.device("cpu")  # auto: a GPU when there is one

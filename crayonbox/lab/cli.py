@@ -15,6 +15,7 @@ import importlib
 import json
 from pathlib import Path
 
+from crayonbox.config import DEVICE_HELP
 from crayonbox.sampler_settings import add_sampler_arguments, sampler_overrides
 
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--out", type=Path, required=True, help="run folder (created, or resumed)")
     probe.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     probe.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    probe.add_argument("--device", default="auto", help=DEVICE_HELP)
     probe.add_argument("--batch-images", type=int, default=256, help="images decoded together")
     probe.add_argument("--world-config", type=Path, default=None, help="world config for the world families")
     probe.add_argument("--verify", action="store_true", help="redraw rows whose PNG has gone missing")
@@ -155,7 +157,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
                          condition_scales=args.condition_scale,
                          sampler=sampler_overrides(args, skip=("condition_scale",)), seed=args.seed,
                          workers=args.workers, threads=args.threads, batch_images=args.batch_images,
-                         world_config=args.world_config, verify=args.verify)
+                         world_config=args.world_config, verify=args.verify, device=args.device)
     summary = run_probe(config, args.out, progress=not args.quiet)
     print(f"{summary.run}: {summary.generated} new images ({summary.already_stored} already stored, "
           f"{summary.planned} planned) in {summary.seconds:.1f} s, {summary.images_per_second:.2f} images/s")

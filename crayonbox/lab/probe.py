@@ -55,6 +55,7 @@ class ProbeConfig:
     workers: int = 2
     threads: int | None = None  # torch threads per process (None: 1 with workers, torch's default without)
     batch_images: int = 256  # images decoded together (each takes 2 cache rows under guidance)
+    device: str = "auto"  # where each worker decodes (auto: a GPU when there is one); always float32
     world_config: Path | None = None  # world config for the attire/person/… families (None: the default)
     verify: bool = False  # first check every stored row's PNG and redraw the missing ones
 
@@ -160,9 +161,8 @@ class ProbeWorker:
     """A loaded pipeline plus the probe's prompts; turns Tasks into stored PNGs and ImageRecords."""
 
     def __init__(self, model_dir: Path, specs: list[PromptSpec], settings: list[SamplingSettings], seed: int,
-                 run_dir: Path, weights_hash: str, pipe: Any = None):
-
-        self.pipe = pipe if pipe is not None else Pipeline.from_pretrained(model_dir)
+                 run_dir: Path, weights_hash: str, device: str = "cpu", pipe: Any = None):
+        self.pipe = pipe if pipe is not None else Pipeline.from_pretrained(model_dir, device=device)
         self.specs, self.seed, self.run_dir, self.weights_hash = specs, seed, Path(run_dir), weights_hash
         self.settings = {settings_key(**s.to_dict()): s for s in settings}
         self.encodings = [encode_spec(self.pipe.tokenizer, spec) for spec in specs]
@@ -264,7 +264,7 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
     # Load the model before the run folder exists: a corrupt model must not leave a run bound to its hash
     # (and a worker that cannot load it would be restarted by the pool forever).
 
-    pipe = Pipeline.from_pretrained(folder)
+    pipe = Pipeline.from_pretrained(folder, device=config.device)
     store = RunStore.create(out)
     try:
         store.bind_model(weights_hash, tokens_hash, str(folder.resolve()))
@@ -277,7 +277,7 @@ def run_probe(config: ProbeConfig, out: str | Path, progress: bool = True) -> Pr
                           "common_random_numbers": True})
         start, generated = time.perf_counter(), 0
         bar = tqdm(total=len(todo) + have, initial=have, unit="img", desc="probe", disable=not progress)
-        args = (folder, specs, settings, config.seed, store.folder, weights_hash)
+        args = (folder, specs, settings, config.seed, store.folder, weights_hash, str(pipe.device))
         if config.workers == 1 or len(todo) <= config.batch_images:
             if config.threads:
                 torch.set_num_threads(config.threads)

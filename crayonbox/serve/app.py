@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from crayonbox.info import summary
-from crayonbox.model.precision import PrecisionChoice, auto_precision
+from crayonbox.model.hardware import PrecisionChoice, auto_precision, resolve_device
 from crayonbox.model_folder import ModelInfo
 from crayonbox.pipeline import Pipeline
 from crayonbox.serve.guard import RequestGuard
@@ -78,7 +78,7 @@ def precision_of(backend: Pipeline | WorkerProcess) -> PrecisionChoice:
     machine, so the same rule gives the same answer here."""
     if isinstance(backend, WorkerProcess):
         if backend.dtype == "auto":
-            return auto_precision()
+            return auto_precision(resolve_device(backend.device))
         return PrecisionChoice(backend.dtype, "asked for (--dtype)")
     if backend.precision_choice is not None:
         return backend.precision_choice

@@ -7,7 +7,7 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from crayonbox.config import PRECISIONS
+from crayonbox.config import DEVICE_HELP, PRECISIONS
 from crayonbox.errors import CrayonboxError
 
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--dtype", choices=PRECISIONS, default="auto",
                    help="precision (as for `crayonbox generate`); served = offline at the same one")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + "; the decode worker runs there")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default, one per core); 1 on a busy shared machine")
     p.add_argument("--max-batch", type=int, default=18, metavar="IMAGES",
@@ -122,9 +123,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     if args.worker == "process":  # loaded and warmed up before uvicorn starts, so a bad model is one line
-        backend = WorkerProcess(folder, config.scheduler, args.dtype, args.threads, args.log_level).start()
+        backend = WorkerProcess(folder, config.scheduler, args.dtype, args.threads, args.log_level,
+                                device=args.device).start()
     else:
-        backend = Pipeline.from_pretrained(folder, dtype=args.dtype)
+        backend = Pipeline.from_pretrained(folder, dtype=args.dtype, device=args.device)
     app = create_app(backend, config)
     scheduler = app.state.scheduler
 

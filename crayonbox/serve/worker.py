@@ -68,12 +68,13 @@ class WorkerProcess(SchedulerLike):
 
     def __init__(self, folder: str | Path, config: SchedulerConfig | None = None, dtype: str = "auto",
                  threads: int = 0, log_level: str = "warning", start_timeout_s: float = 900.0,
-                 restart_min_uptime_s: float = 30.0, restart_backoff_s: float = 2.0, max_quick_restarts: int = 5):
+                 restart_min_uptime_s: float = 30.0, restart_backoff_s: float = 2.0, max_quick_restarts: int = 5,
+                 device: str = "auto"):
         """A worker that dies is restarted. One that dies (or fails to load) within `restart_min_uptime_s` of
         starting is in a crash loop: the next attempt waits `restart_backoff_s`, doubling each time, and after
         `max_quick_restarts` such deaths in a row the server gives up on it (503 without `Retry-After`)."""
         self.folder, self.config = Path(folder), config or SchedulerConfig()
-        self.dtype, self.threads, self.log_level = dtype, threads, log_level
+        self.dtype, self.threads, self.log_level, self.device = dtype, threads, log_level, device
         self.start_timeout_s, self.restart_min_uptime_s = start_timeout_s, restart_min_uptime_s
         self.restart_backoff_s, self.max_quick_restarts = restart_backoff_s, max_quick_restarts
         self.info = ModelInfo.from_folder(self.folder)  # fails fast, before a process starts
@@ -114,7 +115,7 @@ class WorkerProcess(SchedulerLike):
         conn = Channel(end)
         process = context.Process(
             target=worker_main, name="crayonbox-worker", daemon=True,
-            args=(child, str(self.folder), self.dtype, self.threads, self.config, self.log_level))
+            args=(child, str(self.folder), self.dtype, self.threads, self.config, self.log_level, self.device))
         process.start()
         child.close()
         try:

@@ -22,7 +22,8 @@ GAUGES = ("queue_images", "queue_requests", "batch_images", "batch_rows", "token
           "steps_done", "images_done", "worker_errors")
 
 
-def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerConfig, log_level: str) -> None:
+def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerConfig, log_level: str,
+                device: str = "auto") -> None:
     """The worker process: load the model, start the scheduler, then serve the parent's messages until it
     says close or goes away. Signals are the parent's to handle (Ctrl-C reaches the whole process group, and
     the parent drains instead of dying)."""
@@ -37,7 +38,7 @@ def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerCo
 
         if threads:
             torch.set_num_threads(threads)
-        scheduler = Scheduler(Pipeline.from_pretrained(folder, dtype=dtype), config).start()
+        scheduler = Scheduler(Pipeline.from_pretrained(folder, dtype=dtype, device=device), config).start()
     except Exception as e:  # the parent prints it as the CLI's one-line error
         user_error = isinstance(e, CrayonboxError)
         log.error("loading %s failed", folder, exc_info=not user_error)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crayonbox.config import DEVICE_HELP
 from crayonbox.train.configs import EvalConfig
 from crayonbox.train.options import add_config_arguments, config_from_args, config_spec, config_to_argv
 
@@ -162,7 +163,7 @@ def _eval_command(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{Path(args.model).name}_eval")
     result = evaluate(args.model, args.judge, out, world=args.world, prompts=args.n, blank=args.blank,
                       reference=args.reference, seed=args.seed, condition_scale=args.condition_scale,
-                      dtype=args.dtype, progress=not args.quiet)
+                      dtype=args.dtype, device=args.device, progress=not args.quiet)
     for count, block in result["by_objects"].items():
         if "adherence" in block:
             print(f"{count}-object held-out prompts ({block['prompts']}): adherence "
@@ -195,5 +196,6 @@ def register_eval_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--condition-scale", type=float, default=0.0, help="guidance scale (default: the model's)")
     p.add_argument("--dtype", default=EvalConfig.dtype, help="generator precision: float32 (default), bfloat16, "
                                                             "fp16w, int8, auto")
+    p.add_argument("--device", default=EvalConfig.device, help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_eval_command)

@@ -37,7 +37,8 @@ class TrainConfig:
     beta1: float = option(0.9, "AdamW β1")
     beta2: float = option(0.95, "AdamW β2 (nanoGPT's; forgets stale curvature faster than 0.999)")
     grad_clip: float = option(1.0, "max global gradient norm; 0 = off")
-    precision: str = option("float32", "float32 | bfloat16 (autocast; pays only on CPUs with AVX-512 BF16 or AMX)")
+    precision: str = option("float32", "float32 | bfloat16 (autocast; pays only on CPUs with AVX-512 BF16 or AMX, "
+                            "and GPUs) | auto (bfloat16 where the hardware has it natively)")
     blank_caption_prob: float = option(0.0, "extra caption dropout per step, on top of the caption pipeline's")
     eval_fraction: float = option(0.02, "share of rows held out (by key hash) for the eval loss")
     eval_rows: int = option(1024, "at most this many held-out rows per evaluation")
@@ -53,7 +54,7 @@ class TrainConfig:
     resume: bool = option(False, "continue from MODEL/train/checkpoint.pt")
     max_minutes: float = option(0.0, "stop (checkpoint + export) once this much training time has passed; 0 = off")
     threads: int = option(0, "torch threads per process; 0 = cores / processes")
-    device: str = option("auto", "auto | cpu | cuda")
+    device: str = option("auto", "auto (a GPU when there is one) | cpu | cuda | cuda:N | mps")
     progress: bool = option(True, "tqdm progress bar")
 
 
@@ -78,7 +79,9 @@ class VQGANTrainConfig:
                                         "steps, or below 1 a share of the run (0.5 = the first half; with --steps 0 "
                                         "the share of the timed plan)")
     kmeans_batches: int = option(8, "batches of encoder outputs for the k-means init (0 = keep the random init)")
-    precision: str = option("float32", "autocast dtype: float32 | bfloat16")
+    precision: str = option("float32", "autocast dtype: float32 | bfloat16 | auto (bfloat16 where the hardware "
+                            "has it natively)")
+    device: str = option("auto", "auto (a GPU when there is one) | cpu | cuda | cuda:N | mps")
     eval_fraction: float = option(0.02, "share of images held out (by key hash) for PSNR and usage")
     eval_images: int = option(512, "at most this many held-out images per evaluation")
     eval_every: int = option(250, "steps between evaluations (and at the end)")
@@ -111,6 +114,7 @@ class JudgeTrainConfig:
     seed: int = option(0, "renders, initialisation and batch order all follow it")
     workers: int = option(2, "processes rendering the training images")
     threads: int = option(0, "torch threads (0: torch's default)")
+    device: str = option("auto", "auto (a GPU when there is one) | cpu | cuda | cuda:N | mps")
     resume: bool = option(True, "continue from the checkpoint in the output folder when there is one")
     progress: bool = option(True, "progress bars")
 
@@ -123,6 +127,7 @@ class EvalConfig:
     seed: int = 0  # scene draws and sampling seed
     condition_scale: float = 0.0  # classifier-free guidance (0: the model's default)
     dtype: str = "float32"  # precision of the generator (Pipeline.from_pretrained's dtype; auto: the machine's)
+    device: str = "auto"  # where the generator runs (auto: a GPU when there is one); the judge reads on the CPU
     batch: int = 32  # prompts per generation call
     max_draws: int = 200  # scene draws per wanted prompt before settling for fewer held-out prompts
     grid_columns: int = 8  # images per row of samples.png

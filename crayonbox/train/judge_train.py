@@ -56,7 +56,7 @@ from crayonbox.train.judge_data import (
     world_sample,
 )
 from crayonbox.train.loop import LoopSettings, Task, TrainingLoop
-from crayonbox.train.runtime import Dist
+from crayonbox.train.runtime import single_process
 
 CHECKPOINT = "judge-checkpoint.pt"
 JUDGE_KIND = "judge"  # the kind of output folder (crayonbox.outdir)
@@ -195,6 +195,10 @@ class JudgeTask(Task):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout draws: per epoch, so a resumed run repeats them
             self._batches, self._epoch_loss = iter(self.data.batches(epoch, cfg.seed, cfg.augment)), 0.0
         crops, slot_targets, scenes, scene_targets = next(self._batches)
+        device = next(model.parameters()).device  # batches are built on the CPU, the net may be elsewhere
+        crops, scenes = crops.to(device), scenes.to(device)
+        slot_targets = {a: t.to(device) for a, t in slot_targets.items()}
+        scene_targets = {a: t.to(device) for a, t in scene_targets.items()}
         slot_logits = model.slot(crops)
         scene_logits = model.scene(scenes.contiguous(memory_format=torch.channels_last))
         weights = {a: cfg.gender_weight if a == "gender" else 1.0 for a in SLOT_HEADS}
@@ -264,7 +268,8 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     render_seconds = time.perf_counter() - started
 
     torch.manual_seed(cfg.seed)
-    net = JudgeNet(net_cfg, vocab).to(memory_format=torch.channels_last)  # faster convolutions on CPU
+    dist = single_process(cfg.threads, cfg.device)
+    net = JudgeNet(net_cfg, vocab).to(dist.device, memory_format=torch.channels_last)  # faster convolutions
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     total = data.steps_per_epoch * cfg.epochs
     task = JudgeTask(cfg, net, data, config, out / CHECKPOINT)
@@ -273,7 +278,8 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
         batch_size=cfg.batch_size, max_minutes=0.0, eval_every=0, checkpoint_every=data.steps_per_epoch,
         metrics=[], identity={}, resume=cfg.resume, progress=cfg.progress, checkpoint=CHECKPOINT,
         lr_shape=JudgeSchedule(cfg.warmup_steps, total))
-    TrainingLoop(settings, Dist(0, 1, torch.device("cpu")), task, optimizer).run()
+    TrainingLoop(settings, dist, task, optimizer).run()
+    net.cpu()  # a judge is read (and evaluated below) on the CPU
     losses = task.losses
     train_seconds = time.perf_counter() - started - render_seconds
 

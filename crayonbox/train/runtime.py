@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from crayonbox.errors import CrayonboxError
+from crayonbox.model.hardware import resolve_device, training_precision
 
 
 @dataclass
@@ -24,10 +24,11 @@ class Dist:
 
 
 def autocast_for(precision: str, device: torch.device) -> AbstractContextManager:
-    """The forward pass's autocast context (none for float32)."""
-    if precision not in ("bfloat16", "float32"):
-        raise CrayonboxError(f"--precision must be bfloat16 or float32, not {precision!r}")
-    return nullcontext() if precision == "float32" else torch.autocast(device.type, dtype=torch.bfloat16)
+    """The forward pass's autocast context: none for float32, bf16 autocast for bfloat16; `auto` is what the
+    device computes natively (crayonbox.model.hardware.training_precision)."""
+    if training_precision(precision, device) == "float32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def setup_distributed(device: str = "auto", threads: int = 0) -> Dist:
@@ -35,7 +36,7 @@ def setup_distributed(device: str = "auto", threads: int = 0) -> Dist:
 
     `device`: auto | cpu | cuda; `threads`: torch threads per process, 0 = this machine's cores / processes.
     """
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -48,11 +49,12 @@ def setup_distributed(device: str = "auto", threads: int = 0) -> Dist:
     return Dist(rank, world, where)
 
 
-def single_process(threads: int = 0) -> Dist:
-    """One CPU process (the VQGAN trainer); `threads` 0 keeps torch's own default."""
+def single_process(threads: int = 0, device: str = "cpu") -> Dist:
+    """One process (the VQGAN trainer) on `device` (auto | cpu | cuda[:N] | mps); `threads` 0 keeps torch's
+    own default."""
     if threads:
         torch.set_num_threads(threads)
-    return Dist(0, 1, torch.device("cpu"))
+    return Dist(0, 1, resolve_device(device))
 
 
 def finish_distributed(dist: Dist) -> None:

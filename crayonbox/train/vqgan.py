@@ -68,9 +68,9 @@ class EMACodebook:
 
     def __init__(self, weight: Tensor, decay: float):
         self.weight, self.decay = weight, decay  # the embedding weight itself, updated in place
-        self.cluster_size = torch.ones(weight.shape[0])
+        self.cluster_size = torch.ones(weight.shape[0], device=weight.device)
         self.embed_sum = weight.detach().clone()
-        self.last_used = torch.zeros(weight.shape[0], dtype=torch.long)
+        self.last_used = torch.zeros(weight.shape[0], dtype=torch.long, device=weight.device)
 
     @torch.no_grad()
     def update(self, flat: Tensor, ids: Tensor, step: int) -> None:
@@ -99,7 +99,7 @@ class EMACodebook:
         return {"cluster_size": self.cluster_size, "embed_sum": self.embed_sum, "last_used": self.last_used}
 
     def load_state_dict(self, state: dict) -> None:
-        self.cluster_size, self.embed_sum, self.last_used = (state[k].clone() for k in
+        self.cluster_size, self.embed_sum, self.last_used = (state[k].to(self.weight.device, copy=True) for k in
                                                              ("cluster_size", "embed_sum", "last_used"))
 
 
@@ -108,7 +108,7 @@ def kmeans(vectors: Tensor, k: int, iterations: int, gen: torch.Generator) -> Te
     centres = vectors[torch.randperm(len(vectors), generator=gen)[:k]].clone()
     if len(centres) < k:  # fewer vectors than codes: repeat with a little noise
         extra = centres[torch.randint(len(centres), (k - len(centres),), generator=gen)]
-        centres = torch.cat([centres, extra + 1e-3 * torch.randn(extra.shape, generator=gen)])
+        centres = torch.cat([centres, extra + 1e-3 * torch.randn(extra.shape, generator=gen).to(extra.device)])
     for _ in range(iterations):
         ids = torch.cdist(vectors, centres).argmin(1)
         sums = torch.zeros_like(centres).index_add_(0, ids, vectors)
@@ -141,9 +141,10 @@ def evaluate(model: VQGAN, pixels: Tensor, batch: int = 64) -> dict[str, float]:
     """Held-out PSNR (mean over images, recon clamped to [0, 1]), codebook usage and perplexity."""
     was_training = model.training
     model.eval()
-    psnrs, counts = [], torch.zeros(model.cfg.n_embed)
+    device = next(model.parameters()).device
+    psnrs, counts = [], torch.zeros(model.cfg.n_embed, device=device)
     for chunk in pixels.split(batch):
-        x = to_unit(chunk)
+        x = to_unit(chunk.to(device))
         ids = model.encode(x)
         recon = model.decode(ids)
         mse = (recon - x).pow(2).flatten(1).mean(1).clamp(min=1e-10)
@@ -160,7 +161,7 @@ def save_reconstructions(model: VQGAN, pixels: Tensor, path: Path) -> None:
     """Originals (top row) above their reconstructions (bottom row), as one PNG."""
     with torch.no_grad():
         model.eval()
-        x = to_unit(pixels[:8])
+        x = to_unit(pixels[:8].to(next(model.parameters()).device))
         recon = model.decode(model.encode(x))
         model.train()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,9 @@ class VQGANTask(Task):
     `quantize_after`, then k-means'd codes, a straight-through quantizer and dead-code restarts."""
 
     def __init__(self, cfg: VQGANTrainConfig, model: VQGAN, train_pixels: Tensor, eval_pixels: Tensor):
+        """`train_pixels` / `eval_pixels` stay on the CPU (uint8); each batch moves to the model's device."""
         self.cfg, self.model, self.train_pixels, self.eval_pixels = cfg, model, train_pixels, eval_pixels
+        self.device = next(model.parameters()).device
         self.sampler = EpochSampler(len(train_pixels), cfg.seed)
         self.codebook = EMACodebook(model.quantize.embedding.weight.data, cfg.ema_decay)
         self.restart_gen = torch.Generator().manual_seed(cfg.seed)
@@ -189,8 +192,9 @@ class VQGANTask(Task):
         cfg, sampler = self.cfg, self.sampler
         if step == self.quantize_from() and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
             rows = torch.cat([sampler.rows(step + i, cfg.batch_size) for i in range(cfg.kmeans_batches)])
-            init_codebook(self.model, self.codebook, to_unit(self.train_pixels[rows]), self.restart_gen, step)
-        x = to_unit(self.train_pixels[sampler.rows(step, cfg.batch_size)])
+            init_codebook(self.model, self.codebook, to_unit(self.train_pixels[rows].to(self.device)),
+                          self.restart_gen, step)
+        x = to_unit(self.train_pixels[sampler.rows(step, cfg.batch_size)].to(self.device))
         with autocast_for(cfg.precision, x.device):
             z = self.model.encode_latent(x)
         z = z.float()
@@ -238,7 +242,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     if cfg.preset not in presets:
         raise CrayonboxError(f"unknown VQGAN preset {cfg.preset!r}; choose one of {sorted(presets)}")
     check_run_options(cfg.precision, cfg.steps, cfg.max_minutes)
-    dist = single_process(cfg.threads)
+    dist = single_process(cfg.threads, cfg.device)
     out, work = Path(cfg.out), Path(cfg.out) / "train"
     claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     vq_cfg: VQGANConfig = presets[cfg.preset]
@@ -250,7 +254,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
                              "change --eval-fraction")
 
     torch.manual_seed(cfg.seed)
-    model = VQGAN(vq_cfg).train()
+    model = VQGAN(vq_cfg).train().to(dist.device)
     model.quantize.embedding.weight.requires_grad_(False)  # the codebook follows the EMA, not the optimizer
     task = VQGANTask(cfg, model, train_pixels, eval_pixels)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,

@@ -216,7 +216,7 @@ def test_expected_wait_past_deadline_503(pipe):
 
 
 def test_healthz_says_which_precision_auto_chose_and_why(tiny_model_dir, monkeypatch):
-    import crayonbox.model.precision as precision
+    import crayonbox.model.hardware as precision
     from crayonbox.serve.app import precision_of
     from crayonbox.serve.worker import WorkerProcess
 

@@ -1,5 +1,9 @@
-"""Which precision `auto` means on this machine, decided from what the hardware has (never from one machine's
-experience), with the reason in words so `crayonbox generate --verbose` and the server's /healthz can print it.
+"""What `--device auto` and `--dtype auto` mean on this machine, decided from what the hardware has (never from
+one machine's experience), with the reason in words so `crayonbox generate --verbose` and the server's /healthz
+can print it.
+
+Devices: `auto` takes a GPU when there is one (CUDA, then Apple's mps), else the CPU; `cpu`, `cuda`, `cuda:N`
+and `mps` ask for one, and a device this machine lacks is a one-line error.
 
 On a CPU the decode step streams every transformer weight once per token, so it is memory-bound for one image
 and compute-bound for a grid; what pays depends on the vector units:
@@ -23,6 +27,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from crayonbox.config import DEVICE_CHOICES
+from crayonbox.errors import CrayonboxError
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,40 @@ def auto_precision(device: torch.device | str = "cpu") -> PrecisionChoice:
 def fbgemm_available() -> bool:
     """fbgemm (x86 with AVX2) runs the weight-only modes (fp16w, int8); other CPUs (ARM) do not have it."""
     return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """`auto` → cuda, else mps, else cpu; anything else is checked against this machine."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise CrayonboxError(f"unknown device {spec!r}: choose {DEVICE_CHOICES}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise CrayonboxError(f"unsupported device {spec!r}: choose {DEVICE_CHOICES}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CrayonboxError(f"device {spec!r} asked for, but this machine has no CUDA GPU (or torch is a CPU "
+                             "build): use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CrayonboxError(f"device {spec!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CrayonboxError(f"device {spec!r} asked for, but Apple's mps backend is not available here")
+    return device
+
+
+def training_precision(spec: str, device: torch.device) -> str:
+    """The autocast dtype of a training run: `auto` is bfloat16 where the hardware computes in bf16 natively
+    (a CUDA GPU that supports it, a CPU with AMX or AVX-512 BF16: the small transformer trained 1.45× faster
+    per sample, the VQGAN 1.6×, on a Sapphire Rapids), float32 elsewhere (bf16 is emulated, slower)."""
+    if spec not in ("auto", "float32", "bfloat16"):
+        raise CrayonboxError(f"--precision must be auto, float32 or bfloat16, not {spec!r}")
+    if spec != "auto":
+        return spec
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device.type == "cpu" and cpu_features().native_bf16 else "float32"
