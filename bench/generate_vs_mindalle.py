@@ -12,9 +12,14 @@ always attends over all 256 slots and recomputes the cross-attention K/V); the o
 cost grows with position (attention over the tokens so far), so early steps would flatter it: it runs
 `--steps` (default all 256) and is extrapolated only when that is lowered too.
 
-The same run measures this machine's matmul GFLOP/s and read bandwidth and prints our fraction of the floor,
-and, per precision mode, a quality guard against fp32: top-1 token agreement under teacher forcing and PSNR
-of VQGAN pixels.
+The same run measures this machine's matmul peak (in fp32 and in bf16) and read bandwidth, and prints, per row,
+the floor of that mode: the larger of (useful FLOPs ÷ the peak in the mode's compute dtype) and (decoder weight
+bytes in the mode × 256 steps ÷ bandwidth), and our share of it. Whether a mode keeps the images is
+bench/precision_quality.py's question.
+
+    python bench/generate_vs_mindalle.py --device cuda --mindalle-dtype float16 --images 16 --model mega
+
+On a GPU, min-dalle runs on the same device in the dtype given (its fp16 there), crayonbox in each --modes.
 """
 
 from __future__ import annotations
@@ -31,11 +36,26 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_summary, machine_floor
 
 PROMPT = "a woman wearing a red sari on a yellow background"
 SEED = 7
 # FLOPs per image of the DALL·E mini architecture (useful work: cross-K/V computed once).
 USEFUL_GFLOP = {("mini", 1): 501, ("mini", 9): 4193, ("mega", 1): 1854, ("mega", 9): 14615}
+BYTES_PER_WEIGHT = {"float32": 4, "bfloat16": 2, "float16": 2, "fp16w": 2, "int8": 1}
+
+
+def useful_gflop(model: str, images: int) -> float:
+    """Measured per-image work at 1 and 9 images; other counts (a 4×4 grid) scale the 9-image figure."""
+    return USEFUL_GFLOP.get((model, images), USEFUL_GFLOP[(model, 9)] * images / 9)
+
+
+def decoder_weights(model: str) -> int:
+    """Weights one decode step streams: every decoder layer's self-attention, the cross-attention's query and
+    output (its keys and values are cached), the GLU, and the output head."""
+    s = SHAPES[model]
+    per_layer = 4 * s["d"] ** 2 + 2 * s["d"] ** 2 + 3 * s["d"] * s["glu"]
+    return s["layers"] * per_layer + s["d"] * s["image_vocab"]
 SHAPES = {
     "mini": dict(layers=12, heads=16, d=1024, glu=2730, text_vocab=50264, image_vocab=16384),
     "mega": dict(layers=24, heads=32, d=2048, glu=4096, text_vocab=50272, image_vocab=16415),
@@ -124,15 +144,15 @@ class StopDecoding(Exception):
     pass
 
 
-def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, top_k: int) -> dict:
+def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, top_k: int, device: str,
+                 dtype: str) -> dict:
     import min_dalle.min_dalle as md
 
     md.requests.get = lambda *a, **k: None  # its constructor pings the hub even when the files are there
     torch.set_num_threads(os.cpu_count())
     t0 = time.perf_counter()
-    m = md.MinDalle(
-        models_root=str(root), dtype=torch.float32, device="cpu", is_mega=model == "mega", is_verbose=False
-    )
+    m = md.MinDalle(models_root=str(root), dtype=getattr(torch, dtype), device=device, is_mega=model == "mega",
+                    is_verbose=False)
     load = time.perf_counter() - t0
     timer = Timer()
     timer.wrap(m.encoder, "forward", "encoder")
@@ -156,17 +176,25 @@ def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, 
         )
     except StopDecoding:  # timed `steps` steps: run the VQGAN on what we have to time it too
         with torch.no_grad():
-            m.detokenizer.forward(False, torch.zeros(images, 256, dtype=torch.long))
+            m.detokenizer.forward(False, torch.zeros(images, 256, dtype=torch.long, device=device))
+    sync(device)
     total = time.perf_counter() - t0
-    return _summary("min-dalle fp32", timer, load, total, steps)
+    return _summary(f"min-dalle {dtype}", timer, load, total, steps)
 
 
-def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: int, mode: str) -> dict:
+def sync(device: str) -> None:
+    """Wait for the GPU, so a time covers the work and not only its launch."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: int, mode: str,
+                  device: str) -> dict:
     from crayonbox.pipeline import Pipeline
 
     torch.set_num_threads(os.cpu_count())
     t0 = time.perf_counter()
-    pipe = Pipeline.from_pretrained(folder, dtype=mode)
+    pipe = Pipeline.from_pretrained(folder, dtype=mode, device=device)
     load = time.perf_counter() - t0
     timer = Timer()
     timer.wrap(pipe.bart.encoder, "forward", "encoder")
@@ -182,6 +210,7 @@ def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: in
         pipe(PROMPT, num_images=images, seed=SEED, condition_scale=scale, top_k=top_k, callback=stop)
     except StopDecoding:
         pipe.decode_images(torch.zeros(images, 256, dtype=torch.long), batch=images)
+    sync(device)
     total = time.perf_counter() - t0
     return _summary(f"crayonbox {mode}", timer, load, total, steps)
 
@@ -204,63 +233,14 @@ def _summary(name: str, timer: Timer, load: float, total: float, steps: int) -> 
     }
 
 
-# ----------------------------------------------------------------------------- machine floor
-def machine_floor() -> dict:
-    torch.set_num_threads(os.cpu_count())
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
-    big = torch.ones(2**28)  # 1 GiB
-    big.sum()
-    bw = 0.0
-    for _ in range(3):
-        t = time.perf_counter()
-        big.sum()
-        bw = max(bw, big.numel() * 4 / (time.perf_counter() - t) / 1e9)
-    return {"fp32_gflops": best, "read_gbs": bw}
-
-
-# ----------------------------------------------------------------------------- quality guard
-def quality_guard(folder: Path, modes: list[str]) -> list[dict]:
-    """Top-1 token agreement under teacher forcing and VQGAN PSNR of each mode against fp32."""
-    from crayonbox.pipeline import Pipeline
-
-    ref = Pipeline.from_pretrained(folder, dtype="float32")
-    enc = ref.tokenizer.encode(PROMPT)
-    ids = torch.tensor([enc.ids])
-    mask = torch.tensor([enc.attention_mask], dtype=torch.bool)
-    g = torch.Generator().manual_seed(SEED)
-    tokens = torch.randint(0, ref.config.image_vocab_size, (1, ref.config.image_length), generator=g)
-    with torch.inference_mode():
-        ref_top = ref.bart(ids, mask, tokens).argmax(-1)
-        ref_pix = ref.vqgan.decode(tokens[:, :]).float()
-    rows = []
-    for mode in modes:
-        pipe = Pipeline.from_pretrained(folder, dtype=mode)
-        with torch.inference_mode():
-            top = pipe.bart(ids, mask, tokens).argmax(-1)
-            pix = pipe.vqgan.decode(tokens).float()
-        mse = float(((pix - ref_pix) ** 2).mean())
-        rows.append(
-            {
-                "mode": mode,
-                "top1_agreement": float((top == ref_top).float().mean()),
-                "vqgan_psnr_db": float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1 / mse)).item(),
-            }
-        )
-    return rows
-
-
 # ----------------------------------------------------------------------------- orchestration
 def worker(args: argparse.Namespace) -> None:
     if args.worker == "mindalle":
-        out = run_mindalle(Path(args.root), args.model, args.images, args.steps, args.scale, args.top_k)
+        out = run_mindalle(Path(args.root), args.model, args.images, args.steps, args.scale, args.top_k,
+                           args.device, args.mindalle_dtype)
     else:
-        out = run_crayonbox(Path(args.root), args.images, args.steps, args.scale, args.top_k, args.mode)
+        out = run_crayonbox(Path(args.root), args.images, args.steps, args.scale, args.top_k, args.mode,
+                            args.device)
     print("RESULT " + json.dumps(out))
 
 
@@ -284,11 +264,15 @@ def spawn(args: argparse.Namespace, kind: str, root: Path, images: int, mode: st
         str(args.top_k),
         "--mode",
         mode,
+        "--device",
+        args.device,
+        "--mindalle-dtype",
+        args.mindalle_dtype,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode == -9 and kind == "mindalle":  # the kernel's OOM killer: a result, not a bench bug
-        return {"impl": "min-dalle fp32", "failed": "killed by the OOM killer (not enough memory)"}
+        return {"impl": f"min-dalle {args.mindalle_dtype}", "failed": "killed by the OOM killer (not enough memory)"}
     if out.returncode or not lines:
         raise SystemExit(f"{kind} run failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(lines[-1][7:])
@@ -306,6 +290,8 @@ def main() -> None:
     p.add_argument("--modes", default="float32,fp16w,int8", help="crayonbox precision modes, comma-separated")
     p.add_argument("--images", default="1,9", help="image counts to time, comma-separated")
     p.add_argument("--skip-mindalle", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: both implementations run there")
+    p.add_argument("--mindalle-dtype", default="float32", help="min-dalle's dtype (float16 is its GPU mode)")
     p.add_argument("--worker", choices=["mindalle", "crayonbox"], help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--prepare", help=argparse.SUPPRESS)
@@ -327,12 +313,10 @@ def main() -> None:
         # it), which min-dalle's mega run then lacks
         subprocess.run([sys.executable, __file__, "--prepare", str(root), "--model", args.model], check=True)
         print(f"random weights written and converted in {time.perf_counter() - t:.0f} s", flush=True)
-        floor = machine_floor()
-        print(
-            f"machine: fp32 matmul {floor['fp32_gflops']:.0f} GFLOP/s, read bandwidth {floor['read_gbs']:.1f} GB/s, "
-            f"{os.cpu_count()} threads",
-            flush=True,
-        )
+        floor = machine_floor(args.device)
+        print(f"machine: {cpu_summary() if args.device == 'cpu' else torch.cuda.get_device_name(args.device)}")
+        print(f"measured: matmul fp32 {floor['float32']:.0f}, bf16 {floor['bfloat16']:.0f} GFLOP/s; read "
+              f"bandwidth {floor['read_gbs']:.1f} GB/s", flush=True)
         results: dict[tuple[str, int], list[dict]] = {}
         for images in [int(x) for x in args.images.split(",")]:
             for _ in range(args.rounds):
@@ -346,11 +330,15 @@ def main() -> None:
                     results.setdefault((r["impl"], images), []).append(r)
                     print(f"  {r['impl']:<20} n={images}: total {r['total_s']:.1f} s", flush=True)
         print_table(results, floor, args)
-        print("\nquality guard vs fp32 (teacher-forced top-1 agreement, VQGAN PSNR):")
-        for row in quality_guard(root / "crayonbox", modes):
-            print(
-                f"  {row['mode']:<10} top-1 agreement {row['top1_agreement']:.4f}   PSNR {row['vqgan_psnr_db']:.1f} dB"
-            )
+
+
+def mode_floor_s(mode: str, model: str, images: int, floor: dict) -> float:
+    """Seconds this mode cannot beat on this machine: compute at the peak of its compute dtype (fp16w and int8
+    compute in fp32 here), or streaming its decoder weights once per step, whichever is longer."""
+    peak = floor["bfloat16"] if mode in ("bfloat16", "float16") else floor["float32"]
+    compute = useful_gflop(model, images) / peak
+    stream = decoder_weights(model) * BYTES_PER_WEIGHT.get(mode, 4) * 256 / (floor["read_gbs"] * 1e9)
+    return max(compute, stream)
 
 
 def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
@@ -370,17 +358,17 @@ def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
             k: statistics.median(r[k] for r in runs)
             for k in ("encoder_s", "step_ms", "decoder_s", "vqgan_s", "total_s", "peak_rss_gib")
         }
-        base = results.get(("min-dalle fp32", images))
+        base = results.get((f"min-dalle {args.mindalle_dtype}", images))
         ratio = med["total_s"] / statistics.median(r["total_s"] for r in base) if base else float("nan")
-        floor_s = USEFUL_GFLOP[(args.model, images)] / floor["fp32_gflops"]
+        floor_s = mode_floor_s(impl.split()[-1], args.model, images, floor)
         print(
             f"{impl:<20}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
             f"{med['vqgan_s']:>9.1f}{med['total_s']:>9.1f}{med['peak_rss_gib']:>10.2f}{ratio:>8.2f}"
             f"{100 * floor_s / med['total_s']:>8.0f}%"
         )
     print(
-        "vs md = crayonbox total / min-dalle total (lower is faster); % floor = (useful FLOPs / measured fp32 "
-        "matmul peak) / total"
+        "vs md = crayonbox total / min-dalle total (lower is faster); % floor = the mode's floor / total, the floor "
+        "being max(useful FLOPs / measured peak in the mode's compute dtype, decoder weight bytes × 256 / bandwidth)"
     )
 
 
