@@ -259,7 +259,7 @@ def atomic_write(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     """The one way crayonbox replaces a file: write to the yielded temporary path beside `path`; when the block
     ends it is renamed over `path` (after an fsync if asked), and removed if the block raised. A reader, or a
     run killed mid-write, never sees half a file; the `.NAME.PID.tmp` a kill -9 leaves behind is what
-    `train.checkpoint.remove_stale_temporaries` and the output guard recognise as ours."""
+    `remove_stale_temporaries` and the output guard recognise as ours."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -270,6 +270,13 @@ def atomic_write(path: str | Path, fsync: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # nothing left after os.replace; the partial file after an error
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete the half-written `.*.tmp` files a killed run left in its own folder (call it when resuming, before
+    anything writes): their writer is gone, and a rerun writes under its own process id."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from crayonbox.config import atomic_write, write_json_atomic
+from crayonbox.config import atomic_write, remove_stale_temporaries, write_json_atomic
 from crayonbox.data import shards as shard_io
 from crayonbox.data.captions import CaptionPipeline
 from crayonbox.errors import CrayonboxError
@@ -121,8 +121,8 @@ def run_caption_pipeline(in_dir: str | Path, out_dir: str | Path, config: dict[s
     claim_output_folder(out_dir, CAPTIONS_KIND, MANIFEST_NAME)  # never into (or over) someone's shards
     (out_dir / PROVENANCE_DIR).mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"pipeline": pipeline.config, "input": str(in_dir.resolve())})
-    for stale in (out_dir / PROVENANCE_DIR).glob(".*.tmp"):  # left by a killed run; its shard reruns
-        stale.unlink()
+    for folder in (out_dir, out_dir / PROVENANCE_DIR):  # left by a killed run; its shards rerun
+        remove_stale_temporaries(folder)
 
     todo = [shard for shard in input_shards if not provenance_path(out_dir, shard).exists()]
     summary = CaptionRunSummary(len(input_shards), len(input_shards) - len(todo), 0, 0, 0, 0)

@@ -50,12 +50,6 @@ def check_same_run(state: dict[str, Any], identity: dict[str, Any]) -> None:
                              f"{identity}; resume with the same data, --batch-size and --seed")
 
 
-def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete half-written `.*.tmp` files that a killed run left behind."""
-    for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def capture_rng() -> dict[str, Any]:
     """Every global RNG state (torch, CUDA, numpy, python) as tensors and plain numbers."""
     kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()

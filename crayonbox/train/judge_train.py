@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crayonbox.config import remove_stale_temporaries
 from crayonbox.data.world.build import make_world
 from crayonbox.data.world.render import BACKGROUND_KINDS, COLOURS
 from crayonbox.errors import CrayonboxError
@@ -43,7 +44,6 @@ from crayonbox.model.judge import (
     slot_boxes,
 )
 from crayonbox.outdir import claim_output_folder
-from crayonbox.train.checkpoint import remove_stale_temporaries
 from crayonbox.train.configs import JudgeTrainConfig
 from crayonbox.train.judge_data import (
     EVAL_SET,

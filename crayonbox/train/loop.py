@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from crayonbox.config import remove_stale_temporaries
 from crayonbox.errors import CrayonboxError
 from crayonbox.outdir import claim_output_folder
 from crayonbox.train import checkpoint as ckpt
@@ -166,7 +167,7 @@ class TrainingLoop:
             self.model = nn.parallel.DistributedDataParallel(task.model, device_ids=ids)
         self.log: ckpt.MetricsLog | None = None
         if dist.main:
-            ckpt.remove_stale_temporaries(self.checkpoint_path.parent)
+            remove_stale_temporaries(self.checkpoint_path.parent)
         if dist.main and settings.metrics:
             self.log = ckpt.MetricsLog(settings.work / "metrics.csv", settings.metrics,
                                        resume_step=self.start if settings.resume else None)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from crayonbox.config import write_text_atomic
+from crayonbox.config import remove_stale_temporaries, write_text_atomic
 from crayonbox.data.shards import Item, write_shard
 from crayonbox.data.world.catalog import load_catalog
 from crayonbox.data.world.config import WorldConfig
@@ -172,6 +172,7 @@ def build_world(config: WorldConfig, out: Path, n: int, workers: int = 2, seed: 
         "distinct_concepts": len(world.items), "dropped_for_invisible_skin": world.dropped,
     }
     _check_manifest(claim_output_folder(out, WORLD_KIND, MANIFEST), manifest)
+    remove_stale_temporaries(out)  # a killed build's half-written shards; their shards are redone
     for stale in out.iterdir():  # leftovers of a killed write; their shards are redone below
         if TMP_FILE.match(stale.name):
             stale.unlink()
