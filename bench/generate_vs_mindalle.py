@@ -212,7 +212,8 @@ def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: in
         pipe.decode_images(torch.zeros(images, 256, dtype=torch.long), batch=images)
     sync(device)
     total = time.perf_counter() - t0
-    return _summary(f"crayonbox {mode}", timer, load, total, steps)
+    label = f"auto:{pipe.precision_choice.describe()}" if mode == "auto" else mode
+    return _summary(f"crayonbox {label}", timer, load, total, steps)
 
 
 def _summary(name: str, timer: Timer, load: float, total: float, steps: int) -> dict:
@@ -360,7 +361,7 @@ def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
         }
         base = results.get((f"min-dalle {args.mindalle_dtype}", images))
         ratio = med["total_s"] / statistics.median(r["total_s"] for r in base) if base else float("nan")
-        floor_s = mode_floor_s(impl.split()[-1], args.model, images, floor)
+        floor_s = mode_floor_s(impl.split()[1].removeprefix("auto:"), args.model, images, floor)
         print(
             f"{impl:<20}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
             f"{med['vqgan_s']:>9.1f}{med['total_s']:>9.1f}{med['peak_rss_gib']:>10.2f}{ratio:>8.2f}"

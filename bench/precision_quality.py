@@ -1,6 +1,6 @@
 """Does a precision mode keep the images? Each mode against float32, in one command, on this machine.
 
-    python bench/precision_quality.py                          # bfloat16, fp16w, int8; ~5 min on 2 cores
+    python bench/precision_quality.py                          # auto, bfloat16, fp16w, int8; ~8 min on 2 cores
     python bench/precision_quality.py --modes bfloat16 --n 200 --skip-random
 
 1. Teacher forcing: the float32 model draws image tokens for a set of prompts; every mode then scores the same
@@ -8,6 +8,7 @@
    top-1 agreement, and the overlap of the top-k sets (k = the model's top_k). On the trained default model
    (where the distributions are peaked, as in real use) and on random weights at the DALL·E mini shapes (where
    logits are nearly flat, so every near-tie flips top-1: KL is the measure that stays meaningful there).
+   Beside it, the PSNR of the VQGAN's pixels in the mode's VQGAN dtype against fp32 (same tokens).
 2. Judged adherence: `crayonbox eval`'s one-object "all attributes" share of the default model's images in each
    mode, with its 95 % Wilson interval, judged by the model's own judge.
 
@@ -20,6 +21,7 @@ KL 0.01 nats, telling two distributions apart from their samples needs about 1/0
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -54,11 +56,32 @@ def distribution_gap(ref_logits: torch.Tensor, logits: torch.Tensor, k: int) -> 
             "top1": float((ref_logp.argmax(-1) == logp.argmax(-1)).float().mean()), "topk_overlap": float(overlap)}
 
 
+def transformer_mode(mode: str) -> str:
+    return auto_precision().mode if mode == "auto" else mode
+
+
+def vqgan_dtype(mode: str) -> torch.dtype:
+    """The VQGAN's dtype in a mode, as Pipeline.from_pretrained sets it."""
+    if mode == "auto":
+        choice = auto_precision()
+        return DTYPES[choice.vqgan or ("float32" if choice.mode in WEIGHT_ONLY else choice.mode)]
+    return torch.float32 if mode in WEIGHT_ONLY else DTYPES[mode]
+
+
+def vqgan_psnr(pipe: Pipeline, tokens: torch.Tensor, mode: str) -> float:
+    vqgan = copy.deepcopy(pipe.vqgan).to(vqgan_dtype(mode))
+    with torch.inference_mode():
+        ref, out = pipe.vqgan.decode(tokens).float(), vqgan.decode(tokens).float()
+    mse = float(((ref - out) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(1 / mse))
+
+
 def in_mode(bart: DalleBart, mode: str) -> DalleBart:
     """A copy of `bart` in `mode`, the way Pipeline.from_pretrained converts it."""
-    copy = DalleBart(bart.cfg)
-    copy.load_state_dict(bart.state_dict())
-    return quantize_linears(copy, mode) if mode in WEIGHT_ONLY else copy.to(DTYPES[mode])
+    mode = transformer_mode(mode)
+    model = DalleBart(bart.cfg)
+    model.load_state_dict(bart.state_dict())
+    return quantize_linears(model, mode) if mode in WEIGHT_ONLY else model.to(DTYPES[mode])
 
 
 def teacher_forced(pipe: Pipeline, modes: list[str], images: int) -> dict[str, dict[str, float]]:
@@ -68,8 +91,11 @@ def teacher_forced(pipe: Pipeline, modes: list[str], images: int) -> dict[str, d
     mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.bool)
     with torch.inference_mode():
         ref = pipe.bart(ids, mask, out.tokens)
-        return {m: distribution_gap(ref, in_mode(pipe.bart, m)(ids, mask, out.tokens), pipe.defaults.top_k or 50)
+        gaps = {m: distribution_gap(ref, in_mode(pipe.bart, m)(ids, mask, out.tokens), pipe.defaults.top_k or 50)
                 for m in modes}
+    for m in modes:
+        gaps[m]["vqgan_psnr"] = vqgan_psnr(pipe, out.tokens, m)
+    return gaps
 
 
 def random_mini(modes: list[str], batch: int) -> dict[str, dict[str, float]]:
@@ -97,7 +123,7 @@ def adherence(model: Path, mode: str, n: int, tmp: Path) -> tuple[float, float, 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--modes", default="bfloat16,fp16w,int8")
+    p.add_argument("--modes", default="auto,bfloat16,fp16w,int8")
     p.add_argument("--n", type=int, default=100, help="held-out one-object prompts judged per mode")
     p.add_argument("--images", type=int, default=4, help="images per prompt for teacher forcing")
     p.add_argument("--skip-random", action="store_true", help="skip the random mini-shape check (~1 GB RAM)")
@@ -115,18 +141,20 @@ def main() -> int:
         judged = {m: adherence(model, m, args.n, Path(tmp)) for m in ["float32", *modes]}
     print(f"\nKL bounds: mean ≤ {KL_MEAN_BOUND}, p99 ≤ {KL_P99_BOUND} nats; adherence: one-object all attributes, "
           f"n = {args.n}, 95 % Wilson")
-    print("| mode | default: KL mean | KL p99 | top-1 | top-k overlap | random mini: KL mean | top-1 | adherence "
-          "[95 %] | passes |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | default: KL mean | KL p99 | top-1 | top-k overlap | VQGAN PSNR dB | random mini: KL mean | "
+          "top-1 | adherence [95 %] | passes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     f32 = judged["float32"]
-    print(f"| float32 | 0 | 0 | 1 | 1 | 0 | 1 | {f32[0]:.1%} [{f32[1]:.1%}, {f32[2]:.1%}] | reference |")
+    print(f"| float32 | 0 | 0 | 1 | 1 | ∞ | 0 | 1 | {f32[0]:.1%} [{f32[1]:.1%}, {f32[2]:.1%}] | reference |")
     for m in modes:
         t, r, a = trained[m], random.get(m), judged[m]
         passes = (t["kl_mean"] <= KL_MEAN_BOUND and t["kl_p99"] <= KL_P99_BOUND and a[1] <= f32[2]
                   and f32[1] <= a[2])
         rand = f"{r['kl_mean']:.2e} | {r['top1']:.4f}" if r else "– | –"
-        print(f"| {m} | {t['kl_mean']:.2e} | {t['kl_p99']:.2e} | {t['top1']:.4f} | {t['topk_overlap']:.4f} | "
-              f"{rand} | {a[0]:.1%} [{a[1]:.1%}, {a[2]:.1%}] | {'yes' if passes else 'NO'} |")
+        name = f"auto ({choice.describe()})" if m == "auto" else m
+        print(f"| {name} | {t['kl_mean']:.2e} | {t['kl_p99']:.2e} | {t['top1']:.4f} | {t['topk_overlap']:.4f} | "
+              f"{t['vqgan_psnr']:.1f} | {rand} | {a[0]:.1%} [{a[1]:.1%}, {a[2]:.1%}] | "
+              f"{'yes' if passes else 'NO'} |")
     return 0
 
 

@@ -112,7 +112,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.verbose:
         print(f"device: {pipe.device}", file=sys.stderr)
         why = pipe.precision_choice.reason if pipe.precision_choice else "asked for (--dtype)"
-        print(f"precision: {args.dtype if pipe.precision_choice is None else pipe.precision_choice.mode} ({why})",
+        print(f"precision: {args.dtype if pipe.precision_choice is None else pipe.precision_choice.describe()} ({why})",
               file=sys.stderr)
     encoded = pipe.tokenizer.encode(args.prompt)
     for note in encoded.notes:

@@ -167,27 +167,36 @@ def test_fp16w_is_exact_for_fp16_checkpoints(pipe, tmp_path):
 
 SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16\n"
 ZEN3 = "model name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
+ZEN4 = "model name\t: AMD EPYC 9R14\nflags\t\t: avx2 fma f16c avx512f avx512_bf16\n"
 ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n"
 
 
-@pytest.mark.parametrize(("cpuinfo", "fbgemm", "mode"), [
-    (SAPPHIRE, True, "bfloat16"), (ZEN3, True, "fp16w"), (ZEN3, False, "float32"), (ARM, False, "float32")])
-def test_auto_precision_follows_what_the_cpu_has(cpuinfo, fbgemm, mode):
+@pytest.mark.parametrize(("cpuinfo", "fbgemm", "mode", "vqgan"), [
+    (SAPPHIRE, True, "bfloat16", ""), (ZEN4, True, "fp16w", "bfloat16"), (ZEN4, False, "bfloat16", ""),
+    (ZEN3, True, "fp16w", ""), (ZEN3, False, "float32", ""), (ARM, False, "float32", "")])
+def test_auto_precision_follows_what_the_cpu_has(cpuinfo, fbgemm, mode, vqgan):
     choice = cpu_precision(parse_cpuinfo(cpuinfo), fbgemm)
-    assert choice.mode == mode and choice.reason
+    assert (choice.mode, choice.vqgan) == (mode, vqgan) and choice.reason
 
 
 def test_auto_loads_the_machines_choice_and_says_why(tiny_model_dir, monkeypatch):
-    import crayonbox.model.hardware as precision
+    import crayonbox.model.hardware as hardware
 
-    monkeypatch.setattr(precision, "cpu_features", lambda: parse_cpuinfo(ZEN3))
-    monkeypatch.setattr(precision, "fbgemm_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_features", lambda: parse_cpuinfo(ZEN3))
+    monkeypatch.setattr(hardware, "fbgemm_available", lambda: False)
     pipe = Pipeline.from_pretrained(tiny_model_dir, dtype="auto")
     assert pipe.dtype == torch.float32 and pipe.precision_choice.mode == "float32"
     assert "AMD EPYC 7763" in pipe.precision_choice.reason
     assert Pipeline.from_pretrained(tiny_model_dir).precision_choice is None  # float32 asked, nothing chosen
-    monkeypatch.setattr(precision, "cpu_features", lambda: parse_cpuinfo(SAPPHIRE))
+    monkeypatch.setattr(hardware, "cpu_features", lambda: parse_cpuinfo(SAPPHIRE))
     assert Pipeline.from_pretrained(tiny_model_dir, dtype="auto").dtype == torch.bfloat16
+    if fbgemm_available():  # AVX-512 BF16 without AMX: fp16-weight transformer, bf16 VQGAN
+        monkeypatch.setattr(hardware, "cpu_features", lambda: parse_cpuinfo(ZEN4))
+        monkeypatch.setattr(hardware, "fbgemm_available", fbgemm_available)
+        zen4 = Pipeline.from_pretrained(tiny_model_dir, dtype="auto")
+        assert zen4.precision_choice.describe() == "fp16w (VQGAN bfloat16)"
+        assert next(zen4.vqgan.parameters()).dtype == torch.bfloat16
+        assert len(zen4("a red dog", num_images=2, seed=3).images) == 2
     monkeypatch.setattr("crayonbox.pipeline.fbgemm_available", lambda: False)
     with pytest.raises(CrayonboxError, match="fp16w needs fbgemm"):
         Pipeline.from_pretrained(tiny_model_dir, dtype="fp16w")

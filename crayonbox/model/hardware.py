@@ -6,10 +6,14 @@ Devices: `auto` takes a GPU when there is one (CUDA, then Apple's mps), else the
 and `mps` ask for one, and a device this machine lacks is a one-line error.
 
 On a CPU the decode step streams every transformer weight once per token, so it is memory-bound for one image
-and compute-bound for a grid; what pays depends on the vector units:
+and compute-bound for a grid, while the VQGAN's convolutions are compute-bound; what pays depends on the
+vector units (numbers from `bench/generate_vs_mindalle.py` and `bench/against.py`, docs/inference.md):
 
-- AMX or AVX-512 BF16 → bfloat16: native bf16 dot products, half the bytes and twice the FLOPs of fp32 (a grid
-  2.1× faster than fp16w on a Sapphire Rapids, `bench/generate_vs_mindalle.py`);
+- AMX → bfloat16 throughout: the tile units make bf16 matmuls cheap at any batch (a mini grid 2.1× faster than
+  fp16w on a Sapphire Rapids, one image as fast);
+- AVX-512 BF16 without AMX (AMD Zen 4) → fp16w transformer, bfloat16 VQGAN: bf16 dot products there do not beat
+  fbgemm's fp16-weight kernels on the decode step (mini shapes, ms per step: 20.0 vs 31.2 at one image, 60.9 vs
+  63.0 at nine), but they halve the VQGAN's time (9 images: 6.3 s vs 12.5 s);
 - AVX2, where fbgemm runs → fp16w: fp16 weights with fp32 maths, half the bytes, no bf16 units needed (bf16 is
   emulated and slow there);
 - anything else → float32: exact, and the one fast path everywhere.
@@ -44,6 +48,10 @@ class CpuFeatures:
         return bool({"amx_bf16", "avx512_bf16"} & self.flags)
 
     @property
+    def amx(self) -> bool:
+        return "amx_bf16" in self.flags
+
+    @property
     def avx2(self) -> bool:
         return "avx2" in self.flags
 
@@ -74,14 +82,23 @@ def cpu_features() -> CpuFeatures:
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    mode: str  # a Pipeline dtype: bfloat16, float16, fp16w, float32
+    mode: str  # the transformer's: a Pipeline dtype (bfloat16, float16, fp16w, float32)
     reason: str  # one line, for --verbose and /healthz
+    vqgan: str = ""  # the VQGAN's dtype when it differs from what `mode` gives it ("": the same)
+
+    def describe(self) -> str:
+        return self.mode + (f" (VQGAN {self.vqgan})" if self.vqgan else "")
 
 
 def cpu_precision(cpu: CpuFeatures, fbgemm: bool) -> PrecisionChoice:
     """The table in this module's docstring."""
+    if cpu.amx:
+        return PrecisionChoice("bfloat16", f"AMX tile units compute bf16: {cpu.summary()}")
+    if cpu.native_bf16 and fbgemm:
+        return PrecisionChoice("fp16w", f"AVX-512 BF16 without AMX: fp16-weight transformer, bf16 VQGAN "
+                               f"({cpu.summary()})", vqgan="bfloat16")
     if cpu.native_bf16:
-        return PrecisionChoice("bfloat16", f"native bf16 units: {cpu.summary()}")
+        return PrecisionChoice("bfloat16", f"AVX-512 BF16, no fbgemm: {cpu.summary()}")
     if cpu.avx2 and fbgemm:
         return PrecisionChoice("fp16w", f"AVX2 without bf16 units: fp16 weights, fp32 maths ({cpu.summary()})")
     return PrecisionChoice("float32", f"no AVX2 fp16 kernels or bf16 units: {cpu.summary()}")

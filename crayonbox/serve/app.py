@@ -168,7 +168,7 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
                       max_batch_images=s.config.max_batch_images, cache_rows=s.capacity_rows,
                       queue_images=s.queue_images, batch_images=s.batch_images,
                       tokens_per_s=round(s.tokens_per_s, 2), defaults=pipe.defaults.to_dict(),
-                      precision=precision.mode, precision_reason=precision.reason)
+                      precision=precision.describe(), precision_reason=precision.reason)
         return JSONResponse(body.model_dump(), 503 if s.draining else 200)
 
     @app.get("/metrics", include_in_schema=False)

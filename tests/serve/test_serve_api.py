@@ -216,12 +216,12 @@ def test_expected_wait_past_deadline_503(pipe):
 
 
 def test_healthz_says_which_precision_auto_chose_and_why(tiny_model_dir, monkeypatch):
-    import crayonbox.model.hardware as precision
+    import crayonbox.model.hardware as hardware
     from crayonbox.serve.app import precision_of
     from crayonbox.serve.worker import WorkerProcess
 
-    monkeypatch.setattr(precision, "cpu_features", lambda: precision.parse_cpuinfo(
-        "model name\t: Test CPU\nflags\t\t: avx2 avx512f avx512_bf16\n"))
+    monkeypatch.setattr(hardware, "cpu_features", lambda: hardware.parse_cpuinfo(
+        "model name\t: Test CPU\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16\n"))
     worker = WorkerProcess(tiny_model_dir, dtype="auto")  # not started: only its settings are read
     assert precision_of(worker).mode == "bfloat16" and "Test CPU" in precision_of(worker).reason
     assert precision_of(WorkerProcess(tiny_model_dir, dtype="int8")).mode == "int8"
