@@ -41,7 +41,8 @@ def worker_main(conn, folder: str, dtype: str, threads: int, config: SchedulerCo
         scheduler = Scheduler(Pipeline.from_pretrained(folder, dtype=dtype, device=device), config).start()
     except Exception as e:  # the parent prints it as the CLI's one-line error
         user_error = isinstance(e, CrayonboxError)
-        log.error("loading %s failed", folder, exc_info=not user_error)
+        if not user_error:  # a user's error is the parent's one line; anything else keeps its traceback here
+            log.error("loading %s failed", folder, exc_info=True)
         channel.send(("error", str(e) if user_error else f"the model worker failed to start: {type(e).__name__}: {e}"))
         return
     channel.send(("ready", {"capacity_rows": scheduler.capacity_rows}))
