@@ -44,7 +44,7 @@ from crayonbox.serve.schemas import (
     InvalidField,
     short_text,
 )
-from crayonbox.serve.sessions import Session, SessionStream, accept, encode_images, outcome, served_pngs
+from crayonbox.serve.sessions import Session, SessionStream, accept, encode_images, respond, served_pngs
 from crayonbox.serve.tickets import Done, Failed, Frame, Queued, Result, Started, Ticket
 from crayonbox.serve.worker import WorkerProcess
 
@@ -187,18 +187,11 @@ def create_app(backend: Pipeline | WorkerProcess, config: ServeConfig | None = N
     async def generate(body: GenerateRequest, request: Request) -> Response:
         """Draw `n` images and answer when they are ready: base64 PNGs, seeds and every token id used."""
         session = await accept(app, body, request, "generate", frames=False)
-        code = 499  # nginx's "client closed request", until something else is sent
-        try:
-            event = await outcome(session, request)
-            if event is None:
-                return Response(status_code=code)
-            if isinstance(event, Failed):
-                code = event.status
-                return _failure_response(event)
-            code = 200
+
+        async def done(event: Done) -> Response:
             return JSONResponse(await _result_json(app, session, event.result))
-        finally:
-            session.close(code)
+
+        return await respond(session, request, _failure_response, done)
 
     @app.post("/v1/generate/stream", responses=REFUSALS | {200: {"content": {"text/event-stream": {}}}})
     async def generate_stream(body: GenerateRequest, request: Request) -> StreamingResponse:

@@ -32,8 +32,8 @@ from crayonbox.serve.schemas import (
     SamplerRequest,
     short_text,
 )
-from crayonbox.serve.sessions import API_KEY_HEADER, accept, client_id, outcome, served_pngs
-from crayonbox.serve.tickets import Failed
+from crayonbox.serve.sessions import API_KEY_HEADER, accept, client_id, respond, served_pngs
+from crayonbox.serve.tickets import Done, Failed
 
 OPENAI_PATH = "/v1/images/generations"
 ENDPOINT = "openai"  # the `endpoint` label of crayonbox_requests_total
@@ -179,23 +179,20 @@ async def images_generations(body: ImageGenerationRequest, request: Request) -> 
     key = None if request.headers.get(API_KEY_HEADER) else _bearer(request)
     session = await accept(request.app, work, request, ENDPOINT, frames=False,
                            client=client_id(request, state.config.api_keys, key))
-    code = 499  # nginx's "client closed request", until something else is sent
-    try:
-        event = await outcome(session, request)
-        if event is None:
-            return Response(status_code=code)
-        if isinstance(event, Failed):
-            code = 400 if event.status == 422 else event.status
-            retry = "" if event.retry_after_s is None else str(max(1, round(event.retry_after_s)))
-            return error_response(code, short_text(event.message), retry_after=retry)
+
+    def failed(event: Failed) -> Response:
+        retry = "" if event.retry_after_s is None else str(max(1, round(event.retry_after_s)))
+        return error_response(400 if event.status == 422 else event.status, short_text(event.message),
+                              retry_after=retry)
+
+    async def done(event: Done) -> Response:
         pngs = await served_pngs(request.app, event.result)
-        code = 200
         revised = event.result.encoding.normalized
         return JSONResponse({"created": int(time.time()),
                              "data": [{"b64_json": png, "revised_prompt": revised, "seed": seed}
                                       for png, seed in zip(pngs, event.result.seeds, strict=True)]})
-    finally:
-        session.close(code)
+
+    return await respond(session, request, failed, done)
 
 
 def _bearer(request: Request) -> str | None:

@@ -9,10 +9,10 @@ import asyncio
 import base64
 import io
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from PIL import Image
 
 from crayonbox.errors import CrayonboxError
@@ -101,6 +101,22 @@ async def outcome(session: Session, request: Request) -> Done | Failed | None:
             continue
         if isinstance(event, Done | Failed):
             return event
+
+
+async def respond(session: Session, request: Request, failed: Callable[[Failed], Response],
+                  done: Callable[[Done], Awaitable[Response]]) -> Response:
+    """Wait for the outcome and answer it (`failed` / `done` build the endpoint's own response); the session
+    closes with the status sent, 499 (nginx's "client closed request") when the client went away first."""
+    code = 499
+    try:
+        event = await outcome(session, request)
+        if event is None:
+            return Response(status_code=code)
+        response = failed(event) if isinstance(event, Failed) else await done(event)
+        code = response.status_code
+        return response
+    finally:
+        session.close(code)
 
 
 async def served_pngs(app: FastAPI, result: Result) -> list[str]:
