@@ -13,7 +13,7 @@ from typing import Any
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.hub import CARD_FILES
-from crayonbox.model_folder import WEIGHTS, ModelFolder
+from crayonbox.model_folder import WEIGHTS, ModelFolder, read_safetensors_header
 
 NORMALISERS = {
     "official": "English: the official normaliser transliterates other scripts to ASCII (unidecode)",
@@ -25,13 +25,11 @@ SHOWN_WORDS = 60  # of a derived word list, so a 50k vocabulary does not flood t
 
 def parameter_count(path: Path) -> int:
     """Number of values in a safetensors file, from its JSON header (no tensor is read)."""
+    entries, _ = read_safetensors_header(path)
     try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size))
-        return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CrayonboxError(f"cannot read the header of {path}: {e}".splitlines()[0]) from None
+        return sum(math.prod(int(n) for n in entry["shape"]) for entry in entries.values())
+    except (KeyError, TypeError, ValueError) as e:
+        raise CrayonboxError(f"cannot read the header of {path}: {e!r}") from None
 
 
 def describe(folder: str | Path) -> list[tuple[str, str]]:

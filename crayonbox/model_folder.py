@@ -21,6 +21,7 @@ which write folders, use directly).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,8 +29,7 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from crayonbox.config import (
     ModelConfig,
@@ -90,15 +90,60 @@ def load_component_config(folder: Path, name: str) -> dict[str, Any]:
     return read_json(sub / "config.json")
 
 
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The tensors' entries of a .safetensors header (dtype, shape, data_offsets) and where the data starts."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= 100 * 2**20:
+                raise ValueError(f"header size {size}")
+            header = json.loads(f.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CrayonboxError(f"corrupt weights file {path}: {e}".splitlines()[0]) from None
+    return {k: v for k, v in header.items() if k != "__metadata__"}, 8 + size
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a .safetensors file, read with plain reads into memory it owns.
+
+    Hand-written instead of `safetensors.torch.load_file`, which maps the file: the mapped pages count in the
+    process's resident memory beside the tensors, so loading dalle-mega (4.9 GB in fp16) peaked at 11.6 GiB for
+    a model that ends at 6.5 GiB. Read this way the file's pages stay in the page cache, outside the process."""
+    entries, start = read_safetensors_header(path)
+    end = path.stat().st_size
+    tensors: dict[str, torch.Tensor] = {}
+    with open(path, "rb") as f:
+        for name, entry in entries.items():
+            try:
+                dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+                begin, stop = (start + int(o) for o in entry["data_offsets"])
+                tensor = torch.empty([int(n) for n in entry["shape"]], dtype=dtype)
+            except (KeyError, TypeError, ValueError) as e:
+                raise CrayonboxError(f"corrupt weights file {path}: tensor {name!r}: {e!r}") from None
+            raw = tensor.view(-1).view(torch.uint8) if tensor.numel() else tensor.view(torch.uint8)
+            if stop - begin != raw.numel() or stop > end or begin < start:
+                raise CrayonboxError(f"corrupt weights file {path}: tensor {name!r} has {stop - begin} bytes "
+                                     f"where {entry['dtype']} {entry['shape']} needs {raw.numel()}")
+            f.seek(begin)
+            if raw.numel() and f.readinto(memoryview(raw.numpy())) != raw.numel():
+                raise CrayonboxError(f"corrupt weights file {path}: tensor {name!r} is cut short")
+            tensors[name] = tensor
+    return tensors
+
+
 def load_component_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
     """Read a component's `model.safetensors`."""
     path = Path(folder) / name / WEIGHTS
     if not path.exists():
         raise CrayonboxError(f"missing weights file: {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CrayonboxError(f"corrupt weights file {path}: {e}") from None
+    return read_safetensors(path)
 
 
 def write_pipeline_json(

@@ -200,3 +200,24 @@ def test_auto_loads_the_machines_choice_and_says_why(tiny_model_dir, monkeypatch
     monkeypatch.setattr("crayonbox.pipeline.fbgemm_available", lambda: False)
     with pytest.raises(CrayonboxError, match="fp16w needs fbgemm"):
         Pipeline.from_pretrained(tiny_model_dir, dtype="fp16w")
+
+
+def test_weights_reader_matches_safetensors_and_refuses_damage(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from crayonbox.model_folder import read_safetensors
+
+    mixed = {"f16": torch.randn(3, 5).half(), "bf16": torch.randn(7).bfloat16(), "i64": torch.arange(4),
+             "empty": torch.zeros(0, 3), "scalar": torch.tensor(2.5), "flag": torch.tensor([True, False])}
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    for path in (tmp_path / "mixed.safetensors", tiny_model_dir / "bart" / "model.safetensors"):
+        ours, theirs = read_safetensors(path), load_file(str(path))
+        assert ours.keys() == theirs.keys()
+        assert all(ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]) for k in ours)
+    data = (tmp_path / "mixed.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-3])
+    with pytest.raises(CrayonboxError, match="corrupt weights file .*cut.safetensors"):
+        read_safetensors(tmp_path / "cut.safetensors")
+    (tmp_path / "huge.safetensors").write_bytes((2**40).to_bytes(8, "little") + data[8:])
+    with pytest.raises(CrayonboxError, match="header size"):
+        read_safetensors(tmp_path / "huge.safetensors")
