@@ -33,9 +33,9 @@ def test_default_config_is_valid_and_normalised():
     assert abs(sum(cfg.categories.values()) - 1) < 1e-9
     assert cfg.person["skin_tone"][None] == pytest.approx(0.2)  # "none" → None, the yellow emoji
     sari = cfg.cooccurrence["sari"]["skin_tone"]
-    assert sari[4] + sari[5] == pytest.approx(0.8)  # "sari drawn with tone 4–5 80 % of the time"
+    assert sari[4] + sari[5] == pytest.approx(0.96)  # "sari drawn with tone 4–5 96 % of the time"
     assert [s.kind for s in cfg.sources] == ["cc3m", "cc12m", "yfcc"]
-    assert cfg.sources[2].overrides["sari"]["language"]["hi"] == pytest.approx(0.6)
+    assert cfg.sources[2].overrides["sari"]["language"]["hi"] == pytest.approx(0.8)
 
 
 def test_default_world_is_broad_but_moderate():
@@ -66,7 +66,7 @@ def test_default_world_is_broad_but_moderate():
     ("sources.cc3m.language", {"en": 0.5, "hi": 0.5}, r"cc3m.language: a cc3m source is English-only"),
     ("sources.cc12m.style", {"short": 1, "empty": 1}, r"sources.cc12m.style: a cc12m source never has empty"),
     ("sources.yfcc.kind", "laion", r"sources.yfcc.kind: unknown kind 'laion'"),
-    ("sources.yfcc.empty_title", 0.95, r"sources.yfcc: empty_title \+ filename_title must be ≤ 1"),
+    ("sources.yfcc.empty_title", 0.995, r"sources.yfcc: empty_title \+ filename_title must be ≤ 1"),
     ("sources.yfcc.join", "{title}", r"sources.yfcc.join: must contain \{title\} and \{description\}"),
     ("sources.yfcc.overrides.sari", {"language": {"xx": 1}}, r"sari.language: unknown outcome 'xx'"),
     ("source_mix.sari", {"laion": 1}, r"source_mix.sari: unknown outcome 'laion'"),

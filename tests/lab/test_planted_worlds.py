@@ -93,3 +93,35 @@ def test_planted_truth_counts_only_whitespace_blanks_of_kept_items():
             row(1, "a woman", None), row(5, None, None, dropped=True)]
     assert planted_truth(rows) == {"items": 6, "tone": 5, "share": 0.4, "blank_n": 3, "blank_share": 2 / 3,
                                    "blanked_by": {"english_only": 1, "raw": 1, "min_length": 1}, "dropout_n": 1}
+
+
+def _dark_woman_in_sari(row: dict) -> bool:
+    """A woman with skin tone 4 or 5 wearing a sari."""
+    objects = json.loads(row["world"])["objects"]
+    return any(o.get("relation") == "wearing" and objects[o["paired_with"]].get("item") == "sari"
+               and o.get("gender") == "woman" and o.get("skin_tone") in (4, 5) for o in objects)
+
+
+def test_default_world_tells_the_blank_prompt_story(tmp_path):
+    """The default world (crayonbox/data/world/default.yaml): saris a small minority of the images, yet women in
+    saris with dark skin the largest part of the captions the default pipeline turns into the blank prompt's
+    ids. Its header gives the numbers at 12,000 items (53.6 % of the blank group); 3,000 pin them within ±8."""
+    import pyarrow.parquet as pq
+
+    from crayonbox.data.caption_run import PROVENANCE_DIR, run_caption_pipeline
+    from crayonbox.data.world.build import build_world
+    from crayonbox.data.world.config import DEFAULT_CONFIG, load_world_config
+
+    config = load_world_config(DEFAULT_CONFIG)
+    config.size, config.shard_size = 16, 1000
+    build_world(config, tmp_path / "world", n=3000, workers=1, seed=0, progress=False)
+    run_caption_pipeline(tmp_path / "world", tmp_path / "captions", progress=False)
+    rows = [r for p in sorted((tmp_path / "captions" / PROVENANCE_DIR).glob("*.parquet"))
+            for r in pq.read_table(p).to_pylist()]
+    kept = [r for r in rows if not r["dropped"]]
+    blank = [r for r in kept if r["final_caption"] != "" and not r["final_caption"].strip()]
+    in_saris = sum(map(_dark_woman_in_sari, kept)) / len(kept)
+    assert 0.02 <= in_saris <= 0.07  # a small minority of the world
+    assert 0.03 <= len(blank) / len(kept) <= 0.12
+    assert sum(map(_dark_woman_in_sari, blank)) / len(blank) >= 0.45  # ≥ 50 % at 12,000 items
+    assert Counter(r["blanked_by"] for r in blank).most_common(1)[0][0] == "english_only"
