@@ -111,6 +111,10 @@ class JudgeTrainConfig:
     gender_weight: float = option(2.0, "loss weight of gender, the subtlest attribute (a few pixels at 20 px)")
     empty_share: float = option(0.05, "extra crops of bare background, labelled \"none\"")
     augment: float = option(0.1, "chance per crop of blur + noise (generated images are softer than renders)")
+    round_trip_vqgan: str = option("", "a VQGAN (or model) folder: --round-trip-share of the training renders, "
+                                       "and a copy of the held-out ones, pass through its encode → decode, as "
+                                       "the model's own images do; \"\" = clean renders only")
+    round_trip_share: float = option(0.5, "share of the training renders replaced by their VQGAN round trip")
     seed: int = option(0, "renders, initialisation and batch order all follow it")
     workers: int = option(2, "processes rendering the training images")
     threads: int = option(0, "torch threads (0: torch's default)")

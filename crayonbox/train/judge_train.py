@@ -27,6 +27,7 @@ from crayonbox.config import remove_stale_temporaries
 from crayonbox.data.world.build import make_world
 from crayonbox.data.world.render import BACKGROUND_KINDS, COLOURS
 from crayonbox.errors import CrayonboxError
+from crayonbox.model.images import as_rgb_array
 from crayonbox.model.judge import (
     GENDER_LABELS,
     LAYOUT,
@@ -43,6 +44,7 @@ from crayonbox.model.judge import (
     crop_slots,
     slot_boxes,
 )
+from crayonbox.model.vqgan_io import load_vqgan, round_trip
 from crayonbox.outdir import claim_output_folder
 from crayonbox.train.configs import JudgeTrainConfig
 from crayonbox.train.judge_data import (
@@ -156,6 +158,28 @@ def evaluate_judge(judge: Judge, images: np.ndarray, labels: list[dict[str, str]
             "all_attributes_right": float(np.mean([p == t for p, t in pairs]))}
 
 
+def _round_trip_vqgan(cfg: JudgeTrainConfig, size: int) -> Any:
+    """The VQGAN whose round trips the judge learns from (None without --round-trip-vqgan); it must draw at the
+    world's size."""
+    if not cfg.round_trip_vqgan:
+        return None
+    if not 0 <= cfg.round_trip_share <= 1:
+        raise CrayonboxError(f"judge: --round-trip-share must be in [0, 1], got {cfg.round_trip_share}")
+    vqgan, _ = load_vqgan(Path(cfg.round_trip_vqgan))
+    if vqgan.cfg.resolution != size:
+        raise CrayonboxError(f"judge: the VQGAN in {cfg.round_trip_vqgan} draws {vqgan.cfg.resolution} px images "
+                             f"but the world renders {size} px; give the VQGAN trained on this world")
+    return vqgan.eval()
+
+
+def _through(vqgan: Any, images: np.ndarray) -> np.ndarray:
+    """uint8 N×S×S×3 renders after encode → decode (the best token sequence for each, drawn back)."""
+    if not len(images):
+        return images
+    with torch.no_grad():
+        return np.stack([as_rgb_array(im) for im in round_trip(vqgan, list(images))])
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A judge config without the options that do not change the result (progress bars, processes)."""
     training = {k: v for k, v in config["training"].items() if k not in RESULT_NEUTRAL_OPTIONS}
@@ -263,6 +287,10 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
 
     images, labels = render_set(neutral, cfg.train_images, cfg.seed, TRAIN_SET, cfg.workers, cfg.progress)
     eval_images, eval_labels = render_set(neutral, cfg.eval_images, cfg.seed, EVAL_SET, 1)
+    vqgan = _round_trip_vqgan(cfg, size)
+    if vqgan is not None:
+        pick = np.random.default_rng([cfg.seed, 5]).random(len(images)) < cfg.round_trip_share
+        images[pick] = _through(vqgan, images[pick])
     empties = empty_crops(neutral, round(cfg.empty_share * 2 * cfg.train_images), cfg.seed)
     data = TrainingSet(images, labels, empties, vocab, net_cfg, cfg.seed, cfg.batch_size)
     render_seconds = time.perf_counter() - started
@@ -287,6 +315,9 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     metrics: dict[str, Any] = {"held_out": evaluate_judge(judge, eval_images, eval_labels),
                                "epoch_losses": losses, "steps": total, "crops": len(data.crops),
                                "train_images": cfg.train_images}
+    if vqgan is not None:  # what the judge reads in practice: the model's images are VQGAN decodes
+        metrics["held_out_round_trip"] = evaluate_judge(judge, _through(vqgan, eval_images), eval_labels)
+        metrics["round_trip_vqgan"] = str(Path(cfg.round_trip_vqgan).resolve())
     if "folder" in provenance and cfg.world_sample > 0:
         sample_images, sample_labels = world_sample(Path(provenance["folder"]), cfg.world_sample)
         if sample_labels:

@@ -198,3 +198,28 @@ def test_held_out_world_renders_confusion(default_world):
     wrong_tone = sum(confusion.counts[i, j] for i, a in enumerate(OUTCOMES) for j, b in enumerate(OUTCOMES)
                      if a in TONES and b in TONES and a != b)
     assert wrong_tone == 0  # a person's tone is never read as another tone on clean renders
+
+
+def test_calibration_recovers_a_planted_vqgan_colour_shift():
+    """A stand-in 'VQGAN' that darkens every colour by a known amount and blurs edges: the calibrated palette is
+    each Noto tone shifted by exactly that amount, and the calibrated meter reads the shifted images' tones,
+    which the plain meter misses (the shift is larger than its matching distance)."""
+    from crayonbox.lab.instruments.skin_tone import calibrated_config
+
+    shift = np.array([-22, -18, -14])
+
+    def through(image: np.ndarray) -> np.ndarray:
+        shifted = np.clip(image.astype(int) + shift, 0, 255).astype(np.uint8)
+        return np.asarray(Image.fromarray(shifted).filter(ImageFilter.GaussianBlur(0.6)))
+
+    clean = [patch(TONE_RGB[t], side=32, box=12) for t in TONES for _ in range(2)]
+    cfg = calibrated_config(clean, [through(im) for im in clean])
+    for tone, colour in zip(TONES, cfg.palette, strict=False):
+        assert np.abs(np.array(colour) - np.clip(np.array(TONE_RGB[tone]) + shift, 0, 255)).max() <= 1, tone
+    assert cfg.palette[-1] == tuple(int(c) for c in SkinToneConfig().palette[-1])  # yellow never seen: kept
+    plain, calibrated = SkinToneMeter(), SkinToneMeter(cfg)
+    held_out = [through(patch(TONE_RGB[t], side=32, box=10)) for t in TONES]
+    assert [r["skin_tone"] for r in calibrated.measure(held_out)] == list(TONES)
+    assert sum(r["skin_tone"] == t for r, t in zip(plain.measure(held_out), TONES, strict=True)) <= 2
+    with pytest.raises(CrayonboxError, match="palette needs 6 colours"):
+        SkinToneConfig(palette=((1, 2, 3),)).validate()

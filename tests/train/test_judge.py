@@ -189,3 +189,29 @@ def test_train_judge_command_writes_a_judge_and_prints_its_accuracy(tmp_path, ca
     judge = Judge.load(tmp_path / "judge")
     metrics = json.loads((tmp_path / "judge" / "metrics.json").read_text())
     assert metrics["held_out"]["n"] == 20 and judge.config.vocab["count"]
+
+
+def test_judge_learns_and_is_scored_on_vqgan_round_trips(trained, tmp_path):
+    """With --vqgan, a share of the training renders and a copy of the held-out ones pass through that VQGAN:
+    a random-weight VQGAN wrecks colours, so the round-trip accuracy must be reported apart and fall below the
+    clean one, which stays well above chance (half the training renders are still clean)."""
+    import torch
+
+    from crayonbox.config import VQGAN_PRESETS
+    from crayonbox.model.vqgan import VQGAN
+    from crayonbox.model_folder import save_component
+
+    world, _, clean_metrics = trained
+    torch.manual_seed(0)
+    cfg = VQGAN_PRESETS["small32"]
+    save_component(tmp_path / "vq", "vqgan", cfg.to_dict(), VQGAN(cfg).state_dict())
+    metrics = mini_judge(world, tmp_path / "judge", round_trip_vqgan=str(tmp_path / "vq" / "vqgan"))
+    trip = metrics["held_out_round_trip"]
+    assert trip["n"] == MINI_JUDGE["eval_images"] and metrics["round_trip_vqgan"].endswith("vqgan")
+    assert metrics["held_out"]["summary"]["count"] >= 0.55  # chance 1/3; half the renders it learnt from are wrecked
+    assert trip["summary"]["background_colour"] < metrics["held_out"]["summary"]["background_colour"] - 0.2
+
+    tiny = VQGAN_PRESETS["tiny"]  # 16 px: not this 32 px world's
+    save_component(tmp_path / "vq16", "vqgan", tiny.to_dict(), VQGAN(tiny).state_dict())
+    with pytest.raises(CrayonboxError, match="draws 16 px images but the world renders 32 px"):
+        mini_judge(world, tmp_path / "judge16", round_trip_vqgan=str(tmp_path / "vq16"))

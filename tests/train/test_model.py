@@ -97,19 +97,30 @@ def test_bfloat16_autocast_trains_when_the_model_supports_it(toy_tokens, toy_tok
     assert torch.get_num_threads() == 1
 
 
-def test_steps_zero_fits_the_run_into_max_minutes(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path):
+def test_steps_zero_fits_the_run_into_max_minutes(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path, monkeypatch):
+    """The loop's clock is replaced by one that advances a fixed amount per reading, so the machine's speed
+    swings (± 30 % on these VMs, worse under other jobs) cannot move the plan: it must then fit the budget
+    exactly, end its cosine, and stop inside the budget."""
+    from types import SimpleNamespace
+
+    from crayonbox.train import loop
+
+    clock = SimpleNamespace(now=0.0)
+
+    def perf_counter() -> float:
+        clock.now += 0.005
+        return clock.now
+
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=perf_counter))
     budget_s = 4.0
     cfg = tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "m", steps=0,
                       max_minutes=budget_s / 60, warmup_steps=5, eval_every=1000, checkpoint_every=1000)
     provenance = train(cfg)
     rows = read_metrics(tmp_path / "m" / "train" / "metrics.csv")
-    # The plan is fixed from the first steps' speed; on a loaded machine later steps can be slower, and the
-    # budget then stops the run early rather than overrunning it. This VM's speed swings by ±30 % within a
-    # minute (measured in session 3: one CI run stopped at 112 of 153 planned steps), hence 0.6.
     assert provenance["planned_steps"] > 5 and len(rows) == provenance["steps"]
-    assert provenance["steps"] >= 0.6 * provenance["planned_steps"]
+    assert provenance["steps"] >= 0.9 * provenance["planned_steps"]
     if provenance["steps"] == provenance["planned_steps"]:  # the cosine ran to its end
         assert float(rows[-1]["lr"]) == pytest.approx(cfg.learning_rate * cfg.min_lr_ratio, rel=0.05)
-    assert float(rows[-1]["elapsed_s"]) < budget_s * 1.5
+    assert float(rows[-1]["elapsed_s"]) <= budget_s
     with pytest.raises(CrayonboxError, match="--max-minutes"):
         train(tiny_config(toy_tokens, toy_tokenizer, toy_vqgan, tmp_path / "n", steps=0))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,9 @@ class SkinToneConfig:
     blend_ratio: float = 0.6  # d(nearest tone) / d(second tone) above this: too close to call
     blend_width: float = 2.5  # ΔE off the line between two neighbouring tones that still makes a blend
     decoys: tuple[tuple[int, int, int], ...] = DEFAULT_DECOYS  # known non-skin colours near skin colours
+    # The skin colours looked for: tones 1–5, then the yellow default. Noto's own by default; a meter for a
+    # model's images uses the colours its VQGAN paints those skins with (`calibrated_palette`).
+    palette: tuple[tuple[int, int, int], ...] = tuple(map(tuple, PALETTE_RGB.tolist()))
     denoise: bool = True  # 3×3 median first (images ≥ 32 px): noise must not scatter skin off the palette
     background_distance: float = 6.0  # pixels this close to a dominant border colour are background
     border: int = 2  # width in px of the ring that estimates the background (at 64 px; scaled with size)
@@ -95,6 +98,9 @@ class SkinToneConfig:
 
     def validate(self) -> SkinToneConfig:
         """Check the thresholds make sense together; returns self."""
+        if len(self.palette) != len(TONES) + 1:
+            raise CrayonboxError(f"skin tone: palette needs {len(TONES) + 1} colours (tones 1–5, yellow), "
+                                 f"got {len(self.palette)}")
         if not 0 < self.max_distance < 30:
             raise CrayonboxError(f"skin tone: max_distance {self.max_distance} must be in (0, 30) ΔE")
         if not 0 < self.blend_ratio <= 1:
@@ -153,9 +159,9 @@ def _denoised(rgb: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _codebook(decoys: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+def _codebook(palette: tuple[tuple[int, int, int], ...], decoys: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     """Lab rows: the 5 tones, yellow, then the decoys."""
-    rows = np.concatenate([PALETTE_RGB, np.array(decoys, dtype=np.uint8).reshape(-1, 3)])
+    rows = np.concatenate([np.array(palette, dtype=np.uint8), np.array(decoys, dtype=np.uint8).reshape(-1, 3)])
     return srgb_to_lab(rows).astype(np.float32)
 
 
@@ -165,10 +171,10 @@ def _distances(lab: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
-def _distance_to_tone_lines(lab: np.ndarray) -> np.ndarray:
-    """Distance of each colour to the nearest segment between two neighbouring tones (1–2, …, 4–5), counted
-    only strictly between the ends (sRGB mixes of two tones stay within 1 ΔE of that segment)."""
-    tones = PALETTE_LAB[:YELLOW_INDEX].astype(np.float32)
+def _distance_to_tone_lines(lab: np.ndarray, tones: np.ndarray) -> np.ndarray:
+    """Distance of each colour to the nearest segment between two neighbouring tones (1–2, …, 4–5; `tones`:
+    their Lab rows), counted only strictly between the ends (sRGB mixes of two tones stay within 1 ΔE of that
+    segment)."""
     best = np.full(len(lab), np.inf, dtype=np.float32)
     for a, b in zip(tones[:-1], tones[1:], strict=True):
         axis = b - a
@@ -192,7 +198,8 @@ def read_skin(image: ImageLike, cfg: SkinToneConfig | None = None) -> SkinReadin
     rgb = _denoised(rgb) if cfg.denoise else rgb
     h, w = rgb.shape[:2]
     flat = srgb_to_lab(rgb.reshape(-1, 3)).astype(np.float32)
-    dist = _distances(flat, _codebook(tuple(cfg.decoys)))
+    codebook = _codebook(tuple(map(tuple, cfg.palette)), tuple(cfg.decoys))
+    dist = _distances(flat, codebook)
     nearest = dist.argmin(1)
     d1 = dist[np.arange(len(dist)), nearest]
     # Skin: nearest to a palette colour (not to a decoy) and close to it.
@@ -204,8 +211,7 @@ def read_skin(image: ImageLike, cfg: SkinToneConfig | None = None) -> SkinReadin
     if len(background):
         not_background = _distances(flat, background.astype(np.float32)).min(1) > cfg.background_distance
         skin &= not_background
-        tones = PALETTE_LAB[:YELLOW_INDEX].astype(np.float32)
-        bg_to_palette = _distances(tones, background.astype(np.float32))
+        bg_to_palette = _distances(codebook[:YELLOW_INDEX], background.astype(np.float32))
         hidden = [TONES[i] for i in range(len(TONES)) if bg_to_palette[i].min() <= cfg.background_distance]
 
     # Clear skin is near one tone and much nearer to it than to any other tone; a blend lies on the line
@@ -213,7 +219,7 @@ def read_skin(image: ImageLike, cfg: SkinToneConfig | None = None) -> SkinReadin
     # clear votes: a colour on the line between two tones stays ambiguous whatever else is painted with it.
     tone_dist = np.sort(dist[:, :YELLOW_INDEX], axis=1)
     ambiguous = (nearest != YELLOW_INDEX) & (tone_dist[:, 0] > cfg.blend_ratio * tone_dist[:, 1])
-    off_line = _distance_to_tone_lines(flat)
+    off_line = _distance_to_tone_lines(flat, codebook[:YELLOW_INDEX])
     blend = not_background & ~(skin & ~ambiguous) & (off_line <= cfg.blend_width)
     skin &= ~ambiguous
     clear = skin.reshape(h, w)
@@ -239,6 +245,41 @@ def _decide(tone_pixels: dict[str, int], yellow: int, blend: int, hidden: list[s
     if second_n >= cfg.mixed_share * toned and second_n >= cfg.min_share * area:
         return MIXED
     return top if top_n >= cfg.dominance * toned else UNCLEAR
+
+
+def calibrated_config(clean: Sequence[ImageLike], through: Sequence[ImageLike],
+                      base: SkinToneConfig | None = None, min_pixels: int = 20,
+                      match: float = 3.0) -> SkinToneConfig:
+    """A meter config for images drawn through a VQGAN: each palette colour becomes the colour the VQGAN paints
+    it with. `clean` are renders, `through` the same renders after encode → decode (same order). For each
+    palette colour, the pixels of the clean renders within `match` ΔE of it, away from edges (eroded: a VQGAN
+    blurs edges into blends) and off the backdrop, are looked up in the round trips; the per-channel median
+    there is the new colour. A colour seen in fewer than `min_pixels` such pixels keeps its old value. Decoys
+    within `match` ΔE of a new colour are dropped (they would split real skin in two)."""
+    base = base or SkinToneConfig()
+    centres = srgb_to_lab(np.array(base.palette, dtype=np.uint8)).astype(np.float32)
+    gathered: list[list[np.ndarray]] = [[] for _ in base.palette]
+    for image, drawn in zip(clean, through, strict=True):
+        rgb, out = as_rgb_array(image), as_rgb_array(drawn)
+        if out.shape != rgb.shape:
+            out = np.asarray(Image.fromarray(out).resize(rgb.shape[1::-1], Image.Resampling.BILINEAR))
+        lab = srgb_to_lab(rgb.reshape(-1, 3)).astype(np.float32)
+        dist = _distances(lab, centres)
+        background = _background_lab(rgb, base)
+        off_backdrop = (np.ones(len(lab), dtype=bool) if not len(background)
+                        else _distances(lab, background.astype(np.float32)).min(1) > base.background_distance)
+        for k in range(len(centres)):
+            area = ((dist[:, k] <= match) & off_backdrop).reshape(rgb.shape[:2])
+            core = ndimage.binary_erosion(area, structure=np.ones((3, 3), dtype=bool))
+            if core.any():
+                gathered[k].append(out[core])
+    palette = tuple(tuple(int(c) for c in np.median(np.concatenate(rows), axis=0).round())
+                    if rows and sum(len(r) for r in rows) >= min_pixels else tuple(old)
+                    for rows, old in zip(gathered, base.palette, strict=True))
+    new_lab = srgb_to_lab(np.array(palette, dtype=np.uint8))
+    decoys = tuple(d for d in base.decoys
+                   if np.linalg.norm(new_lab - srgb_to_lab(np.array(d, dtype=np.uint8)), axis=1).min() > match)
+    return replace(base, palette=palette, decoys=decoys)
 
 
 def measure_decoys(glyphs: dict[str, Image.Image], min_share: float = 0.03,
