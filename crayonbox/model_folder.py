@@ -10,6 +10,8 @@
       tokenizer/normalizer.json     how prompts are normalised before tokenizing
       world.yaml                    optional, for models trained on a synthetic world: its concepts (`pool`),
                                     named by provenance.world_config
+      reference/                    optional: the training images measured by the lab's instruments
+                                    (`crayonbox lab reference`): labels.parquet, groups.json, manifest.json
 
 Weights are only ever read with safetensors: nothing in a model folder is unpickled.
 
@@ -48,6 +50,7 @@ from crayonbox.text.vocabulary import WordCheck
 FORMAT = "crayonbox"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+REFERENCE_DIR = "reference"  # the training reference table (`crayonbox lab reference`)
 # A BPE this large is a general English vocabulary (dalle-mini's has 50264 ids), not the words of one world.
 OPEN_VOCABULARY_SIZE = 30000
 
@@ -184,6 +187,17 @@ def read_pipeline_json(folder: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class ReferenceFiles:
+    """A model folder's training reference table as stored: its two JSON files read, and where its labels are
+    (labels.parquet is read by the lab with pyarrow, which generation and the server never need to load)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    groups: dict[str, Any]
+    labels_path: Path
+
+
 @dataclass
 class ModelInfo:
     """What a model folder says besides its weights: configs, tokenizer, sampler defaults, provenance. Enough
@@ -283,6 +297,18 @@ class ModelFolder:
     @property
     def provenance(self) -> dict[str, Any]:
         return self.meta.get("provenance") or {}
+
+    def reference_files(self) -> ReferenceFiles | None:
+        """MODEL/reference/ (`crayonbox lab reference`), or None when the folder ships no reference table."""
+        folder = self.path / REFERENCE_DIR
+        if not folder.is_dir():
+            return None
+        labels = folder / "labels.parquet"
+        if not labels.is_file():
+            raise CrayonboxError(f"{folder} is incomplete (no labels.parquet): rebuild it with `crayonbox lab "
+                                 f"reference {self.path} --data SHARDS --force`")
+        return ReferenceFiles(folder, read_json(folder / "manifest.json"), read_json(folder / "groups.json"),
+                              labels)
 
     def weights(self, name: str) -> dict[str, torch.Tensor]:
         """A component's weights (`bart`, `vqgan`); not cached: the caller owns (and frees) them."""

@@ -73,6 +73,8 @@ class Measured:
     reference: list[ReferenceItem] = field(default_factory=list)
     reference_labels: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     reference_source: str | None = None
+    reference_kind: str | None = None  # results_run.IMAGES, results_run.TABLE, or None (no reference)
+    reference_notes: list[str] = field(default_factory=list)  # why none, or which instruments lack one
     clusters: dict[str, Any] = field(default_factory=dict)  # model, exemplars
 
 
@@ -209,7 +211,7 @@ def build_metrics(store: RunStore, measured: Measured, confidence: float = 0.95,
                                           confidence, seed))
 
     tested = [(i, pv) for i, c in enumerate(cells) if (pv := cell_p_value(c)) is not None]
-    bh: dict[str, Any] = {"alpha": 0.05, "tests": len(tested)}
+    bh: dict[str, Any] = {"alpha": 0.05, "tests": len(tested), "discoveries": []}
     if tested:
         names = [f"{c.prompt_key} | {c.scale:g} | {c.instrument_name}.{c.attribute}"
                  for c in (cells[i] for i, _ in tested)]
@@ -225,7 +227,8 @@ def build_metrics(store: RunStore, measured: Measured, confidence: float = 0.95,
          "comparisons between prompts and scales are paired (identical ids give identical images)"],
         prompts, {k: Instrument.from_dict(k, i) for k, i in measured.instruments.items()},
         ReferenceInfo.from_dict({"source": measured.reference_source, "n": len(measured.reference),
-                                 "counts": reference_counts}),
+                                 "counts": reference_counts, "kind": measured.reference_kind,
+                                 "notes": measured.reference_notes}),
         cells, MultipleTesting.from_dict(bh), dose_responses(cells, confidence),
         Clusters.from_dict(measured.clusters) if measured.clusters else None)
 

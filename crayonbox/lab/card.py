@@ -19,8 +19,9 @@ from crayonbox.hub import with_card_header
 from crayonbox.lab.measure import read_metrics
 from crayonbox.lab.probe import model_hash
 from crayonbox.lab.report_html import pct
-from crayonbox.lab.report_summary import NO_REFERENCE
+from crayonbox.lab.report_summary import no_reference_line
 from crayonbox.lab.results_run import Metrics
+from crayonbox.lab.story import Share, Story, story_lines
 from crayonbox.model_folder import ModelFolder
 
 HEADLINE_FAMILIES = ("null", "neutral")
@@ -65,7 +66,9 @@ def headline_rows(metrics: Metrics) -> list[str]:
     for c in cells:
         top = c.share(c.top)
         test = c.test
-        if metrics.reference.measured:
+        if metrics.reference.measured and not metrics.reference.covers(c.instrument):
+            compared = "no training reference | –"
+        elif metrics.reference.measured:
             ref, matched = c.vs_reference, c.vs_matched
             compared = (f"{pct(ref.share(c.top)) if ref else '–'} | "
                         f"{pct(matched.share(c.top)) + f' of {matched.reference_n}' if matched else '–'}")
@@ -81,8 +84,12 @@ def headline_rows(metrics: Metrics) -> list[str]:
 def measured_section(metrics: Metrics, run: Path) -> list[str]:
     """The card's measured sections, from a run's metrics.json."""
     dd = metrics.dedupe
-    if metrics.reference.measured:
-        against = (f"Reference: {metrics.reference.source} ({metrics.reference.n} training images). Intervals are "
+    ref = metrics.reference
+    if ref.measured:
+        what = (f": the instruments' labels of {ref.n} training images, stored in the model folder without the "
+                "images" if ref.is_table else f" ({ref.n} training images)")
+        notes = "".join(f" {md(n)}." for n in ref.notes or [])
+        against = (f"Reference: {md(ref.source)}{what}.{notes} Intervals are "
                    f"{metrics.run.confidence:.0%} simultaneous over each attribute's outcomes; \"differs\" means "
                    "the G-test against the training images survives Benjamini–Hochberg at FDR 5 % across every "
                    "prompt × scale × attribute. \"matched\" is the share among training items whose captions "
@@ -90,7 +97,7 @@ def measured_section(metrics: Metrics, run: Path) -> list[str]:
         header = ["| prompt | scale | attribute | outcome | share [CI] | training share | matched share | differs "
                   "| n |", "|---|---|---|---|---|---|---|---|---|"]
     else:
-        against = (f"**{NO_REFERENCE[0].upper() + NO_REFERENCE[1:]}.** Intervals are "
+        against = (f"**{md(no_reference_line(metrics))}** Intervals are "
                    f"{metrics.run.confidence:.0%} simultaneous over each attribute's outcomes; \"differs\" means "
                    "the MAD test against equal shares of the substantive outcomes survives Benjamini–Hochberg at "
                    "FDR 5 % across every prompt × scale × attribute.")
@@ -149,14 +156,19 @@ def build_card(model: str | Path, run: str | Path | None = None) -> str:
                   "--condition-scale 1,3,10 --out RUN", "    crayonbox lab measure RUN",
                   f"    crayonbox lab card {folder} --run RUN"]
     else:
-        metrics = Metrics.from_dict(read_metrics(run))
+        raw = read_metrics(run)
+        metrics = Metrics.from_dict(raw)
         if metrics.run.model_hash != weights_hash:
             measured = str(metrics.run.model_hash)[:12]
             raise CrayonboxError(f"run {run} measured other weights (hash {measured}…, this model "
                                  f"{weights_hash[:12]}…): probe this model first")
         if not metrics.reference.measured:
-            lines.insert(1, f"\n> **{NO_REFERENCE[0].upper() + NO_REFERENCE[1:]}** (lab run `{run}`).")
+            lines.insert(1, f"\n> **{md(no_reference_line(metrics))}** (lab run `{run}`)")
         lines += measured_section(metrics, Path(run))
+        if raw.get("story"):
+            agreement = raw["story"].get("tone_agreement")
+            lines += ["", "### The blank prompt's story", "",
+                      *story_lines(Story.from_dict(raw["story"]), Share(**agreement) if agreement else None)]
         lines += ["", "## Reproduce", "", f"    crayonbox lab measure {run}",
                   f"    crayonbox lab report {run}"]
     return with_card_header("\n".join(lines) + "\n")

@@ -1,6 +1,7 @@
 """`crayonbox lab …`: probe a model, measure the images, write the report and the model card.
 
     crayonbox lab probe --prompts null,neutral -n 400 --condition-scale 1,3,10 --out RUN
+    crayonbox lab reference MODEL --data SHARDS [--judge JUDGE] [--limit N] [--force]
     crayonbox lab measure RUN [--reference DATA] [--instruments skin_tone,clusters]
     crayonbox lab report RUN [--out DIR]
     crayonbox lab card MODEL [--run RUN]
@@ -31,7 +32,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `crayonbox lab probe|measure|report|card|families`."""
+    """Add `crayonbox lab probe|reference|measure|report|card|ablate|explain|families|blame`."""
     lab = sub.add_parser("lab", help="bias lab: probe a model at scale, measure, report")
     lab_sub = lab.add_subparsers(dest="lab_command", metavar="STEP", required=True)
 
@@ -52,6 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--verify", action="store_true", help="redraw rows whose PNG has gone missing")
     probe.add_argument("--quiet", action="store_true", help="no progress bar")
     probe.set_defaults(func=run_probe_command)
+
+    ref = lab_sub.add_parser("reference", help="measure a model's training images once and store the labels in "
+                             "MODEL/reference/, for `lab measure` where the training data is not")
+    ref.add_argument("model", type=Path, help="model folder (the table is written to MODEL/reference/)")
+    ref.add_argument("--data", type=Path, required=True, help="the caption-pipeline output shard folder the "
+                     "model was trained on")
+    ref.add_argument("--judge", type=Path, default=None, help="judge folder to label with too (default: "
+                     "MODEL/judge/ when the model ships one)")
+    ref.add_argument("--limit", type=int, default=2000, help="training images measured, the first in shard "
+                     "order (default 2000, as `lab measure --reference-limit`; 0 = all)")
+    ref.add_argument("--skin-max-distance", type=float, default=8.0,
+                     help="ΔE of the skin meter (default 8, as `lab measure`; part of its version)")
+    ref.add_argument("--force", action="store_true", help="replace an existing MODEL/reference/")
+    ref.add_argument("--quiet", action="store_true", help="no progress bar")
+    ref.set_defaults(func=run_reference_command)
 
     measure = lab_sub.add_parser("measure", help="apply instruments to a run and compute the statistics")
     measure.add_argument("run", type=Path)
@@ -177,9 +193,28 @@ def run_measure_command(args: argparse.Namespace) -> int:
         seed=args.seed)
     metrics = measure_run(args.run, config, progress=not args.quiet)
     found = metrics["multiple_testing"].get("discoveries", [])
-    print(f"{args.run}/metrics.json: {len(metrics['cells'])} cells, {metrics['reference']['n']} reference "
-          f"images, {len(found)} of {metrics['multiple_testing']['tests']} tests significant after "
-          "Benjamini–Hochberg")
+    reference = metrics["reference"]
+    against = (f"reference: {reference['source']}" if reference["n"] else
+               "NO TRAINING REFERENCE: shares are compared only with each other and a balanced model")
+    print(f"{args.run}/metrics.json: {len(metrics['cells'])} cells, {against}; {len(found)} of "
+          f"{metrics['multiple_testing']['tests']} tests significant after Benjamini–Hochberg")
+    for note in reference.get("notes") or []:
+        print(f"  {note}")
+    return 0
+
+
+def run_reference_command(args: argparse.Namespace) -> int:
+    """`crayonbox lab reference`."""
+    from crayonbox.lab.reference_table import TableConfig, build_reference_table
+
+    config = TableConfig(judge=args.judge, limit=args.limit, skin_max_distance=args.skin_max_distance,
+                         force=args.force)
+    manifest = build_reference_table(args.model, args.data, config, progress=not args.quiet)
+    groups, summary = manifest["groups"], manifest["summary"]
+    instruments = ", ".join(f"{name} ({entry['key']})" for name, entry in manifest["instruments"].items())
+    print(f"{args.model}/reference: {manifest['items']} training images, {groups['count']} caption-id groups "
+          f"(blank prompt's: {summary['blank']['n']} images, unconditional: {summary['unconditional']['n']}), "
+          f"measured with {instruments}; data sha256 {manifest['data_sha256'][:12]}…")
     return 0
 
 

@@ -5,7 +5,10 @@ instruments, then compute the statistics (analysis.py) into RUN/metrics.json.
 
 Labels are cached per image hash and instrument version in the run's SQLite, so re-measuring after a longer
 probe only measures the new images; reference labels, features and validation matrices are cached the same
-way. Instruments: "skin_tone" (pixel meter), "judge" (the world judge CNN, `judge=FOLDER`), "clip" (open_clip
+way. The reference is the training images (`reference=DATA`, or the model's own from its provenance); when
+they are not on this machine, the model folder's reference table (`crayonbox lab reference`) stands in for
+every instrument of the same version (cache key), and the clusters run on the run's images alone.
+Instruments: "skin_tone" (pixel meter), "judge" (the world judge CNN, `judge=FOLDER`), "clip" (open_clip
 zero-shot, `clip_weights=FILE`), and "clusters" (the label-free track, always available).
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +36,17 @@ from crayonbox.lab.instruments.skin_tone import SkinToneConfig, SkinToneMeter
 from crayonbox.lab.probe import load_tokenizer
 from crayonbox.lab.reference import (
     ReferenceItem,
+    ReferencePlan,
+    ReferenceTable,
     dataset_id,
     iter_reference,
-    resolve_reference_dir,
+    plan_reference,
     validation_folder,
     validation_renders,
 )
+from crayonbox.lab.results_run import IMAGES, TABLE
 from crayonbox.lab.store import RunStore
+from crayonbox.lab.story import story_metrics
 from crayonbox.model.vqgan_io import load_vqgan, round_trip
 
 INSTRUMENTS = ("skin_tone", "judge", "clip", "clusters")
@@ -76,7 +83,7 @@ class MeasureConfig:
             raise CrayonboxError(f"unknown instrument(s) {unknown}: choose from {', '.join(INSTRUMENTS)}")
         if "judge" in self.instruments and self.judge is None:
             raise CrayonboxError("the judge instrument needs --judge FOLDER (train one with "
-                                 "`crayonbox train judge`)")
+                                 "`crayonbox train judge`), or a model folder that ships judge/")
         if "clip" in self.instruments and self.clip_weights is None:
             raise CrayonboxError("the clip instrument needs --clip-weights FILE (no CLIP weights ship with "
                                  "crayonbox)")
@@ -247,18 +254,26 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
                              f"`crayonbox lab probe --out {store.folder}`")
     paths = {r.sha256: r.path for r in records}
     run_shas = list(paths)
-    reference: list[ReferenceItem] = []
-    source = None
-    folder = None
-    if config.use_reference:
-        folder = resolve_reference_dir(config.reference, store.get_meta("model_dir"))
-    if folder is not None and config.reference_limit > 0:
-        reference = load_reference(store, folder, config.reference_limit, progress)
-        source = f"first {len(reference)} images of {folder}"
-        paths.update({item.sha256: item.path for item in reference})
+    model_dir = store.get_meta("model_dir")
+    plan = plan_reference(config.reference, config.use_reference, model_dir)
+    measured = Measured({}, {})
+    if config.reference_limit <= 0 and plan.why_none is None:
+        plan = ReferencePlan(why_none="--reference-limit 0 was given")
+    if plan.folder is not None:
+        measured.reference = load_reference(store, plan.folder, config.reference_limit, progress)
+        measured.reference_source = f"first {len(measured.reference)} images of {plan.folder}"
+        measured.reference_kind = IMAGES
+        paths.update({item.sha256: item.path for item in measured.reference})
+    elif plan.table is not None:
+        check_table_tokenizer(plan.table, Path(str(model_dir)))
+        measured.reference = plan.table.items(config.reference_limit)
+        measured.reference_source = plan.table.describe(len(measured.reference))
+        measured.reference_kind = TABLE
+    else:
+        measured.reference_notes.append(f"no training reference: {plan.why_none}")
+    reference = measured.reference
     ref_shas = list(dict.fromkeys(item.sha256 for item in reference))
 
-    measured = Measured({}, {}, reference, {}, source)
     validation_cache: dict[str, Any] = {}
     extractor: FeatureExtractor = ColourLayoutFeatures()
     for instrument, identity in build_instruments(config):
@@ -267,21 +282,41 @@ def collect(store: RunStore, config: MeasureConfig, progress: bool = True) -> Me
                                      "validation": validate(store, instrument, key, config, validation_cache)}
         measured.run_labels[key] = label_images(store, instrument, key, run_shas, paths, config.batch,
                                                 progress)
-        if reference:
+        if plan.table is not None and reference:
+            labels, why = plan.table.labels(instrument.name, key, instrument.outcomes(), reference)
+            if labels is None:
+                measured.reference_notes.append(str(why))
+            else:
+                measured.reference_labels[key] = labels
+        elif reference:
             measured.reference_labels[key] = label_images(store, instrument, key, ref_shas, paths,
                                                           config.batch, progress)
         if instrument.name == "judge":
             extractor = JudgeFeatures(instrument, key)  # its penultimate features beat colour histograms
     if "clusters" in config.instruments:
-        labels, info = fit_clusters(store, run_shas, paths, reference, extractor, config, progress)
+        # A table holds labels, not pixels: the clusters are fitted on the run's images alone.
+        images = reference if plan.table is None else []
+        if plan.table is not None and reference:
+            measured.reference_notes.append("clusters: the reference table holds no images, so the clusters are "
+                                            "fitted on the run's images only and not compared with training data")
+        labels, info = fit_clusters(store, run_shas, paths, images, extractor, config, progress)
         key = f"clusters-{info['extractor']}-k{len(info['model']['centroids'])}"
         measured.instruments[key] = {"name": "clusters", "outcomes": {"cluster": ClusterModel(
             extractor.name, np.asarray(info["model"]["centroids"]), config.seed).labels},
             "validation": {"source": "label-free: no ground truth; judge it by the exemplars"}}
         measured.run_labels[key] = {sha: labels[sha] for sha in run_shas}
-        measured.reference_labels[key] = {sha: labels[sha] for sha in ref_shas}
+        if images:
+            measured.reference_labels[key] = {sha: labels[sha] for sha in ref_shas}
         measured.clusters = info
     return measured
+
+
+def check_table_tokenizer(table: ReferenceTable, model_dir: Path) -> None:
+    """Refuse a table whose caption-id groups were computed with another tokenizer than the model's."""
+    if table.manifest.get("tokenizer_sha256") != file_digest(model_dir / "tokenizer"):
+        raise CrayonboxError(f"{table.folder} was built with another tokenizer than {model_dir}'s, so its caption "
+                             f"ids are not this model's: rebuild it with `crayonbox lab reference {model_dir} "
+                             "--data SHARDS --force`")
 
 
 @dataclass
@@ -305,15 +340,28 @@ def measure_run(run: str | Path, config: MeasureConfig | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Measure a run and write RUN/metrics.json (atomically); returns the metrics."""
 
-    config = (config or MeasureConfig()).validate()
+    config = config or MeasureConfig()
     with RunStore.open(run) as store:
+        config = with_model_judge(config, store.get_meta("model_dir")).validate()
         measured = collect(store, config, progress)
         metrics = analyse(store, measured, config.confidence, config.seed)
+        story = story_metrics(store, measured, config.judge)
+        if story is not None:
+            metrics["story"] = story
         metrics["dedupe"] = dedupe_run(store, progress=progress)
         metrics["measure_config"] = {k: str(v) if isinstance(v, Path) else v
                                      for k, v in config.__dict__.items()}
         write_metrics(store.folder, metrics)
     return metrics
+
+
+def with_model_judge(config: MeasureConfig, model_dir: str | None) -> MeasureConfig:
+    """The judge instrument without --judge reads with the judge the run's model ships (MODEL/judge/)."""
+    if "judge" in config.instruments and config.judge is None and model_dir:
+        shipped = Path(model_dir) / "judge"
+        if (shipped / "model.safetensors").is_file():
+            return replace(config, judge=shipped)
+    return config
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:

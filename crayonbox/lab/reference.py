@@ -9,7 +9,10 @@ error cancels in the comparison. Two references per prompt:
   unconditional control, the images whose caption was dropped to "". Comparing outputs with the marginal
   when the prompt matches a peculiar subset overstates "amplification" (§3.6).
 The reference folder is a shard folder (`crayonbox data captions` output or a world): `--reference DIR`, or
-by default the data the model was trained on, found through its pipeline.json provenance.
+by default the data the model was trained on, found through its pipeline.json provenance. When that data is
+not on this machine (the shipped model travels without it), the model folder's reference table stands in:
+MODEL/reference/, the training images measured once by `crayonbox lab reference` (reference_table.py), read
+here by `ReferenceTable` — labels and caption ids, no pixels.
 
 Validation: world renders carry their ground truth in meta["world"]. A validation folder can be given;
 otherwise `VALIDATION_RENDERS` fresh renders of the world config are drawn with a seed no training world
@@ -33,6 +36,7 @@ from crayonbox.data.world.build import make_item, make_world
 from crayonbox.data.world.config import load_world_config
 from crayonbox.errors import CrayonboxError
 from crayonbox.lab.store import write_png
+from crayonbox.model_folder import ModelFolder
 
 VALIDATION_SEED = 7_000_003  # world seed of the default validation renders (training worlds use small seeds)
 VALIDATION_RENDERS = 300
@@ -49,30 +53,35 @@ class ReferenceItem:
     world: dict[str, Any] | None  # ground truth when the folder is an emoji world
 
 
+def provenance_data_dir(model_dir: str | Path) -> Path | None:
+    """The training data a model folder names in its provenance (`reference_data`, else the `data` folder the
+    token parquet was encoded from), whether or not it exists here; None when it names none."""
+    if not (Path(model_dir) / "pipeline.json").exists():
+        return None
+    provenance = ModelFolder(model_dir).provenance  # a damaged pipeline.json is an error, not "no data"
+    if provenance.get("reference_data"):
+        return Path(provenance["reference_data"])
+    tokens = provenance.get("tokens")
+    if tokens and Path(tokens).exists():
+        data = (pq.read_schema(tokens).metadata or {}).get(b"data")
+        if data:
+            return Path(json.loads(data))
+    return None
+
+
 def resolve_reference_dir(given: str | Path | None, model_dir: str | Path | None) -> Path | None:
-    """The reference shard folder: the one given, else the model's training data from its provenance
-    (`reference_data`, else the `data` folder the token parquet was encoded from); None if unknown."""
+    """The reference shard folder: the one given, else the model's training data from its provenance when it
+    exists on this machine; None if unknown or absent."""
     if given is not None:
         folder = Path(given)
         if not folder.is_dir():
             raise CrayonboxError(f"--reference {folder}: no such folder (expected a shard folder of training "
                                  "images, e.g. the output of `crayonbox data captions`)")
         return folder
-    if model_dir is None or not (Path(model_dir) / "pipeline.json").exists():
+    if model_dir is None or not Path(model_dir).is_dir():
         return None
-    meta = json.loads((Path(model_dir) / "pipeline.json").read_text(encoding="utf-8"))
-    provenance = meta.get("provenance", {})
-    if provenance.get("reference_data"):
-        return Path(provenance["reference_data"])
-    tokens = provenance.get("tokens")
-    if tokens and Path(tokens).exists():
-
-        metadata = pq.read_schema(tokens).metadata or {}
-        data = metadata.get(b"data")
-        if data:
-            folder = Path(json.loads(data))
-            return folder if folder.is_dir() else None
-    return None
+    folder = provenance_data_dir(model_dir)
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def dataset_id(folder: Path, limit: int) -> str:
@@ -102,6 +111,111 @@ def iter_reference(folder: Path, run_dir: Path, limit: int,
         ids = caption_ids(tokenizer, item.caption) if tokenizer is not None else []
         count += 1
         yield ReferenceItem(item.key, sha, rel, ids, item.meta.get("world")), image
+
+
+TABLE_FORMAT = "crayonbox-reference-table"  # manifest.json "format"
+TABLE_VERSION = 1
+
+
+def label_column(instrument: str, attribute: str) -> str:
+    """The labels.parquet column of one instrument outcome variable, e.g. "judge.gender"."""
+    return f"{instrument}.{attribute}"
+
+
+@dataclass
+class ReferenceTable:
+    """MODEL/reference/: the training images as the lab's instruments read them, without the images. One row
+    per training item (shard order) with its image sha256, caption-id group and one label per instrument
+    outcome variable; manifest.json says which instrument versions (cache keys) produced them."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    groups: list[list[int]]  # group index → the real text ids its captions became
+    columns: dict[str, list[Any]]  # labels.parquet, column → values
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> ReferenceTable | None:
+        """The model folder's table (None when it ships none); a damaged one is an error naming it."""
+        files = ModelFolder(model_dir).reference_files()
+        if files is None:
+            return None
+        manifest = files.manifest
+        if manifest.get("format") != TABLE_FORMAT or manifest.get("version", 0) > TABLE_VERSION:
+            raise CrayonboxError(f"{files.folder}/manifest.json is not a crayonbox reference table this version "
+                                 f"reads (format {manifest.get('format')!r}, version {manifest.get('version')!r})")
+        try:
+            columns = pq.read_table(files.labels_path).to_pydict()
+        except (OSError, ValueError) as e:  # pyarrow's errors derive from these
+            raise CrayonboxError(f"cannot read {files.labels_path}: {e}".splitlines()[0]) from None
+        groups = files.groups.get("groups")
+        if not isinstance(groups, list) or not {"key", "sha256", "group"} <= set(columns):
+            raise CrayonboxError(f"{files.folder} is damaged (groups.json or labels.parquet lack their fields): "
+                                 f"rebuild it with `crayonbox lab reference {model_dir} --data SHARDS --force`")
+        return cls(files.folder, manifest, groups, columns)
+
+    def __len__(self) -> int:
+        return len(self.columns["key"])
+
+    def items(self, limit: int) -> list[ReferenceItem]:
+        """The first `limit` rows as reference items: ids from groups.json, no stored image (path "")."""
+        rows = zip(self.columns["key"], self.columns["sha256"], self.columns["group"], strict=True)
+        return [ReferenceItem(key, sha, "", list(self.groups[group]), None)
+                for _, (key, sha, group) in zip(range(limit), rows, strict=False)]  # limit may exceed the rows
+
+    def labels(self, name: str, key: str, outcomes: dict[str, Any],
+               items: list[ReferenceItem]) -> tuple[dict[str, dict[str, str]] | None, str | None]:
+        """sha256 → {attribute: label} of `items` (the first rows) for an instrument, or None and why: the table
+        only stands in for an instrument measured with the very same version (cache key) and outcomes."""
+        entry = (self.manifest.get("instruments") or {}).get(name)
+        if entry is None:
+            return None, f"{name}: not in the reference table, so not compared with training data"
+        if entry.get("key") != key:
+            return None, (f"{name}: this run's {key} is not the table's {entry.get('key')} (another {name} or "
+                          "version), so not compared with training data")
+        if entry.get("outcomes") != {a: list(o) for a, o in outcomes.items()}:
+            return None, (f"{name}: its outcomes are not those the table recorded (the instrument changed since), "
+                          "so not compared with training data")
+        columns = {attribute: self.columns[label_column(name, attribute)] for attribute in entry["outcomes"]}
+        return {item.sha256: {a: values[row] for a, values in columns.items()}
+                for row, item in enumerate(items)}, None
+
+    def describe(self, n: int) -> str:
+        """The reference source line of a run measured against this table."""
+        count = f"{n} items" if n == len(self) else f"first {n} of {len(self)} items"
+        return (f"shipped reference table {self.folder} ({count}, data sha256 "
+                f"{str(self.manifest.get('data_sha256'))[:12]}…)")
+
+
+@dataclass
+class ReferencePlan:
+    """Where a run's reference comes from: training images (`folder`), a model folder's table, or nothing
+    (`why_none` says why, for the report's first line)."""
+
+    folder: Path | None = None
+    table: ReferenceTable | None = None
+    why_none: str | None = None
+
+
+def plan_reference(given: str | Path | None, use: bool, model_dir: str | Path | None) -> ReferencePlan:
+    """Training images given or named by the provenance and present here, else MODEL/reference/, else
+    nothing, with the reason."""
+    if not use:
+        return ReferencePlan(why_none="--no-reference was given")
+    folder = resolve_reference_dir(given, model_dir)
+    if folder is not None:
+        return ReferencePlan(folder=folder)
+    if model_dir is None or not Path(model_dir).is_dir():
+        where = f"its model folder {model_dir} is not on this machine" if model_dir else \
+            "the run does not record its model folder"
+        return ReferencePlan(why_none=f"{where}; give --reference DATA")
+    table = ReferenceTable.load(model_dir)
+    if table is not None:
+        return ReferencePlan(table=table)
+    named = provenance_data_dir(model_dir)
+    missing = (f"the training data its provenance names ({named}) is not on this machine" if named
+               else "it records no training data")
+    return ReferencePlan(why_none=f"{model_dir}: {missing} and it ships no reference table (build one with "
+                                  f"`crayonbox lab reference {model_dir} --data SHARDS`, or give --reference DATA)")
 
 
 def validation_renders(n: int = VALIDATION_RENDERS, world_config: Path | None = None,

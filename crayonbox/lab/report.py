@@ -66,18 +66,20 @@ def tokens_section(metrics: Metrics) -> str:
     groups = metrics.id_groups()
     if not metrics.prompts:
         return ""
-    matched = "training images with these ids" if metrics.reference.measured else \
-        "training images with these ids (none measured)"
+    # Without a training reference there is no count of training captions to show: no column claims one.
+    with_reference = metrics.reference.measured
     rows = [(esc(g.name), prompts_html(g), show_prompt(g.first.normalized),
              f"<code>{esc(' '.join(g.first.tokens))}</code>", f"<code>{esc(g.first.ids)}</code>",
-             "yes" if g.first.equals_unconditional else "no", g.first.matched_reference_n) for g in groups]
+             "yes" if g.first.equals_unconditional else "no",
+             *([g.first.matched_reference_n] if with_reference else [])) for g in groups]
     classes = ["flag" if len(g.members) > 1 else "" for g in groups]
     uncond = metrics.prompts[0]
     head = ("<h2>What each prompt really became</h2><p>Prompts in one row reach the model as the same ids, "
             "so with the same seeds they give identical images: the page shows each row once. The "
             f"unconditional branch of guidance is <code>{esc(' '.join(uncond.uncond_tokens))}</code> = "
             f"<code>{esc(uncond.uncond_ids)}</code>.</p>")
-    headers = ["group", "prompts", "normalised", "tokens", "ids", "= unconditional", matched]
+    headers = ["group", "prompts", "normalised", "tokens", "ids", "= unconditional",
+               *(["training images with these ids"] if with_reference else [])]
     return head + details(f"{len(groups)} id groups of {len(metrics.prompts)} prompts",
                           table(headers, rows, raw_columns=(0, 1, 2, 3, 4), row_classes=classes),
                           is_open=len(groups) <= OPEN_ROWS)
@@ -131,7 +133,8 @@ def cell_row(group: IdGroup, c: Cell, with_reference: bool) -> list[Any]:
 
 
 def shares_section(metrics: Metrics) -> str:
-    """Per instrument attribute (folded): small-multiple bar charts and the cell table."""
+    """Per instrument attribute (folded): small-multiple bar charts and the cell table; the training columns
+    only for the instruments that were compared with the training reference."""
 
     measured = metrics.reference.measured
     by_attr: dict[tuple[str, str], dict[str, list[Cell]]] = defaultdict(lambda: defaultdict(list))
@@ -141,11 +144,13 @@ def shares_section(metrics: Metrics) -> str:
         title = "Shares against the training images and the matched subset"
         intro = ("Bars: share of the model's images with the simultaneous interval; black diamonds: the same "
                  "instrument on the training images; grey squares: the matched subset (training items whose "
-                 "captions reached the model as the prompt's own ids, where at least 20 did). ")
+                 "captions reached the model as the prompt's own ids, where at least 20 did). An instrument "
+                 "without a training reference is tested against equal shares of its substantive outcomes "
+                 "(MAD), and says so. ")
     else:
-        title = "Shares against a balanced model (no training images were measured)"
-        intro = ("Bars: share of the model's images with the simultaneous interval. No training images were "
-                 "measured, so nothing here is compared with training data: each cell is tested against equal "
+        title = "Shares against a balanced model (no training reference)"
+        intro = ("Bars: share of the model's images with the simultaneous interval. There is no training "
+                 "reference, so nothing here is compared with training data: each cell is tested against equal "
                  "shares of its substantive outcomes (MAD). ")
     compared = ("the gaps to the training images and to the matched subset, distances with the G-test"
                 if measured else "the MAD test against a balanced model")
@@ -153,21 +158,35 @@ def shares_section(metrics: Metrics) -> str:
              "Benjamini–Hochberg adjustment across every cell), Miller–Madow entropy, the published-style MAD "
              "with its noise floor at the same n, and the share corrected for instrument error.</p>"]
     groups = headline_first(metrics.id_groups())
-    headers = ["prompts", "scale", "n", "top outcome", "share [CI]"]
-    if measured:
-        headers += ["training share", "gap to training", "matched n", "matched share", "gap to matched", "TV",
-                    "JS", "KL (null bias)"]
-    headers += ["G p (BH)" if measured else "MAD p (BH)", "entropy MM [CI]", "MAD (floor, p)", "corrected share"]
     for (instrument, attribute), prompts in by_attr.items():
         shown = [g for g in groups if g.first.key in prompts]
         reference = metrics.reference.counts_for(instrument, attribute)
+        headers = ["prompts", "scale", "n", "top outcome", "share [CI]"]
+        if reference is not None:
+            headers += ["training share", "gap to training", "matched n", "matched share", "gap to matched",
+                        "TV", "JS", "KL (null bias)"]
+        headers += ["G p (BH)" if reference is not None else "MAD p (BH)", "entropy MM [CI]", "MAD (floor, p)",
+                    "corrected share"]
         figure = plot(shares_figure([(short_title(g), prompts[g.first.key]) for g in shown], reference),
                       f"shares {instrument} {attribute}")
-        rows = [cell_row(g, c, measured) for g in shown for c in sorted(prompts[g.first.key], key=lambda c: c.scale)]
+        rows = [cell_row(g, c, reference is not None) for g in shown
+                for c in sorted(prompts[g.first.key], key=lambda c: c.scale)]
         name = f"{esc(instrument)} · {esc(attribute)}"
+        if measured and reference is None:
+            name += ' <span class="warn">(no training reference: against a balanced model)</span>'
         parts.append(details(f"{name}: chart", figure) + details(f"{name}: table ({len(rows)} rows)",
                                                                  table(headers, rows, raw_columns=(0,))))
     return "".join(parts)
+
+
+def exemplars_note(metrics: Metrics) -> str:
+    """Why the clusters show no training exemplars, when they show none (no reference, or a table without
+    images)."""
+    if metrics.clusters is None or metrics.clusters.reference_exemplars:
+        return ""
+    why = ("the reference is the model folder's table of labels, which holds no images" if metrics.reference.is_table
+           else "there is no training reference")
+    return f'<p class="note">Label-free clusters: no training exemplars, because {esc(why)}.</p>'
 
 
 def dose_section(metrics: Metrics) -> str:
@@ -201,12 +220,13 @@ def tests_section(metrics: Metrics) -> str:
     found = metrics.discoveries()
     items = "".join(f"<li>{prompts_html(g)} · scale {c.scale:g} · {esc(c.instrument_name)}.{esc(c.attribute)}"
                     f"</li>" for g, c in found) or "<li>none</li>"
-    raw = "".join(f"<li><code>{esc(d)}</code></li>" for d in bh.discoveries) or "<li>none</li>"
+    listed = bh.discoveries or []  # absent in metrics of a run with nothing to test
+    raw = "".join(f"<li><code>{esc(d)}</code></li>" for d in listed) or "<li>none</li>"
     return (f"<h2>Multiple testing</h2><p>{bh.tests} tests, Benjamini–Hochberg at FDR {fmt(bh.alpha)}: "
             f"{len(found)} discoveries counted once per id group × settings × attribute "
-            f"({len(bh.discoveries)} significant cells).</p>"
+            f"({len(listed)} significant cells).</p>"
             + details(f"Discoveries by id group ({len(found)})", f"<ul>{items}</ul>", is_open=len(found) <= OPEN_ROWS)
-            + details(f"Every significant cell ({len(bh.discoveries)})", f"<ul>{raw}</ul>"))
+            + details(f"Every significant cell ({len(listed)})", f"<ul>{raw}</ul>"))
 
 
 def build_report(run: str | Path, out: str | Path | None = None) -> Path:
@@ -220,7 +240,7 @@ def build_report(run: str | Path, out: str | Path | None = None) -> Path:
         sections = [summary_section(metrics), run_section(metrics, records), tokens_section(metrics),
                     samples_section(store, metrics, records), shares_section(metrics),
                     instruments_section(metrics), dose_section(metrics), clusters_section(store, metrics),
-                    tests_section(metrics)]
+                    exemplars_note(metrics), tests_section(metrics)]
     html_path = out / "report.html"
     write_text_atomic(html_path, page(f"crayonbox lab report: {Path(run).name}", sections, banner(metrics)))
     write_text_atomic(out / "metrics.json", json.dumps(raw, indent=1, ensure_ascii=False) + "\n")

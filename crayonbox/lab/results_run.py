@@ -11,7 +11,8 @@ metrics.json layout (only the from_dict / to_dict methods here and in results.py
      "instruments": {key: {"name", "outcomes": {attribute: [labels]},
                            "validation": {"source", "error"?, "confusions"?: {attribute: {"labels", "counts",
                                           "n", "accuracy", "unclear_rate", "recall", …}}}}},
-     "reference": {"source", "n", "counts": {instrument: {attribute: [counts]}}},   # n 0: none measured
+     "reference": {"source", "n", "counts": {instrument: {attribute: [counts]}},   # n 0: none measured
+                   "kind": "training images" | "reference table" | null, "notes": [text]},
      "cells": [cell, see results.py],
      "multiple_testing": {"alpha", "tests", "discoveries"?: [names]},
      "dose_response": [{"prompt_key", "instrument", "attribute", "label", "other_settings", "scales",
@@ -31,6 +32,8 @@ from typing import Any
 from crayonbox.lab.results import Cell, Stored
 
 UNCONDITIONAL_LABEL = "<unconditional ids>"
+IMAGES = "training images"  # ReferenceInfo.kind: the training images themselves were measured
+TABLE = "reference table"  # ReferenceInfo.kind: their labels came from the model folder's reference table
 NULL_FAMILY = "null"
 
 
@@ -139,16 +142,30 @@ class RunInfo(Stored):
 
 @dataclass(frozen=True)
 class ReferenceInfo(Stored):
-    """The training images measured as the reference (n 0: none, shares are compared with a balanced model)."""
+    """The training reference: the images measured, or the model folder's table of their labels (n 0: none,
+    shares are compared with a balanced model). `notes` say why there is none, or which instruments have
+    none (an instrument version the table was not measured with, the clusters of a table)."""
 
     source: str | None = None
     n: int = 0
     counts: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    kind: str | None = None  # IMAGES or TABLE (None in metrics written before tables existed: images)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def measured(self) -> bool:
-        """Whether any training image was measured."""
-        return bool(self.n)
+        """Whether any instrument has a training reference (a table whose instrument versions all differ from
+        the run's gives none)."""
+        return bool(self.n) and bool(self.counts)
+
+    @property
+    def is_table(self) -> bool:
+        """Whether the reference labels came from a reference table (no training images to show)."""
+        return self.kind == TABLE
+
+    def covers(self, instrument: str) -> bool:
+        """Whether this instrument (key) was compared with the training reference."""
+        return bool((self.counts or {}).get(instrument))
 
     def counts_for(self, instrument: str, attribute: str) -> list[int] | None:
         """The reference's counts per outcome of one instrument attribute (None when not measured)."""

@@ -62,7 +62,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # ≤ 90 minutes on 2 cores. Both training stages run as many steps as fit in their share of the budget
+    # ≤ 95 minutes on 2 cores. Both training stages run as many steps as fit in their share of the budget
     # (`steps: 0`), in bf16 autocast where the CPU has it natively (`precision: auto`: 1.3× the transformer's
     # samples/s, 1.7× the VQGAN's on an AVX-512 BF16 EPYC, bench/train_precision.py); the throughputs behind
     # the plan are in docs/training.md.
@@ -74,7 +74,7 @@ RECIPES: dict[str, Recipe] = {
         model={"preset": "small", "steps": 0, "precision": "auto", "batch_size": 64, "learning_rate": 1e-3,
                "warmup_steps": 100, "eval_every": 250, "sample_every": 1000, "checkpoint_every": 100,
                "condition_scale": 3.0, "top_k": 64},
-        plan_minutes={"world": 2, "captions": 1, "tokenizer": 1, "vqgan": 17, "encode": 2, "model": 52,
+        plan_minutes={"world": 2, "captions": 1, "tokenizer": 1, "vqgan": 15, "encode": 2, "model": 62,
                       "judge": 6, "eval": 4},
         judge_round_trips=True,
     ),

@@ -108,6 +108,7 @@ def test_card_without_training_images_says_so_first(measured_run, tiny_world, ti
     assert card.startswith(CARD_HEADER)  # the Hub's YAML header, then the card
     lines = card.removeprefix(CARD_HEADER).lstrip("\n").splitlines()
     assert lines[0].startswith("# Model card") and lines[2].startswith(
-        "> **No training images were measured: shares are compared with a balanced model only**")
+        "> **No training reference: the model's images are compared only with each other and with a balanced "
+        "model (equal shares), never with the data it was trained on. Why: --no-reference was given.**")
     assert "training share" not in card and "against the training images" not in card
     assert "| share [CI] | vs a balanced model | differs | n |" in card

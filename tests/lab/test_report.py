@@ -151,10 +151,11 @@ def test_summary_says_cannot_tell_when_intervals_overlap():
 def test_no_reference_is_said_first_and_never_called_training(hostile_run):
     page = (hostile_run / "report" / "report.html").read_text(encoding="utf-8")
     body = page[page.index("<body>") + len("<body>"):]
-    assert body.startswith('<p class="banner"><strong>No training images were measured: shares are compared with '
-                           "a balanced model only.</strong>")
+    assert body.startswith('<p class="banner"><strong>No training reference: the model&#x27;s images are compared '
+                           "only with each other and with a balanced model (equal shares), never with the data it "
+                           "was trained on. Why: --no-reference was given.</strong>")
     assert "against the training images" not in page and "training share" not in page
-    assert "<h2>Shares against a balanced model (no training images were measured)</h2>" in page
+    assert "<h2>Shares against a balanced model (no training reference)</h2>" in page
 
 
 def test_report_is_compact(hostile_run):
