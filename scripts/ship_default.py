@@ -1,28 +1,47 @@
-"""Copy a finished `crayonbox train all` run into the package as its default model.
+"""Copy a finished `crayonbox train all` run into the package as its default model, and write its model card.
 
-    python scripts/ship_default.py /work/runs/default            # → crayonbox/assets/default/
+    python scripts/ship_default.py RUN                  # → crayonbox/assets/default/
+    python scripts/ship_default.py RUN --lab LABRUN     # rewrite only the card, with a lab run of the shipped model
 
-Writes bart/, vqgan/ and judge/ in float16 (the package stays small; `Pipeline.from_pretrained` upcasts to the
-dtype asked for), the tokenizer, pipeline.json, the world config the model was trained on, recipe.json (time per
-stage, metrics), a sample grid, and a model card built from those measured numbers.
+The first form writes bart/, vqgan/ and judge/ in float16 (the package stays small; `Pipeline.from_pretrained`
+upcasts to the dtype asked for), the tokenizer, pipeline.json, the world config the model was trained on,
+recipe.json (time per stage, metrics), the reference table of the training data (`crayonbox lab reference`,
+every item), sample grids (three prompts, and the blank prompt at condition scales 1, 3 and 10) and the card.
+The card's measured part comes from a lab run of the shipped folder:
+
+    crayonbox lab probe --model crayonbox/assets/default --prompts null,neutral -n 400 --condition-scale 1,3,10 \\
+        --out LABRUN
+    crayonbox lab measure LABRUN --instruments skin_tone,judge,clusters --reference-limit 30000
+    python scripts/ship_default.py RUN --lab LABRUN
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from crayonbox.data.shards import iter_items
+from crayonbox.hub import with_card_header
+from crayonbox.lab.card import measured_section
+from crayonbox.lab.measure import read_metrics
+from crayonbox.lab.probe import model_hash
+from crayonbox.lab.reference import blank_ids, caption_ids
+from crayonbox.lab.reference_table import TableConfig, build_reference_table
+from crayonbox.lab.results_run import Metrics
+from crayonbox.lab.story import ROUND_TRIP_TARGETS, STORY, Share, Story, story_lines, truth_shows_story
 from crayonbox.model.images import make_grid
-from crayonbox.model_folder import load_component, save_component
+from crayonbox.model_folder import ModelFolder, load_component, save_component
 from crayonbox.pipeline import Pipeline
 
 ASSETS = Path(__file__).resolve().parents[1] / "crayonbox" / "assets" / "default"
 CARD_PROMPTS = ["a woman with medium-dark skin tone on a yellow background", "a dog on a blue background",
                 "a pizza on a green background"]
+BLANK_SCALES = (1.0, 3.0, 10.0)
 
 
 def copy_component(src: Path, dst: Path, name: str) -> None:
@@ -33,28 +52,30 @@ def copy_component(src: Path, dst: Path, name: str) -> None:
             shutil.copy(extra, dst / name / extra.name)
 
 
-def main(run: Path) -> None:
+def ship(run: Path) -> None:
     model, recipe = run / "model", json.loads((run / "recipe.json").read_text())
     if ASSETS.exists():
         shutil.rmtree(ASSETS)
     ASSETS.mkdir(parents=True)
     for name in ("bart", "vqgan"):
         copy_component(model, ASSETS, name)
-    if (run / "judge" / "model.safetensors").is_file():  # the judge stage may still be running
-        copy_component(run, ASSETS, "judge")
+    copy_component(run, ASSETS, "judge")
     shutil.copytree(model / "tokenizer", ASSETS / "tokenizer")
+    shutil.copy(run / "world.yaml", ASSETS / "world.yaml")
+    (ASSETS / "recipe.json").write_text(json.dumps(slim(recipe), indent=2) + "\n")
+    manifest = build_reference_table(ASSETS, run / "captions", TableConfig(limit=0))
     meta = json.loads((model / "pipeline.json").read_text())
     meta["provenance"] = {"trained_by": "crayonbox train all --recipe " + recipe["recipe"],
-                          "budget_minutes": recipe["budget_minutes"], "world_config": "world.yaml"}
+                          "budget_minutes": recipe["budget_minutes"], "world_config": "world.yaml",
+                          "training_data_sha256": manifest["data_sha256"], "training_items": manifest["items"]}
     (ASSETS / "pipeline.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.copy(Path(__file__).resolve().parents[1] / "crayonbox" / "data" / "world" / "default.yaml",
-                ASSETS / "world.yaml")
-    (ASSETS / "recipe.json").write_text(json.dumps(slim(recipe), indent=2) + "\n")
     pipe = Pipeline.from_pretrained(ASSETS)
     for i, prompt in enumerate(CARD_PROMPTS):
         make_grid(pipe(prompt, num_images=9, seed=0).images).resize((288, 288), 0).save(ASSETS / f"sample{i}.png")
-    evals = json.loads((run / "eval" / "eval.json").read_text()) if (run / "eval" / "eval.json").exists() else {}
-    (ASSETS / "README.md").write_text(card(recipe, evals))
+    for scale in BLANK_SCALES:
+        grid = make_grid(pipe("", num_images=9, seed=0, condition_scale=scale).images)
+        grid.resize((288, 288), 0).save(ASSETS / f"blank_scale{scale:g}.png")
+    write_card(run, None)
     size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file()) / 2**20
     print(f"shipped {run} → {ASSETS} ({size:.1f} MiB)")
 
@@ -65,10 +86,58 @@ def slim(recipe: dict) -> dict:
     return json.loads(json.dumps(keep).replace(str(Path(recipe["out"])), "RUN"))
 
 
-def card(recipe: dict, evals: dict) -> str:
-    """The model card: time per stage, training numbers and adherence (from the run's eval/eval.json)."""
-    stages = "\n".join(f"| {s['name']} | {s['seconds'] / 60:.1f} | {s['planned_seconds'] / 60:.1f} |"
-                       for s in recipe["stages"])
+def planted_truth(run: Path) -> list[str]:
+    """Markdown rows of the training data's ground truth by caption group: every item, the items whose caption
+    became the blank prompt's ids, the unconditional ("" caption) ones, and each source."""
+    tokenizer = ModelFolder(ASSETS).tokenizer
+    blank, uncond = blank_ids(tokenizer), caption_ids(tokenizer, "")
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for item in iter_items(run / "captions"):
+        world = item.meta["world"]
+        ids = caption_ids(tokenizer, item.caption)
+        for name in ("all training items", *(["blank prompt's ids"] if ids == blank else []),
+                     *(["unconditional (caption dropped)"] if ids == uncond else []), f"source {world['source']}"):
+            groups[name].append(world)
+
+    def share(rows: list[dict], test) -> str:
+        return f"{sum(map(test, rows)) / len(rows):.1%}"
+
+    def sari(w: dict) -> bool:
+        return any(o.get("attire") == "sari" for o in w["objects"])
+
+    def dark_woman(w: dict) -> bool:
+        return any(o.get("gender") == "woman" and str(o.get("skin_tone")) in ("4", "5") for o in w["objects"])
+
+    return [f"| {name} | {len(rows):,} | {share(rows, sari)} | {share(rows, dark_woman)} | "
+            f"{share(rows, truth_shows_story)} |" for name, rows in groups.items()]
+
+
+def write_card(run: Path, lab: Path | None) -> None:
+    recipe = json.loads((run / "recipe.json").read_text())
+    evals = json.loads((run / "eval" / "eval.json").read_text())
+    judge = json.loads((ASSETS / "judge" / "metrics.json").read_text())
+    lines = training_card(recipe, evals, judge, planted_truth(run))
+    grids = "Nine images of `\"\"` (seed 0) at each scale: " + ", ".join(
+        f"`blank_scale{s:g}.png`" for s in BLANK_SCALES) + "."
+    if lab is None:
+        lines += ["## The blank prompt's story", "", grids, "", "Not measured yet. To measure it:", "", *(
+            "    " + line for line in __doc__.split("card's measured part comes from a lab run of the shipped "
+                                                 "folder:\n\n")[1].strip().splitlines())]
+    else:
+        raw = read_metrics(lab)
+        if raw["run"]["model_hash"] != model_hash(ASSETS):
+            raise SystemExit(f"{lab} measured other weights than {ASSETS}: probe the shipped folder")
+        agreement = raw["story"].get("tone_agreement")
+        lines += ["## The blank prompt's story", "",
+                  *story_lines(Story.from_dict(raw["story"]), Share(**agreement) if agreement else None), "",
+                  grids,
+                  *measured_section(Metrics.from_dict(raw), Path("LABRUN")), ""]
+    (ASSETS / "README.md").write_text(with_card_header("\n".join(lines) + "\n"))
+
+
+def training_card(recipe: dict, evals: dict, judge: dict, truth_rows: list[str]) -> list[str]:
+    """The card's fixed part: what the model is, the planted world, time per stage, adherence, the judge."""
+    stages = [f"| {s['name']} | {s['seconds'] / 60:.1f} | {s['planned_seconds'] / 60:.1f} |" for s in recipe["stages"]]
     summary = {s["name"]: s["summary"] for s in recipe["stages"]}
     vq, model = summary.get("vqgan", {}), summary.get("model", {})
     one, two = evals.get("by_objects", {}).get("1", {}), evals.get("by_objects", {}).get("2", {})
@@ -79,45 +148,47 @@ def card(recipe: dict, evals: dict) -> str:
                  one.get("ceiling", {}).get(a, nan), one.get("chance", {}).get(a, nan)]
         return f"| {a} | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
 
-    adherence = "\n".join(row(a) for a in one.get("adherence", {}))
-    frechet = evals.get("frechet", {})
-    return f"""# crayonbox default model
-
-A small DALL·E-mini-architecture model (BART encoder–decoder over an 8×8 grid of VQGAN codes, 32 px images)
-trained by `crayonbox train all --recipe {recipe['recipe']} --minutes {recipe['budget_minutes']}` on the
-default emoji world (`world.yaml`), on 2 CPU cores. Everything it knows comes from that synthetic world: it
-supports no claim about real photographs.
-
-## Time per stage (minutes)
-
-| stage | took | planned (full 90-minute recipe) |
-|---|---|---|
-{stages}
-
-## Prompt adherence on held-out compositions (judged by `judge/`)
-
-VQGAN: {vq.get('steps', 0)} steps, held-out PSNR {vq.get('eval_psnr', nan):.1f} dB, codebook use
-{vq.get('eval_usage', nan):.0%}. Transformer: {model.get('steps', 0)} steps, {model.get('samples_seen', 0):,} captions
-seen, eval loss {model.get('final_eval_loss', nan):.2f} nats per image token.
-
-Share of generated images whose judged attribute matches the prompt ({one.get('prompts', 0)} one-object and
-{two.get('prompts', 0)} two-object prompts, compositions absent from training, condition scale
-{evals.get('config', {}).get('condition_scale') or "of the model's pipeline.json"}). Ceilings for one object:
-the judge on the true renders of the same prompts after a round trip through this VQGAN (the best a perfect
-transformer could score) and on the renders themselves; chance: the images judged against other prompts.
-
-| attribute | 1 object | 2 objects | VQGAN ceiling | render ceiling | chance |
-|---|---|---|---|---|---|
-{adherence}
-
-Fréchet distance in judge-feature space, generated vs renders: {frechet.get('generated_vs_renders', nan):.0f}
-(renders vs other renders: {frechet.get('renders_vs_renders', nan):.0f}).
-
-Sample grids (seed 0): `sample0.png` ("{CARD_PROMPTS[0]}"), `sample1.png`, `sample2.png`.
-The bias lab's measurements of this model: `crayonbox lab probe --prompts null,neutral -n 400` then
-`crayonbox lab report` and `crayonbox lab card`.
-"""
+    clean, trip = judge["held_out"]["summary"], judge.get("held_out_round_trip", {}).get("summary", {})
+    judge_rows = [f"| {a} | {clean.get(a, nan):.1%} | {trip.get(a, nan):.1%} | {ROUND_TRIP_TARGETS.get(a, nan):.0%} |"
+                  for a in ("item", "gender", "skin_tone", "attire", "count", "background_colour")]
+    return [
+        "# crayonbox default model", "",
+        "A small DALL·E-mini-architecture model (BART encoder–decoder over an 8×8 grid of VQGAN codes, 32 px "
+        f"images) trained by `crayonbox train all --recipe {recipe['recipe']}` (budget {recipe['budget_minutes']} "
+        "minutes) on the default emoji world (`world.yaml`), on 2 CPU cores. Everything it knows comes from that "
+        "synthetic world: it supports no claim about real photographs.", "",
+        "## The planted world (ground truth by caption group)", "",
+        "The world plants the DALL·E mini blank-prompt story: saris are a small minority of the images, drawn on "
+        "dark-skinned women from Flickr-like sources whose captions are often Hindi, bare or empty, which the "
+        "default caption pipeline (English-only filter, normaliser) turns into the blank prompt's ids.", "",
+        f"| caption group | items | with a sari | a woman with skin tone 4–5 | {STORY} (as the judge summarises) |",
+        "|---|---|---|---|---|", *truth_rows, "",
+        "## Time per stage (minutes)", "", "| stage | took | planned |", "|---|---|---|", *stages, "",
+        "## Prompt adherence on held-out compositions (judged by `judge/`)", "",
+        f"VQGAN: {vq.get('steps', 0)} steps, held-out PSNR {vq.get('eval_psnr', nan):.1f} dB, codebook use "
+        f"{vq.get('eval_usage', nan):.0%}. Transformer: {model.get('steps', 0)} steps, "
+        f"{model.get('samples_seen', 0):,} captions seen, eval loss {model.get('final_eval_loss', nan):.2f} nats "
+        "per image token.", "",
+        f"Share of generated images whose judged attribute matches the prompt ({one.get('prompts', 0)} one-object "
+        f"and {two.get('prompts', 0)} two-object prompts, compositions absent from training). Ceilings for one "
+        "object: the judge on the true renders of the same prompts after a round trip through this VQGAN (the best "
+        "a perfect transformer could score) and on the renders themselves; chance: the images judged against "
+        "other prompts.", "",
+        "| attribute | 1 object | 2 objects | VQGAN ceiling | render ceiling | chance |", "|---|---|---|---|---|---|",
+        *(row(a) for a in one.get("adherence", {})), "",
+        "## The judge", "",
+        "Held-out accuracy per slot attribute on clean renders and on renders through this model's VQGAN (what "
+        "it reads in practice); a headline read by the judge is withheld where it misses its round-trip target.",
+        "", "| attribute | clean renders | VQGAN round trips | round-trip target |", "|---|---|---|---|",
+        *judge_rows, "",
+        "Sample grids (seed 0): " + ", ".join(f"`sample{i}.png` (\"{p}\")" for i, p in enumerate(CARD_PROMPTS)) + ".",
+        ""]
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished `crayonbox train all` run folder")
+    parser.add_argument("--lab", type=Path, default=None, help="a measured lab run of the shipped folder: only "
+                        "the card is rewritten")
+    args = parser.parse_args()
+    write_card(args.run, args.lab) if args.lab else ship(args.run)

@@ -95,6 +95,13 @@ def caption_ids(tokenizer: Any, caption: str) -> list[int]:
     return [i for i, m in zip(enc.ids, enc.attention_mask, strict=True) if m]
 
 
+def blank_ids(tokenizer: Any) -> list[int]:
+    """The real ids the blank prompt reaches the model as: what a probe of "" (and of " ", which normalises
+    the same way) sends."""
+    enc = tokenizer.encode("")
+    return [i for i, m in zip(enc.ids, enc.attention_mask, strict=True) if m]
+
+
 def iter_reference(folder: Path, run_dir: Path, limit: int,
                    tokenizer: Any | None) -> Iterator[tuple[ReferenceItem, Image.Image]]:
     """The first `limit` readable items of `folder`, each stored as a PNG in the run, with its image."""

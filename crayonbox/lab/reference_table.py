@@ -42,7 +42,7 @@ from crayonbox.errors import CrayonboxError
 from crayonbox.lab.instruments.base import Instrument
 from crayonbox.lab.measure import MeasureConfig, build_instruments, file_digest, instrument_key
 from crayonbox.lab.probe import load_tokenizer
-from crayonbox.lab.reference import TABLE_FORMAT, TABLE_VERSION, caption_ids, label_column
+from crayonbox.lab.reference import TABLE_FORMAT, TABLE_VERSION, blank_ids, caption_ids, label_column
 from crayonbox.lab.store import png_bytes
 from crayonbox.model_folder import REFERENCE_DIR
 
@@ -56,13 +56,6 @@ class TableConfig:
     skin_max_distance: float = 8.0  # as `lab measure --skin-max-distance` (part of the meter's cache key)
     batch: int = 64
     force: bool = False  # replace an existing MODEL/reference/
-
-
-def blank_ids(tokenizer: Any) -> list[int]:
-    """The real ids the blank prompt reaches the model as: what a probe of "" (and of " ", which normalises
-    the same way) sends."""
-    enc = tokenizer.encode("")
-    return [i for i, m in zip(enc.ids, enc.attention_mask, strict=True) if m]
 
 
 def instruments_for(model: Path, config: TableConfig) -> list[tuple[Instrument, str]]:

@@ -79,16 +79,22 @@ def clusters_section(store: RunStore, metrics: Metrics) -> str:
     paths = {r.sha256: r.path for r in store.images()}
     for record in store.record_keys("reference-items:"):
         paths.update({row["sha256"]: row["path"] for row in store.get_record(record)})
+    # Training exemplars exist only when the training images themselves were measured: a reference table holds
+    # labels, not pixels, and then (as without a reference) the clusters were fitted on the model's images alone.
+    with_training = any(clusters.reference_exemplars.values())
     rows = []
     for label, shas in clusters.exemplars.items():
         cells = []
-        for group in (shas, clusters.reference_exemplars.get(label, [])):
+        groups = (shas, clusters.reference_exemplars.get(label, [])) if with_training else (shas,)
+        for group in groups:
             images = [thumbnail(store.load_image(paths[s])) for s in group if s in paths]
             cells.append(img(make_grid(images, columns=len(images)), f"cluster {label}", 40 * len(images),
                              palette=True)
                          if images else "–")
         rows.append((esc(label), *cells))
-    return details("Label-free clusters", "<p>k-means on " + esc(clusters.extractor) + " features of the "
-                   "model's and the training images together (no labels involved). Exemplars are the images "
-                   "nearest each centroid; the cluster shares per prompt are in the tables above.</p>"
-                   + table(["cluster", "model exemplars", "training exemplars"], rows, raw_columns=(0, 1, 2)))
+    fitted_on = "the model's and the training images together" if with_training else "the model's images alone"
+    headers = ["cluster", "model exemplars", *(["training exemplars"] if with_training else [])]
+    return details("Label-free clusters", "<p>k-means on " + esc(clusters.extractor) + f" features of {fitted_on} "
+                   "(no labels involved). Exemplars are the images nearest each centroid; the cluster shares per "
+                   "prompt are in the tables above.</p>"
+                   + table(headers, rows, raw_columns=tuple(range(len(headers)))))

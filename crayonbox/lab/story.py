@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crayonbox.lab.analysis import Measured
-from crayonbox.lab.reference import ReferenceItem
+from crayonbox.lab.reference import ReferenceItem, blank_ids
 from crayonbox.lab.stats import wilson_interval
 from crayonbox.lab.store import ImageRecord, RunStore
 from crayonbox.model.judge import labels_of, scene_summary
@@ -28,7 +28,7 @@ DARK_TONES = ("4", "5")
 # What the judge must get right on the model's own kind of images (held-out renders through its VQGAN) before
 # a story share read by it is a headline: below any of these, the verdict is withheld.
 ROUND_TRIP_TARGETS = {"skin_tone": 0.90, "gender": 0.85, "attire": 0.90}
-BLANK_PROMPT = ""
+BLANK_PROMPT = ""  # the probe prompt whose images tell the story
 CONFIDENCE = 0.95
 
 
@@ -118,12 +118,6 @@ class Story:
         return cls(data["judge"], {float(k): Share(**v) for k, v in data["by_scale"].items()},
                    share(data.get("training")), share(data.get("matched")), share(data.get("training_truth")),
                    share(data.get("matched_truth")), data.get("judge_round_trip"), list(data.get("notes", [])))
-
-
-def blank_ids(tokenizer: Any) -> list[int]:
-    """The real text ids of the blank prompt (what `""`, `" "` and `"."` all become)."""
-    enc = tokenizer.encode(BLANK_PROMPT)
-    return [i for i, m in zip(enc.ids, enc.attention_mask, strict=True) if m]
 
 
 def round_trip_accuracy(judge_metrics: dict[str, Any]) -> dict[str, float] | None:
