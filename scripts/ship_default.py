@@ -86,6 +86,13 @@ def slim(recipe: dict) -> dict:
     return json.loads(json.dumps(keep).replace(str(Path(recipe["out"])), "RUN"))
 
 
+def wears_a_sari(world: dict) -> bool:
+    """The world's own truth: a woman with skin tone 4–5 wearing a sari (other objects may stand beside)."""
+    objects = world["objects"]
+    return any(o.get("relation") == "wearing" and objects[o["paired_with"]].get("item") == "sari"
+               and o.get("gender") == "woman" and o.get("skin_tone") in (4, 5) for o in objects)
+
+
 def planted_truth(run: Path) -> list[str]:
     """Markdown rows of the training data's ground truth by caption group: every item, the items whose caption
     became the blank prompt's ids, the unconditional ("" caption) ones, and each source."""
@@ -108,8 +115,11 @@ def planted_truth(run: Path) -> list[str]:
     def dark_woman(w: dict) -> bool:
         return any(o.get("gender") == "woman" and str(o.get("skin_tone")) in ("4", "5") for o in w["objects"])
 
-    return [f"| {name} | {len(rows):,} | {share(rows, sari)} | {share(rows, dark_woman)} | "
-            f"{share(rows, truth_shows_story)} |" for name, rows in groups.items()]
+    order = ["all training items", "blank prompt's ids", "unconditional (caption dropped)",
+             *sorted(name for name in groups if name.startswith("source "))]
+    return [f"| {name} | {len(groups[name]):,} | {share(groups[name], sari)} | {share(groups[name], dark_woman)} | "
+            f"{share(groups[name], wears_a_sari)} | {share(groups[name], truth_shows_story)} |"
+            for name in order if groups[name]]
 
 
 def write_card(run: Path, lab: Path | None) -> None:
@@ -132,7 +142,8 @@ def write_card(run: Path, lab: Path | None) -> None:
                   *story_lines(Story.from_dict(raw["story"]), Share(**agreement) if agreement else None), "",
                   grids,
                   *measured_section(Metrics.from_dict(raw), Path("LABRUN")), ""]
-    (ASSETS / "README.md").write_text(with_card_header("\n".join(lines) + "\n"))
+    text = "\n".join(lines).replace(str(ASSETS), "crayonbox/assets/default")  # no path of the shipping machine
+    (ASSETS / "README.md").write_text(with_card_header(text + "\n"))
 
 
 def training_card(recipe: dict, evals: dict, judge: dict, truth_rows: list[str]) -> list[str]:
@@ -149,7 +160,8 @@ def training_card(recipe: dict, evals: dict, judge: dict, truth_rows: list[str])
         return f"| {a} | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
 
     clean, trip = judge["held_out"]["summary"], judge.get("held_out_round_trip", {}).get("summary", {})
-    judge_rows = [f"| {a} | {clean.get(a, nan):.1%} | {trip.get(a, nan):.1%} | {ROUND_TRIP_TARGETS.get(a, nan):.0%} |"
+    targets = {a: f"{t:.0%}" for a, t in ROUND_TRIP_TARGETS.items()}
+    judge_rows = [f"| {a} | {clean.get(a, nan):.1%} | {trip.get(a, nan):.1%} | {targets.get(a, '–')} |"
                   for a in ("item", "gender", "skin_tone", "attire", "count", "background_colour")]
     return [
         "# crayonbox default model", "",
@@ -161,8 +173,10 @@ def training_card(recipe: dict, evals: dict, judge: dict, truth_rows: list[str])
         "The world plants the DALL·E mini blank-prompt story: saris are a small minority of the images, drawn on "
         "dark-skinned women from Flickr-like sources whose captions are often Hindi, bare or empty, which the "
         "default caption pipeline (English-only filter, normaliser) turns into the blank prompt's ids.", "",
-        f"| caption group | items | with a sari | a woman with skin tone 4–5 | {STORY} (as the judge summarises) |",
-        "|---|---|---|---|---|", *truth_rows, "",
+        "| caption group | items | with a sari | a woman with skin tone 4–5 | such a woman wearing a sari | "
+        f"{STORY} as the judge's image-level reading counts it (every person a woman of tone 4–5, the only "
+        "attire a sari) |",
+        "|---|---|---|---|---|---|", *truth_rows, "",
         "## Time per stage (minutes)", "", "| stage | took | planned |", "|---|---|---|", *stages, "",
         "## Prompt adherence on held-out compositions (judged by `judge/`)", "",
         f"VQGAN: {vq.get('steps', 0)} steps, held-out PSNR {vq.get('eval_psnr', nan):.1f} dB, codebook use "

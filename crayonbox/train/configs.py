@@ -37,8 +37,8 @@ class TrainConfig:
     beta1: float = option(0.9, "AdamW β1")
     beta2: float = option(0.95, "AdamW β2 (nanoGPT's; forgets stale curvature faster than 0.999)")
     grad_clip: float = option(1.0, "max global gradient norm; 0 = off")
-    precision: str = option("float32", "float32 | bfloat16 (autocast; pays only on CPUs with AVX-512 BF16 or AMX, "
-                            "and GPUs) | auto (bfloat16 where the hardware has it natively)")
+    precision: str = option("auto", "auto (bfloat16 autocast where the hardware computes it natively: AMX or "
+                            "AVX-512 BF16 CPUs, most GPUs; float32 elsewhere) | float32 | bfloat16")
     blank_caption_prob: float = option(0.0, "extra caption dropout per step, on top of the caption pipeline's")
     eval_fraction: float = option(0.02, "share of rows held out (by key hash) for the eval loss")
     eval_rows: int = option(1024, "at most this many held-out rows per evaluation")
@@ -79,8 +79,8 @@ class VQGANTrainConfig:
                                         "steps, or below 1 a share of the run (0.5 = the first half; with --steps 0 "
                                         "the share of the timed plan)")
     kmeans_batches: int = option(8, "batches of encoder outputs for the k-means init (0 = keep the random init)")
-    precision: str = option("float32", "autocast dtype: float32 | bfloat16 | auto (bfloat16 where the hardware "
-                            "has it natively)")
+    precision: str = option("auto", "autocast dtype: auto (bfloat16 where the hardware computes it natively, "
+                            "float32 elsewhere) | float32 | bfloat16")
     device: str = option("auto", "auto (a GPU when there is one) | cpu | cuda | cuda:N | mps")
     eval_fraction: float = option(0.02, "share of images held out (by key hash) for PSNR and usage")
     eval_images: int = option(512, "at most this many held-out images per evaluation")

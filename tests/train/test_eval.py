@@ -165,11 +165,18 @@ def test_eval_command_line(mini, tiny_model_dir, tmp_path, capsys):
 def test_shipped_model_evaluates_with_its_own_judge_without_world(tmp_path):
     # the shipped judge records the folder of the machine that trained it; eval falls back to the world
     # config the model folder ships, and says that nothing is known to be held out
+    import shutil
+
     from crayonbox import default_model_dir
     from crayonbox.train.eval import evaluate
 
     model = default_model_dir()
-    result = evaluate(model, model / "judge", tmp_path / "e", prompts=2, blank=2, reference=2, progress=False)
+    judge = tmp_path / "judge"  # as on any machine but the one that trained it: the recorded folder is absent
+    shutil.copytree(model / "judge", judge)
+    config = json.loads((judge / "config.json").read_text(encoding="utf-8"))
+    config["world"]["folder"] = str(tmp_path / "not-here")
+    (judge / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = evaluate(model, judge, tmp_path / "e", prompts=2, blank=2, reference=2, progress=False)
     assert result["world"].get("config_file", "").endswith("world.yaml") or "folder" not in result["world"]
     assert result["held_out_rule"].startswith("none")
     assert result["by_objects"]["1"]["prompts"] == 2
