@@ -33,7 +33,15 @@ from crayonbox.lab.probe import model_hash
 from crayonbox.lab.reference import blank_ids, caption_ids
 from crayonbox.lab.reference_table import TableConfig, build_reference_table
 from crayonbox.lab.results_run import Metrics
-from crayonbox.lab.story import ROUND_TRIP_TARGETS, STORY, Share, Story, story_lines, truth_shows_story
+from crayonbox.lab.story import (
+    ROUND_TRIP_TARGETS,
+    STORY,
+    Share,
+    Story,
+    story_lines,
+    truth_shows_story,
+    wears_a_sari,
+)
 from crayonbox.model.images import make_grid
 from crayonbox.model_folder import ModelFolder, load_component, save_component
 from crayonbox.pipeline import Pipeline
@@ -84,13 +92,6 @@ def slim(recipe: dict) -> dict:
     """recipe.json without machine-specific paths."""
     keep = {k: v for k, v in recipe.items() if k not in ("out", "model")}
     return json.loads(json.dumps(keep).replace(str(Path(recipe["out"])), "RUN"))
-
-
-def wears_a_sari(world: dict) -> bool:
-    """The world's own truth: a woman with skin tone 4–5 wearing a sari (other objects may stand beside)."""
-    objects = world["objects"]
-    return any(o.get("relation") == "wearing" and objects[o["paired_with"]].get("item") == "sari"
-               and o.get("gender") == "woman" and o.get("skin_tone") in (4, 5) for o in objects)
 
 
 def planted_truth(run: Path) -> list[str]:

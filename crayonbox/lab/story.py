@@ -47,6 +47,14 @@ def truth_shows_story(world: dict[str, Any] | None) -> bool | None:
     return shows_story(scene_summary(labels_of(world)))
 
 
+def wears_a_sari(world: dict[str, Any]) -> bool:
+    """The world's own truth, as its planted numbers count it: a woman with skin tone 4–5 wearing a sari (other
+    objects may stand beside her)."""
+    objects = world["objects"]
+    return any(o.get("relation") == "wearing" and objects[o["paired_with"]].get("item") == "sari"
+               and o.get("gender") == "woman" and o.get("skin_tone") in (4, 5) for o in objects)
+
+
 @dataclass
 class Share:
     """k of n images, with its Wilson interval."""

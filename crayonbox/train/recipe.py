@@ -99,12 +99,14 @@ RECIPES: dict[str, Recipe] = {
     ),
     # One known bias (crayonbox/data/world/planted.yaml: blank captions are 89 % dark-skinned people, all
     # images 50 %), trained for a few minutes; the bias lab must find it (tests/lab/test_planted_model.py).
+    # float32, not `auto`: its runs and their explanations must come out the same on every CPU.
     "planted": Recipe(
         world_items=6000, world_size=16, vocab_size=400, text_length=16, world_config="planted.yaml",
         vqgan={"preset": "tiny", "steps": 600, "batch_size": 32, "learning_rate": 1e-3, "warmup_steps": 30,
                "quantize_after": 0.5, "kmeans_batches": 8, "ema_decay": 0.95, "dead_after": 50,
-               "eval_every": 300, "checkpoint_every": 200, "threads": 1},
-        model={"preset": "tiny", "steps": 1500, "batch_size": 64, "learning_rate": 3e-3, "warmup_steps": 50,
+               "eval_every": 300, "checkpoint_every": 200, "threads": 1, "precision": "float32"},
+        model={"preset": "tiny", "steps": 1500, "precision": "float32", "batch_size": 64, "learning_rate": 3e-3,
+               "warmup_steps": 50,
                "eval_every": 500, "sample_every": 0, "sample_prompts": 2, "checkpoint_every": 500,
                "condition_scale": 1.0, "top_k": 64, "threads": 1},
         judge={"train_images": 400, "eval_images": 100, "world_sample": 100, "epochs": 1, "workers": 1, "threads": 1},

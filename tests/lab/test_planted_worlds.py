@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from crayonbox.lab.story import wears_a_sari
+
 WORLDS = Path(__file__).with_name("worlds")
 N = 1500  # items: the blank groups hold 350-750 of them, enough to pin the shares within a few points
 
@@ -96,10 +98,8 @@ def test_planted_truth_counts_only_whitespace_blanks_of_kept_items():
 
 
 def _dark_woman_in_sari(row: dict) -> bool:
-    """A woman with skin tone 4 or 5 wearing a sari."""
-    objects = json.loads(row["world"])["objects"]
-    return any(o.get("relation") == "wearing" and objects[o["paired_with"]].get("item") == "sari"
-               and o.get("gender") == "woman" and o.get("skin_tone") in (4, 5) for o in objects)
+    """A woman with skin tone 4 or 5 wearing a sari (the story module's definition of the world's truth)."""
+    return wears_a_sari(json.loads(row["world"]))
 
 
 def test_default_world_tells_the_blank_prompt_story(tmp_path):
