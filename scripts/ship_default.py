@@ -34,6 +34,7 @@ from crayonbox.lab.reference import blank_ids, caption_ids
 from crayonbox.lab.reference_table import TableConfig, build_reference_table
 from crayonbox.lab.results_run import Metrics
 from crayonbox.lab.story import (
+    DARK_TONES,
     ROUND_TRIP_TARGETS,
     STORY,
     Share,
@@ -114,7 +115,7 @@ def planted_truth(run: Path) -> list[str]:
         return any(o.get("attire") == "sari" for o in w["objects"])
 
     def dark_woman(w: dict) -> bool:
-        return any(o.get("gender") == "woman" and str(o.get("skin_tone")) in ("4", "5") for o in w["objects"])
+        return any(o.get("gender") == "woman" and str(o.get("skin_tone")) in DARK_TONES for o in w["objects"])
 
     order = ["all training items", "blank prompt's ids", "unconditional (caption dropped)",
              *sorted(name for name in groups if name.startswith("source "))]

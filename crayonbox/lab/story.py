@@ -52,7 +52,7 @@ def wears_a_sari(world: dict[str, Any]) -> bool:
     objects may stand beside her)."""
     objects = world["objects"]
     return any(o.get("relation") == "wearing" and objects[o["paired_with"]].get("item") == "sari"
-               and o.get("gender") == "woman" and o.get("skin_tone") in (4, 5) for o in objects)
+               and o.get("gender") == "woman" and str(o.get("skin_tone")) in DARK_TONES for o in objects)
 
 
 @dataclass
