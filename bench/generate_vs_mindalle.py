@@ -209,6 +209,10 @@ def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: in
     try:
         pipe(PROMPT, num_images=images, seed=SEED, condition_scale=scale, top_k=top_k, callback=stop)
     except StopDecoding:
+        stopped = True  # decode after the except block: its traceback would keep the KV cache alive
+    else:
+        stopped = False
+    if stopped:
         pipe.decode_images(torch.zeros(images, 256, dtype=torch.long), batch=images)
     sync(device)
     total = time.perf_counter() - t0

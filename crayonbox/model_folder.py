@@ -24,6 +24,7 @@ which write folders, use directly).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -113,15 +114,20 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, dict[str, Any]], int]
     return {k: v for k, v in header.items() if k != "__metadata__"}, 8 + size
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a .safetensors file, read with plain reads into memory it owns.
+def read_safetensors(path: Path, mapped: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """Every tensor of a .safetensors file, read with plain reads into memory it owns, except those named in
+    `mapped`: views of a private read-only mapping of the file, whose pages enter memory only when read.
 
     Hand-written instead of `safetensors.torch.load_file`, which maps the file: the mapped pages count in the
     process's resident memory beside the tensors, so loading dalle-mega (4.9 GB in fp16) peaked at 11.6 GiB for
-    a model that ends at 6.5 GiB. Read this way the file's pages stay in the page cache, outside the process."""
+    a model that ends at 6.5 GiB. Read this way the file's pages stay in the page cache, outside the process.
+    Mapping pays for a lookup table used as stored (a token embedding: a prompt reads a few of its 50,272
+    rows). The file must then not be rewritten in place while the tensors live (crayonbox replaces files by
+    renaming, which leaves a mapping valid)."""
     entries, start = read_safetensors_header(path)
     end = path.stat().st_size
     tensors: dict[str, torch.Tensor] = {}
+    whole = torch.from_file(str(path), shared=False, size=end, dtype=torch.uint8) if mapped else None
     with open(path, "rb") as f:
         for name, entry in entries.items():
             try:
@@ -134,6 +140,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             if stop - begin != raw.numel() or stop > end or begin < start:
                 raise CrayonboxError(f"corrupt weights file {path}: tensor {name!r} has {stop - begin} bytes "
                                      f"where {entry['dtype']} {entry['shape']} needs {raw.numel()}")
+            if whole is not None and name in mapped and begin % tensor.element_size() == 0:
+                tensors[name] = whole[begin:stop].view(dtype).view(tensor.shape)
+                continue
             f.seek(begin)
             if raw.numel() and f.readinto(memoryview(raw.numpy())) != raw.numel():
                 raise CrayonboxError(f"corrupt weights file {path}: tensor {name!r} is cut short")
@@ -141,12 +150,12 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_component_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
-    """Read a component's `model.safetensors`."""
+def load_component_weights(folder: Path, name: str, mapped: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """Read a component's `model.safetensors` (`mapped`: see read_safetensors)."""
     path = Path(folder) / name / WEIGHTS
     if not path.exists():
         raise CrayonboxError(f"missing weights file: {path}")
-    return read_safetensors(path)
+    return read_safetensors(path, mapped)
 
 
 def write_pipeline_json(
@@ -310,9 +319,10 @@ class ModelFolder:
         return ReferenceFiles(folder, read_json(folder / "manifest.json"), read_json(folder / "groups.json"),
                               labels)
 
-    def weights(self, name: str) -> dict[str, torch.Tensor]:
-        """A component's weights (`bart`, `vqgan`); not cached: the caller owns (and frees) them."""
-        return load_component_weights(self.path, name)
+    def weights(self, name: str, mapped: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """A component's weights (`bart`, `vqgan`); not cached: the caller owns (and frees) them. Tensors named
+        in `mapped` stay in the file until read (see read_safetensors)."""
+        return load_component_weights(self.path, name, mapped)
 
     def info(self) -> ModelInfo:
         """Everything but the weights. pipeline.json is read first, so a foreign folder fails with that error."""

@@ -158,6 +158,11 @@ def test_fp16w_is_exact_for_fp16_checkpoints(pipe, tmp_path):
     exact = Pipeline.from_pretrained(tmp_path / "half", dtype="float32")
     fast = Pipeline.from_pretrained(tmp_path / "half", dtype="fp16w")
     assert fast.dtype == torch.float32  # activations stay fp32
+    # the token tables stay as stored, views of the file's mapping (a prompt pages in only its rows)
+    file_size = (tmp_path / "half" / "bart" / "model.safetensors").stat().st_size
+    for table in (fast.bart.encoder.embed_tokens.weight, fast.bart.decoder.embed_tokens.weight):
+        assert table.dtype == torch.float16 and table.untyped_storage().nbytes() == file_size
+    assert exact.bart.encoder.embed_tokens.weight.dtype == torch.float32
     assert not any(t.is_meta for t in fast.bart.state_dict().values() if isinstance(t, torch.Tensor))
     a, b = _teacher_forced_logits(exact), _teacher_forced_logits(fast)
     assert (a - b).abs().max() < 1e-3 * a.abs().max()
@@ -214,6 +219,9 @@ def test_weights_reader_matches_safetensors_and_refuses_damage(tiny_model_dir, t
         ours, theirs = read_safetensors(path), load_file(str(path))
         assert ours.keys() == theirs.keys()
         assert all(ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]) for k in ours)
+        mapped = read_safetensors(path, mapped=list(theirs))  # views of one mapping of the file, same values
+        assert all(mapped[k].dtype == theirs[k].dtype and torch.equal(mapped[k], theirs[k]) for k in theirs)
+        assert {mapped[k].untyped_storage().nbytes() for k in theirs if theirs[k].numel()} == {path.stat().st_size}
     data = (tmp_path / "mixed.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[:-3])
     with pytest.raises(CrayonboxError, match="corrupt weights file .*cut.safetensors"):
