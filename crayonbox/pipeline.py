@@ -242,12 +242,15 @@ class Pipeline:
         ]
         return jobs, encodings
 
-    def new_decoding(self, capacity: int, jobs: list[ImageJob] | None = None) -> Decoding:
+    def new_decoding(self, capacity: int, jobs: list[ImageJob] | None = None,
+                     static: bool | None = None) -> Decoding:
         """A decode batch of `capacity` cache rows. Given the jobs it will hold (and no others later), its
-        cross-attention is sized to their longest prompt instead of text_length."""
+        cross-attention is sized to their longest prompt instead of text_length. `static` (default: on CUDA)
+        runs fixed-shape steps, captured in a CUDA graph on a GPU (see `Decoding`)."""
         states, mask = self.unconditional_states()
         text_len = max([states.shape[0], *(j.states.shape[0] for j in jobs)]) if jobs else None
-        return Decoding(self.bart, states, mask, capacity, text_len)
+        static = self.device.type == "cuda" if static is None else static
+        return Decoding(self.bart, states, mask, capacity, text_len, static=static)
 
     # ---------------------------------------------------------------- images
     @torch.inference_mode()

@@ -20,7 +20,7 @@ from torch import LongTensor, Tensor
 
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.bart import DalleBart
-from crayonbox.model.decoder import DecodeCache
+from crayonbox.model.decoder import DecodeCache, Decoder
 from crayonbox.sampler_settings import SamplingSettings  # re-exported: the decode loop's settings type
 
 
@@ -106,12 +106,20 @@ class Decoding:
         uncond_mask: Tensor,
         capacity: int,
         text_len: int | None = None,
+        static: bool = False,
     ):
         """`text_len`: cross-attention slots per row. The default (the model's text_length) fits any prompt
         that may join later; a batch whose prompts are all known can pass its longest real prompt instead,
-        which for blank prompts (3 ids of 64) removes most of the cross-attention cost."""
+        which for blank prompts (3 ids of 64) removes most of the cross-attention cost.
+
+        `static`: every step runs on all `capacity` rows, all image slots and all text slots (`Decoder.step`
+        with static=True), so its shapes never change; on CUDA the step is then captured once in a CUDA graph
+        and replayed (one launch per step instead of one per kernel). Rows without an image feed BOS at
+        position 0 and their logits are dropped."""
         self.model, self.cfg = model, model.cfg
         self.capacity = capacity
+        self.static = static
+        self._graph: GraphedStep | None = None
         self.uncond_states, self.uncond_mask = uncond_states, uncond_mask
         self.device = uncond_states.device  # the model's: every tensor a step touches lives there
         self.jobs: list[ImageJob] = []
@@ -132,6 +140,10 @@ class Decoding:
 
     def _alloc(self, like: Tensor) -> None:
         self.cache = DecodeCache.empty(self.cfg, self.capacity, self.text_len, like.dtype, like.device)
+        if self.static:  # a row without an image attends to one zero text slot: finite, never NaN
+            self.cache.cross_mask[:, 0, 0, 0] = True
+            if like.device.type == "cuda":
+                self._graph = GraphedStep(self.model.decoder, self.cache)
 
     @torch.inference_mode()
     def _write_row(self, row: int, states: Tensor, mask: Tensor) -> None:
@@ -188,19 +200,28 @@ class Decoding:
         # one list per step, then one tensor: per-element tensor writes cost ~1 µs each, 2 per row
         done = [len(job.tokens) for job in self.jobs]
         last = [job.tokens[-1] if job.tokens else cfg.bos_token_id for job in self.jobs]
-        tokens = torch.tensor([last[j] for j, _ in self.row_owner], dtype=torch.long, device=self.device)
-        positions = torch.tensor([done[j] for j, _ in self.row_owner], dtype=torch.long, device=self.device)
-        # Cross-attention only over the longest prompt in the batch now (slots past it are masked in every
-        # row): a server batch is sized for any prompt that may join, most are much shorter.
-        t = self._cross_len
-        view = DecodeCache(
-            self.cache.self_k[:, :r],
-            self.cache.self_v[:, :r],
-            self.cache.cross_k[:, :r, :, :t],
-            self.cache.cross_v[:, :r, :, :t],
-            self.cache.cross_mask[:r, :, :, :t],
-        )
-        logits = self.model.decoder.step(tokens, positions, view)[:, : cfg.image_vocab_size]
+        idle = self.capacity - r if self.static else 0  # rows without an image, fed BOS at position 0
+        tokens = torch.tensor([last[j] for j, _ in self.row_owner] + [cfg.bos_token_id] * idle,
+                              dtype=torch.long, device=self.device)
+        positions = torch.tensor([done[j] for j, _ in self.row_owner] + [0] * idle,
+                                 dtype=torch.long, device=self.device)
+        if self._graph is not None:
+            logits = self._graph(tokens, positions)
+        elif self.static:
+            logits = self.model.decoder.step(tokens, positions, self.cache, static=True)
+        else:
+            # Cross-attention only over the longest prompt in the batch now (slots past it are masked in
+            # every row): a server batch is sized for any prompt that may join, most are much shorter.
+            t = self._cross_len
+            view = DecodeCache(
+                self.cache.self_k[:, :r],
+                self.cache.self_v[:, :r],
+                self.cache.cross_k[:, :r, :, :t],
+                self.cache.cross_v[:, :r, :, :t],
+                self.cache.cross_mask[:r, :, :, :t],
+            )
+            logits = self.model.decoder.step(tokens, positions, view)
+        logits = logits[:r, : cfg.image_vocab_size]
         n = len(self.jobs)
         b = self.batch
         guided = guide(logits[b.cond], logits[b.uncond], b.scale)
@@ -274,3 +295,32 @@ class Decoding:
         for t in range(done, self.cfg.image_length):
             out[t] = out[t - side] if t >= side else (out[done - 1] if done else 0)
         return out
+
+
+class GraphedStep:
+    """`Decoder.step(static=True)` on one cache, captured in a CUDA graph: each call copies the tokens and
+    positions into the graph's own input tensors and replays every kernel of the step in one launch.
+
+    Captured after two warm-up steps on a side stream (what capture needs: allocator pools, cuBLAS workspaces,
+    lazily-built kernels); the warm-up writes the K/V of position 0 in every row, which each image overwrites
+    at its own first step, so the cache must be captured before any image joins (`Decoding._alloc`)."""
+
+    def __init__(self, decoder: Decoder, cache: DecodeCache):
+        rows, device = cache.self_k.shape[1], cache.self_k.device
+        self.tokens = torch.full((rows,), decoder.cfg.bos_token_id, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(2):
+                decoder.step(self.tokens, self.positions, cache, static=True)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self.graph):
+            self.logits = decoder.step(self.tokens, self.positions, cache, static=True)
+
+    def __call__(self, tokens: LongTensor, positions: LongTensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.graph.replay()
+        return self.logits

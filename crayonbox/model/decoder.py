@@ -112,18 +112,20 @@ class Decoder(nn.Module):
         cache.cross_mask = text_mask[:, None, None, :].bool()
         return cache
 
-    def step(self, tokens: LongTensor, positions: LongTensor, cache: DecodeCache) -> Tensor:
+    def step(self, tokens: LongTensor, positions: LongTensor, cache: DecodeCache, static: bool = False) -> Tensor:
         """Feed one token per row at its own position; returns logits (rows, image_embed_rows).
 
         Rows may be at different positions. Attention reads cache slots 0..max(position), masked per row to
-        slots ≤ that row's position, so the cost follows the longest row, not the full 256.
+        slots ≤ that row's position, so the cost follows the longest row, not the full 256. `static=True` reads
+        all image_length slots instead and writes with one indexed write: no shape depends on the step and
+        nothing waits for the host, which is what a CUDA graph needs (same logits; slower on CPUs).
         """
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         h = self.embed_tokens(tokens) + self.embed_positions(positions)
         h = self.layernorm_embedding(h)[:, None, :]  # (rows, 1, d)
-        span = int(positions.max()) + 1
+        span = self.cfg.image_length if static else int(positions.max()) + 1
         self_mask = (torch.arange(span, device=h.device)[None, :] <= positions[:, None])[:, None, None, :]
-        same_position = bool((positions == positions[0]).all())
+        same_position = not static and bool((positions == positions[0]).all())
 
         def remember(i: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
             def store(k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:  # (rows, heads, 1, hd) each
