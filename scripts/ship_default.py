@@ -11,7 +11,7 @@ The card's measured part comes from a lab run of the shipped folder:
 
     crayonbox lab probe --model crayonbox/assets/default --prompts null,neutral -n 400 --condition-scale 1,3,10 \\
         --out LABRUN
-    crayonbox lab measure LABRUN --instruments skin_tone,judge,clusters --reference-limit 30000
+    crayonbox lab measure LABRUN --instruments skin_tone,judge,clusters --reference-limit 60000
     python scripts/ship_default.py RUN --lab LABRUN
 """
 

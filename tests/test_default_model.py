@@ -13,6 +13,7 @@ from crayonbox.lab.measure import file_digest
 from crayonbox.lab.reference import blank_ids
 from crayonbox.lab.reference_table import TableConfig, instruments_for
 from crayonbox.model_folder import ModelFolder
+from crayonbox.train.recipe import RECIPES
 
 MODEL = default_model_dir()
 
@@ -27,14 +28,15 @@ def test_the_reference_table_is_this_models_training_data():
     manifest = json.loads((MODEL / "reference" / "manifest.json").read_text(encoding="utf-8"))
     groups = json.loads((MODEL / "reference" / "groups.json").read_text(encoding="utf-8"))
     assert folder.provenance["training_data_sha256"] == manifest["data_sha256"]
-    assert manifest["items"] == folder.provenance["training_items"] == 30_000  # every item, not a sample
+    items = RECIPES["default"].world_items  # the shipped weights are the current recipe's
+    assert manifest["items"] == folder.provenance["training_items"] == items  # every item, not a sample
     assert manifest["tokenizer_sha256"] == file_digest(MODEL / "tokenizer")
     assert groups["blank_ids"] == blank_ids(folder.tokenizer)
     # the keys `lab measure` will compute for the shipped meter and judge are the ones the table was made with
     keys = {instrument.name: key for instrument, key in instruments_for(MODEL, TableConfig())}
     assert {name: entry["key"] for name, entry in manifest["instruments"].items()} == keys
     rows = pq.read_table(MODEL / "reference" / "labels.parquet", columns=["group"]).column("group").to_pylist()
-    assert len(rows) == 30_000 and rows.count(groups["blank"]) >= 1000  # the blank group is big enough to measure
+    assert len(rows) == items and rows.count(groups["blank"]) >= 1000  # the blank group is big enough to measure
 
 
 def test_the_card_tells_the_planted_story_and_names_its_grids():
