@@ -133,7 +133,7 @@ def test_info_on_the_shipped_model(capsys):
     assert "parameters     transformer 8.0 M, VQGAN 1.7 M (total 9.6 M)" in out
     assert "123 concepts in 5 categories, from the world it was trained on (world.yaml)" in out
     assert "  animal (28): dog, cat, horse" in out
-    assert "vocabulary     1211 text ids, 528 whole words" in out
+    assert "vocabulary     1241 text ids, 531 whole words" in out
     assert f"card           {DEFAULT_MODEL_DIR / 'README.md'}" in out
 
 
