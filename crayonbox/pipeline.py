@@ -345,13 +345,11 @@ def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:
     qconfig = float16_dynamic_qconfig if mode == "fp16w" else per_channel_dynamic_qconfig
     # Token embeddings stored in fp16 stay fp16 (dalle-mega: 0.26 GiB): a lookup added to the fp32 position
     # embedding is promoted to fp32 exactly, so the sums are the fp32 model's to the bit.
-    half_tokens = {id(e.weight) for e in (bart.encoder.embed_tokens, bart.decoder.embed_tokens)
-                   if e.weight.dtype == torch.float16}
-    for module in bart.modules():
-        if not isinstance(module, torch.nn.Linear):
-            for param in module.parameters(recurse=False):
-                if id(param) not in half_tokens:
-                    param.data = param.data.float()
+    linears = {n for n, m in bart.named_modules() if isinstance(m, torch.nn.Linear)}
+    for name, param in bart.named_parameters():
+        owner = name.rpartition(".")[0]
+        if owner not in linears and not (name in TOKEN_TABLES and param.dtype == torch.float16):
+            param.data = param.data.float()
     with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated in favour of torchao
         warnings.simplefilter("ignore")
         # by name, not over a list of modules: such a list would keep every replaced fp32 layer alive
