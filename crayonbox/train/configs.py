@@ -72,6 +72,8 @@ class VQGANTrainConfig:
     warmup_steps: int = option(100, "linear warmup from ~0 to learning_rate")
     l2_weight: float = option(1.0, "reconstruction = L1 + l2_weight·L2 + edge_weight·|∇x − ∇x̂|")
     edge_weight: float = option(0.5, "weight of the image-gradient L1 (sharp sprite edges)")
+    object_weight: float = option(1.0, "reconstruction weight of the pixels inside the objects' boxes against "
+                                       "1 for the background (needs world metadata that places objects)")
     commitment: float = option(0.25, "β of the commitment loss")
     ema_decay: float = option(0.99, "codebook EMA")
     dead_after: int = option(100, "steps without use before a code is restarted")
