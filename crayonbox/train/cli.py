@@ -169,6 +169,9 @@ def _eval_command(args: argparse.Namespace) -> int:
             print(f"{count}-object held-out prompts ({block['prompts']}): adherence "
                   f"{block['adherence']['all']:.1%} (chance {block['chance']['all']:.1%}, judged renders "
                   f"{block['ceiling']['all']:.1%})")
+            for attribute, values in block.get("by_asked", {}).items():
+                print(f"  {attribute} by what the prompt asks: " + ", ".join(
+                    f"{v} {r['adherence']:.0%} of {r['n']}" for v, r in values.items()))
     if "frechet" in result:
         f = result["frechet"]
         floor = f"{f['renders_vs_renders']:.2f}" if f["renders_vs_renders"] is not None else "n/a"

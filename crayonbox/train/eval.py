@@ -5,7 +5,9 @@
   background colour — occurs in *no* training item (checked against the world folder's metadata). Each
   share comes with its chance level (the same images judged against other prompts) and two ceilings: the
   ground-truth renders of the same scenes, judged ("ceiling"), and those renders after a round trip through
-  the model's VQGAN ("ceiling_vqgan": the best a perfect transformer could score with this judge).
+  the model's VQGAN ("ceiling_vqgan": the best a perfect transformer could score with this judge). Gender
+  and skin tone are also split by the value asked ("by_asked"): a gender-free word such as "farmer" asks for
+  the neutral emoji, which held-out sets over-represent (rare compositions are the ones missing from training).
 - A Fréchet distance in judge-feature space between generated images and renders of the same scenes, next
   to the distance between two independent sets of renders (the floor at this sample size).
 - The blank prompt's image distribution (judged) next to the training images' (judged, and ground truth).
@@ -192,7 +194,8 @@ def evaluate(model_dir: str | Path, judge_dir: str | Path, out_dir: str | Path,
         # every generated image goes through the VQGAN decoder (and how well the judge reads its blur)
         roundtrips = vqgan_roundtrip(pipe, Path(model_dir), renders)
         if roundtrips is not None:
-            block["ceiling_vqgan"] = adherence(expected, judge.predict(roundtrips))["adherence"]
+            through = adherence(expected, judge.predict(roundtrips))
+            block["ceiling_vqgan"], block["ceiling_vqgan_by_asked"] = through["adherence"], through["by_asked"]
         result["by_objects"][str(count)] = block
         generated_all.append(judged.features.double().numpy())
         real_all.append(real.features.double().numpy())

@@ -102,7 +102,24 @@ def adherence(expected: Sequence[Expectation], labels: Sequence[dict[str, str]])
         out["adherence"][a] = float(np.mean(values))
         out["chance"][a] = float(np.mean(chance)) if chance else float("nan")
         out["applies_to"][a] = len(values)
+    out["by_asked"] = by_asked_value(expected, labels)
     return out
+
+
+def by_asked_value(expected: Sequence[Expectation], labels: Sequence[dict[str, str]],
+                   attributes: tuple[str, ...] = ("gender", "skin_tone")) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per object attribute, per value a prompt asks for, the share of asked objects drawn with it and how
+    many were asked ({"gender": {"neutral": {"adherence": 0.52, "n": 81}, …}}): a prompt's gender-free word
+    ("farmer", the neutral emoji) is a different question from "woman farmer", and a held-out set leans to
+    rare compositions, so the overall share hides which one a model fails."""
+    hits: dict[str, dict[str, list[bool]]] = {a: {} for a in attributes}
+    for e, lab in zip(expected, labels, strict=True):
+        for obj, hit in zip(e.objects, match_objects(e.objects, judged_objects(lab)), strict=True):
+            for a in attributes:
+                if a in obj:
+                    hits[a].setdefault(obj[a], []).append(hit[a])
+    return {a: {v: {"adherence": float(np.mean(h)), "n": len(h)} for v, h in sorted(values.items())}
+            for a, values in hits.items() if values}
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -68,6 +68,19 @@ def test_image_checks_and_adherence_against_chance():
         adherence(expected, perfect[:2])
 
 
+def test_adherence_by_asked_value_separates_a_gender_free_word_from_a_named_gender():
+    neutral = WOMAN | {"gender": "neutral"}
+    prompts = [scene([WOMAN]), scene([WOMAN, DOG]), scene([neutral]), scene([neutral]), scene([neutral])]
+    expected = [expectation_of(p) for p in prompts]
+    drawn = [labels_of(scene([WOMAN])), labels_of(scene([WOMAN, DOG])), labels_of(scene([WOMAN])),
+             labels_of(scene([WOMAN | {"gender": "man"}])), labels_of(scene([neutral]))]
+    result = adherence(expected, drawn)
+    assert result["adherence"]["gender"] == pytest.approx(3 / 5)
+    assert result["by_asked"]["gender"] == {"neutral": {"adherence": pytest.approx(1 / 3), "n": 3},
+                                            "woman": {"adherence": 1.0, "n": 2}}
+    assert result["by_asked"]["skin_tone"] == {"5": {"adherence": 1.0, "n": 5}}
+
+
 def test_frechet_distance_known_values():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 3))
