@@ -88,6 +88,7 @@ class Story:
     matched_truth: Share | None = None
     judge_round_trip: dict[str, float] | None = None  # the judge's held-out accuracy on VQGAN round trips
     notes: list[str] = field(default_factory=list)
+    judge_round_trip_by_count: dict[str, dict[str, float]] | None = None  # the same per layout (object count)
 
     def shortfalls(self) -> list[str]:
         """The judge's attributes below their round-trip target (all of them when it was never scored there)."""
@@ -125,7 +126,8 @@ class Story:
 
         return cls(data["judge"], {float(k): Share(**v) for k, v in data["by_scale"].items()},
                    share(data.get("training")), share(data.get("matched")), share(data.get("training_truth")),
-                   share(data.get("matched_truth")), data.get("judge_round_trip"), list(data.get("notes", [])))
+                   share(data.get("matched_truth")), data.get("judge_round_trip"), list(data.get("notes", [])),
+                   data.get("judge_round_trip_by_count"))
 
 
 def round_trip_accuracy(judge_metrics: dict[str, Any]) -> dict[str, float] | None:
@@ -133,6 +135,13 @@ def round_trip_accuracy(judge_metrics: dict[str, Any]) -> dict[str, float] | Non
     metrics.json (None when it was trained without --round-trip-vqgan)."""
     trip = judge_metrics.get("held_out_round_trip")
     return None if not trip else {a: float(trip["summary"][a]) for a in ROUND_TRIP_TARGETS}
+
+
+def round_trip_by_count(judge_metrics: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The same per layout ("1", "2", "3" objects), when the judge's metrics break it down."""
+    by_count = (judge_metrics.get("held_out_round_trip") or {}).get("by_count")
+    return None if not by_count else {c: {a: float(part[a]["accuracy"]) for a in ROUND_TRIP_TARGETS}
+                                      for c, part in by_count.items()}
 
 
 def measure_story(measured: Measured, images: list[ImageRecord], judge_key: str,
@@ -155,7 +164,8 @@ def measure_story(measured: Measured, images: list[ImageRecord], judge_key: str,
     story = Story(judge_key, {scale: Share.of(hits) for scale, hits in sorted(by_scale.items())},
                   Share.of([shows_story(ref_labels[item.sha256]) for item in items]),
                   Share.of([shows_story(ref_labels[item.sha256]) for item in matched]),
-                  judge_round_trip=round_trip_accuracy(judge_metrics or {}), notes=notes)
+                  judge_round_trip=round_trip_accuracy(judge_metrics or {}), notes=notes,
+                  judge_round_trip_by_count=round_trip_by_count(judge_metrics or {}))
     if items and all(t is not None for t in truths):
         story.training_truth = Share.of([bool(t) for t in truths])
         story.matched_truth = Share.of([bool(truth_shows_story(item.world)) for item in matched])
@@ -200,6 +210,10 @@ def story_lines(story: Story, agreement: Share | None = None) -> list[str]:
     if story.judge_round_trip:
         lines += ["", "The judge on held-out renders through this model's VQGAN: " + ", ".join(
             f"{a} {story.judge_round_trip[a]:.1%} (target {t:.0%})" for a, t in ROUND_TRIP_TARGETS.items()) + "."]
+    if story.judge_round_trip_by_count:
+        lines += ["By layout: " + "; ".join(
+            f"{c} object{'s' if c != '1' else ''}: " + ", ".join(f"{a} {v:.1%}" for a, v in part.items())
+            for c, part in sorted(story.judge_round_trip_by_count.items())) + "."]
     if agreement:
         lines += [f"On these generated images the pixel skin-tone meter and the judge give the same tone "
                   f"{agreement.share:.1%} of the time ({agreement.k}/{agreement.n} images both read)."]

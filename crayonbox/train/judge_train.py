@@ -141,20 +141,30 @@ class TrainingSet:
                    _as_float(self.images[i]), {a: t[i] for a, t in self.scene_targets.items()})
 
 
-def evaluate_judge(judge: Judge, images: np.ndarray, labels: list[dict[str, str]]) -> dict[str, Any]:
-    """Accuracy per attribute, and per attribute *kind* where it matters: item, category and attire over
-    occupied slots, gender and skin tone over slots that hold a person."""
-    predicted = judge.predict(list(images))
-    pairs = list(zip(predicted, labels, strict=True))
-    accuracy = {a: float(np.mean([p[a] == t[a] for p, t in pairs])) for a in judge.attributes}
-    summary: dict[str, float] = {}
+def _slot_summary(pairs: list[tuple[dict[str, str], dict[str, str]]]) -> dict[str, dict[str, float]]:
+    """Per slot attribute kind: accuracy and how many slots it was scored on (item, category and attire over
+    occupied slots, gender and skin tone over slots that hold a person)."""
+    out: dict[str, dict[str, float]] = {}
     for kind in SLOT_ATTRIBUTES:
         hits = [p[f"{slot}_{kind}"] == t[f"{slot}_{kind}"] for p, t in pairs for slot in SLOTS
                 if t[f"{slot}_category"] != NONE and (kind not in ("gender", "skin_tone")
                                                       or t[f"{slot}_category"] == "person")]
-        summary[kind] = float(np.mean(hits)) if hits else float("nan")
+        out[kind] = {"accuracy": float(np.mean(hits)) if hits else float("nan"), "n": len(hits)}
+    return out
+
+
+def evaluate_judge(judge: Judge, images: np.ndarray, labels: list[dict[str, str]]) -> dict[str, Any]:
+    """Accuracy per attribute, per attribute *kind* where it matters (`_slot_summary`), and that summary per
+    layout ("by_count": one large object reads differently from three small ones, and a lab reads whichever
+    layouts a model draws)."""
+    predicted = judge.predict(list(images))
+    pairs = list(zip(predicted, labels, strict=True))
+    accuracy = {a: float(np.mean([p[a] == t[a] for p, t in pairs])) for a in judge.attributes}
+    summary: dict[str, float] = {k: v["accuracy"] for k, v in _slot_summary(pairs).items()}
     summary |= {a: accuracy[a] for a in SCENE_ATTRIBUTES}
-    return {"n": len(labels), "summary": summary, "accuracy": accuracy,
+    counts = sorted({t["count"] for t in labels})
+    by_count = {c: _slot_summary([(p, t) for p, t in pairs if t["count"] == c]) for c in counts}
+    return {"n": len(labels), "summary": summary, "accuracy": accuracy, "by_count": by_count,
             "all_attributes_right": float(np.mean([p == t for p, t in pairs]))}
 
 

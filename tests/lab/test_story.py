@@ -116,6 +116,17 @@ def test_a_judge_below_its_round_trip_targets_withholds_the_verdict():
     story = measure_story(measured, records, JUDGE, BLANK, weak)
     assert story.verdict() == "withheld" and story.shortfalls() == ["gender 70.0% < 85%"]
     assert "**No verdict**" in "\n".join(story_lines(story)) and story.by_scale[1.0].k == 80  # shares still shown
+    by_count = {c: {a: {"accuracy": v, "n": 100} for a, v in accuracy.items()} for c, accuracy in
+                (("1", {"skin_tone": 0.98, "gender": 0.89, "attire": 0.99}),
+                 ("3", {"skin_tone": 0.8, "gender": 0.6, "attire": 0.93}))}
+    layered = measure_story(measured, records, JUDGE, BLANK, {"held_out_round_trip": weak["held_out_round_trip"]
+                                                             | {"by_count": by_count}})
+    assert layered.verdict() == "withheld"  # the gate reads the pooled accuracy, never a layout's
+    assert ("By layout: 1 object: skin_tone 98.0%, gender 89.0%, attire 99.0%; 3 objects: skin_tone 80.0%, "
+            "gender 60.0%, attire 93.0%.") in story_lines(layered)
+    from crayonbox.lab.story import Story
+
+    assert Story.from_dict(layered.to_dict()) == layered
     never_scored = measure_story(measured, records, JUDGE, BLANK, {"held_out": {}})
     assert never_scored.verdict() == "withheld" and "not scored on VQGAN round trips" in never_scored.shortfalls()[0]
 

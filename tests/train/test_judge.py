@@ -210,6 +210,11 @@ def test_judge_learns_and_is_scored_on_vqgan_round_trips(trained, tmp_path):
     assert trip["n"] == MINI_JUDGE["eval_images"] and metrics["round_trip_vqgan"].endswith("vqgan")
     assert metrics["held_out"]["summary"]["count"] >= 0.55  # chance 1/3; half the renders it learnt from are wrecked
     assert trip["summary"]["background_colour"] < metrics["held_out"]["summary"]["background_colour"] - 0.2
+    by_count = trip["by_count"]  # the same summary per layout, with its sample sizes adding up
+    assert set(by_count) <= {"1", "2", "3"} and len(by_count) >= 2
+    people = sum(part["gender"]["n"] for part in by_count.values())
+    pooled = sum(part["gender"]["accuracy"] * part["gender"]["n"] for part in by_count.values() if part["gender"]["n"])
+    assert pooled / people == pytest.approx(trip["summary"]["gender"])
 
     tiny = VQGAN_PRESETS["tiny"]  # 16 px: not this 32 px world's
     save_component(tmp_path / "vq16", "vqgan", tiny.to_dict(), VQGAN(tiny).state_dict())
