@@ -56,6 +56,8 @@ def decoder_weights(model: str) -> int:
     s = SHAPES[model]
     per_layer = 4 * s["d"] ** 2 + 2 * s["d"] ** 2 + 3 * s["d"] * s["glu"]
     return s["layers"] * per_layer + s["d"] * s["image_vocab"]
+
+
 SHAPES = {
     "mini": dict(layers=12, heads=16, d=1024, glu=2730, text_vocab=50264, image_vocab=16384),
     "mega": dict(layers=24, heads=32, d=2048, glu=4096, text_vocab=50272, image_vocab=16415),

@@ -148,6 +148,20 @@ def write_card(run: Path, lab: Path | None) -> None:
     (ASSETS / "README.md").write_text(with_card_header(text + "\n"))
 
 
+def asked_lines(one: dict) -> list[str]:
+    """One-object gender adherence split by the gender the prompt asks for, beside the VQGAN ceiling."""
+    asked, ceiling = one.get("by_asked", {}).get("gender"), one.get("ceiling_vqgan_by_asked", {}).get("gender", {})
+    if not asked:
+        return []
+    words = {"neutral": "a gender-free word (\"farmer\": the neutral emoji)", "woman": "\"woman …\"",
+             "man": "\"man …\""}
+    parts = [f"{words.get(v, v)} {r['adherence']:.2f} of {r['n']}"
+             + (f" (VQGAN ceiling {ceiling[v]['adherence']:.2f})" if v in ceiling else "") for v, r in asked.items()]
+    return ["One-object gender by what the prompt asks: " + "; ".join(parts) + ". Held-out compositions lean to "
+            "the rare ones, so gender-free prompts are over-represented against the world's share of neutral "
+            "people.", ""]
+
+
 def training_card(recipe: dict, evals: dict, judge: dict, truth_rows: list[str]) -> list[str]:
     """The card's fixed part: what the model is, the planted world, time per stage, adherence, the judge."""
     stages = [f"| {s['name']} | {s['seconds'] / 60:.1f} | {s['planned_seconds'] / 60:.1f} |" for s in recipe["stages"]]
@@ -191,7 +205,7 @@ def training_card(recipe: dict, evals: dict, judge: dict, truth_rows: list[str])
         "a perfect transformer could score) and on the renders themselves; chance: the images judged against "
         "other prompts.", "",
         "| attribute | 1 object | 2 objects | VQGAN ceiling | render ceiling | chance |", "|---|---|---|---|---|---|",
-        *(row(a) for a in one.get("adherence", {})), "",
+        *(row(a) for a in one.get("adherence", {})), "", *asked_lines(one),
         "## The judge", "",
         "Held-out accuracy per slot attribute on clean renders and on renders through this model's VQGAN (what "
         "it reads in practice); a headline read by the judge is withheld where it misses its round-trip target.",
