@@ -13,9 +13,10 @@ cost grows with position (attention over the tokens so far), so early steps woul
 `--steps` (default all 256) and is extrapolated only when that is lowered too.
 
 The same run measures this machine's matmul peak (in fp32 and in bf16) and read bandwidth, and prints, per row,
-the floor of that mode: the larger of (useful FLOPs ÷ the peak in the mode's compute dtype) and (decoder weight
-bytes in the mode × 256 steps ÷ bandwidth), and our share of it. Whether a mode keeps the images is
-bench/precision_quality.py's question.
+the floor of that precision (`floor_s`: the decoder's bytes per step — weights and K/V cache — × 256 ÷ bandwidth,
+or its FLOPs ÷ the peak in its compute dtype, whichever is longer, plus the VQGAN's FLOPs ÷ the peak in its
+dtype) and how far each row is from it, for the decoder alone and for the whole image. Whether a mode keeps the
+images is bench/precision_quality.py's question.
 
     python bench/generate_vs_mindalle.py --device cuda --mindalle-dtype float16 --images 16 --model mega
 
@@ -40,13 +41,16 @@ from machine import cpu_summary, machine_floor
 
 PROMPT = "a woman wearing a red sari on a yellow background"
 SEED = 7
-# FLOPs per image of the DALL·E mini architecture (useful work: cross-K/V computed once).
+# FLOPs of the DALL·E mini architecture (useful work: cross-K/V computed once), all images together, VQGAN
+# included; the VQGAN's share (f16, 256 px, the same for mini and mega) counted with torch.utils.flop_counter.
 USEFUL_GFLOP = {("mini", 1): 501, ("mini", 9): 4193, ("mega", 1): 1854, ("mega", 9): 14615}
+VQGAN_GFLOP_PER_IMAGE = 252
 BYTES_PER_WEIGHT = {"float32": 4, "bfloat16": 2, "float16": 2, "fp16w": 2, "int8": 1}
+MEAN_SLOTS_READ = 128.5  # self-attention K/V slots a step reads, averaged over the 256 steps
 
 
 def useful_gflop(model: str, images: int) -> float:
-    """Measured per-image work at 1 and 9 images; other counts (a 4×4 grid) scale the 9-image figure."""
+    """Measured work at 1 and 9 images; other counts (a 4×4 grid) scale the 9-image figure."""
     return USEFUL_GFLOP.get((model, images), USEFUL_GFLOP[(model, 9)] * images / 9)
 
 
@@ -56,6 +60,14 @@ def decoder_weights(model: str) -> int:
     s = SHAPES[model]
     per_layer = 4 * s["d"] ** 2 + 2 * s["d"] ** 2 + 3 * s["d"] * s["glu"]
     return s["layers"] * per_layer + s["d"] * s["image_vocab"]
+
+
+def step_bytes(model: str, images: int, mode: str, kv_bytes: int) -> float:
+    """Bytes one decode step must read at the least: the decoder weights in the mode's width, and the
+    self-attention K/V cache of every row (2 rows per image under guidance), averaged over the 256 steps."""
+    s = SHAPES[model]
+    kv = s["layers"] * 2 * images * 2 * s["d"] * kv_bytes * MEAN_SLOTS_READ
+    return decoder_weights(model) * BYTES_PER_WEIGHT.get(mode, 4) + kv
 
 
 SHAPES = {
@@ -181,7 +193,9 @@ def run_mindalle(root: Path, model: str, images: int, steps: int, scale: float, 
             m.detokenizer.forward(False, torch.zeros(images, 256, dtype=torch.long, device=device))
     sync(device)
     total = time.perf_counter() - t0
-    return _summary(f"min-dalle {dtype}", timer, load, total, steps)
+    width = getattr(torch, dtype).itemsize
+    return _summary(f"min-dalle {dtype}", timer, load, total, steps, precision=dict(
+        mode=dtype, kv_bytes=width, vqgan_dtype=dtype))
 
 
 def sync(device: str) -> None:
@@ -219,10 +233,13 @@ def run_crayonbox(folder: Path, images: int, steps: int, scale: float, top_k: in
     sync(device)
     total = time.perf_counter() - t0
     label = f"auto:{pipe.precision_choice.describe()}" if mode == "auto" else mode
-    return _summary(f"crayonbox {label}", timer, load, total, steps)
+    precision = dict(mode=pipe.precision_choice.mode if mode == "auto" else mode, kv_bytes=pipe.dtype.itemsize,
+                     vqgan_dtype=str(next(pipe.vqgan.parameters()).dtype).removeprefix("torch."))
+    return _summary(f"crayonbox {label}", timer, load, total, steps, precision)
 
 
-def _summary(name: str, timer: Timer, load: float, total: float, steps: int) -> dict:
+def _summary(name: str, timer: Timer, load: float, total: float, steps: int, precision: dict) -> dict:
+    """The run's times, peak memory and `precision` (mode, K/V cache bytes per number, VQGAN dtype)."""
     step = statistics.median(timer.times["step"])
     encoder = sum(timer.times.get("encoder", [0.0]))
     vqgan = sum(timer.times.get("vqgan", [0.0]))
@@ -237,6 +254,7 @@ def _summary(name: str, timer: Timer, load: float, total: float, steps: int) -> 
         "total_s": encoder + decoder + vqgan if steps < 256 else total,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "extrapolated": steps < 256,
+        **precision,
     }
 
 
@@ -339,13 +357,18 @@ def main() -> None:
         print_table(results, floor, args)
 
 
-def mode_floor_s(mode: str, model: str, images: int, floor: dict) -> float:
-    """Seconds this mode cannot beat on this machine: compute at the peak of its compute dtype (fp16w and int8
-    compute in fp32 here), or streaming its decoder weights once per step, whichever is longer."""
-    peak = floor["bfloat16"] if mode in ("bfloat16", "float16") else floor["float32"]
-    compute = useful_gflop(model, images) / peak
-    stream = decoder_weights(model) * BYTES_PER_WEIGHT.get(mode, 4) * 256 / (floor["read_gbs"] * 1e9)
-    return max(compute, stream)
+def floor_s(row: dict, model: str, images: int, floor: dict) -> tuple[float, float]:
+    """(decoder, total) seconds this row's precision cannot beat on this machine. Decoder: streaming its bytes
+    once per step (`step_bytes`) at the measured bandwidth, or its FLOPs at the measured peak of its compute
+    dtype (fp16w computes in fp32; int8 is held to the fp32 peak too, which flatters it), whichever is longer;
+    total: that plus the VQGAN's FLOPs at the peak of the VQGAN's dtype (the two run one after the other)."""
+    peak = {"bfloat16": floor["bfloat16"], "float16": floor["bfloat16"]}
+    mode = row["mode"]
+    vqgan_gflop = VQGAN_GFLOP_PER_IMAGE * images
+    compute = (useful_gflop(model, images) - vqgan_gflop) / peak.get(mode, floor["float32"])
+    stream = step_bytes(model, images, mode, row["kv_bytes"]) * 256 / (floor["read_gbs"] * 1e9)
+    decoder = max(compute, stream)
+    return decoder, decoder + vqgan_gflop / peak.get(row["vqgan_dtype"], floor["float32"])
 
 
 def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
@@ -356,8 +379,8 @@ def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
         + (f"; crayonbox decoder extrapolated from {args.steps} steps" if args.steps < 256 else "")
     )
     head = (
-        f"{'impl':<20}{'images':>7}{'encoder s':>11}{'step ms':>9}{'decoder s':>11}{'vqgan s':>9}"
-        f"{'total s':>9}{'peak GiB':>10}{'vs md':>8}{'% floor':>9}"
+        f"{'impl':<38}{'images':>7}{'encoder s':>11}{'step ms':>9}{'decoder s':>11}{'vqgan s':>9}"
+        f"{'total s':>9}{'peak GiB':>10}{'vs md':>8}{'floor s':>9}{'dec×floor':>11}{'tot×floor':>11}"
     )
     print(head)
     for (impl, images), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -367,15 +390,18 @@ def print_table(results: dict, floor: dict, args: argparse.Namespace) -> None:
         }
         base = results.get((f"min-dalle {args.mindalle_dtype}", images))
         ratio = med["total_s"] / statistics.median(r["total_s"] for r in base) if base else float("nan")
-        floor_s = mode_floor_s(impl.split()[1].removeprefix("auto:"), args.model, images, floor)
+        decoder_floor, total_floor = floor_s(runs[0], args.model, images, floor)
         print(
-            f"{impl:<20}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
+            f"{impl:<38}{images:>7}{med['encoder_s']:>11.2f}{med['step_ms']:>9.1f}{med['decoder_s']:>11.1f}"
             f"{med['vqgan_s']:>9.1f}{med['total_s']:>9.1f}{med['peak_rss_gib']:>10.2f}{ratio:>8.2f}"
-            f"{100 * floor_s / med['total_s']:>8.0f}%"
+            f"{total_floor:>9.1f}{med['decoder_s'] / decoder_floor:>11.2f}{med['total_s'] / total_floor:>11.2f}"
         )
     print(
-        "vs md = crayonbox total / min-dalle total (lower is faster); % floor = the mode's floor / total, the floor "
-        "being max(useful FLOPs / measured peak in the mode's compute dtype, decoder weight bytes × 256 / bandwidth)"
+        "vs md = crayonbox total / min-dalle total (lower is faster). floor s = this precision's floor on this "
+        "machine: the decoder's (max of streaming its weights and K/V cache once per step at the measured "
+        "bandwidth, and its FLOPs at the measured peak of its compute dtype) plus the VQGAN's FLOPs at the peak "
+        "of its dtype; dec×floor and tot×floor = measured / floor for the decoder and for the whole image (1 = "
+        "at the floor)."
     )
 
 

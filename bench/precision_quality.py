@@ -36,7 +36,8 @@ from crayonbox.config import MODEL_PRESETS
 from crayonbox.lab.stats import wilson_interval
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.hardware import auto_precision
-from crayonbox.pipeline import DTYPES, WEIGHT_ONLY, Pipeline, quantize_linears
+from crayonbox.model.packed_linear import WEIGHT_ONLY, quantize_linears
+from crayonbox.pipeline import DTYPES, Pipeline
 from crayonbox.train.eval import evaluate
 
 KL_MEAN_BOUND = 0.1 / 256  # nats per position: 0.1 nats per 256-token image

@@ -11,11 +11,8 @@ output_type, return_dict; `pipe.to(device)`): pipeline_args.py maps them.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +21,21 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import LongTensor, Tensor
-from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig
 from tqdm.auto import tqdm
 
 from crayonbox.config import PRECISIONS, ModelConfig, VQGANConfig
 from crayonbox.errors import CrayonboxError
 from crayonbox.hub import resolve_model, upload_folder, write_hub_card
 from crayonbox.model.bart import DalleBart
-from crayonbox.model.hardware import PrecisionChoice, auto_precision, fbgemm_available, resolve_device
+from crayonbox.model.hardware import PrecisionChoice, auto_precision, resolve_device
 from crayonbox.model.images import to_pil
+from crayonbox.model.packed_linear import (
+    TOKEN_TABLES,
+    WEIGHT_ONLY,
+    PackedLinear,
+    quantize_linears,
+    release_freed_memory,
+)
 from crayonbox.model.vqgan import VQGAN
 from crayonbox.model_folder import ModelFolder, ModelInfo, save_component, write_pipeline_json
 from crayonbox.pipeline_args import CallArgs, convert_images, parse_to, pick, resolve_call
@@ -43,13 +45,6 @@ from crayonbox.weights.checks import check_state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PipelineImages = list[Image.Image] | np.ndarray | Tensor  # by output_type: "pil", "np", "pt"
-# Weight-only modes keep fp32 activations and a fp32 VQGAN; the transformer's Linear layers run in fbgemm:
-#   fp16w: fp16 weights, fp32 arithmetic. Exact for checkpoints stored in fp16 (all official ones and ours);
-#          3-4x faster than MKL's fp32 GEMM for the few-row matrices a decode step multiplies.
-#   int8:  dynamic int8 with per-channel weight scales: faster still, but changes some tokens.
-WEIGHT_ONLY = ("fp16w", "int8")
-TOKEN_TABLES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if hasattr(ctypes.CDLL(None), "malloc_trim") else None
 
 
 @dataclass
@@ -112,7 +107,7 @@ class Pipeline:
         """Load a model folder (see model_folder.py), or a Hub repo `owner/name` that is not a folder here
         (through the Hugging Face cache; `revision`, `cache_dir`, `local_files_only` and HF_HUB_OFFLINE apply).
         `dtype` (or diffusers' `torch_dtype`): float32 (default, exact), bfloat16 (fast only on CPUs with
-        AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, fp16w / int8 (weight-only, see WEIGHT_ONLY;
+        AVX-512 BF16 or AMX; emulated and slow on AVX2), float16, fp16w / int8 (weight-only: model/packed_linear.py;
         `bench/generate_vs_mindalle.py` prints their speed and agreement with fp32), or auto (what this machine's
         hardware runs best: crayonbox/model/hardware.py).
         `device`: where the weights go (see `to`)."""
@@ -195,7 +190,7 @@ class Pipeline:
         """Move the weights (`pipe.to("cpu")`), change their dtype (`pipe.to(torch.float16)`), or both, in place,
         as diffusers does; returns the pipeline. A device this machine lacks is a CrayonboxError."""
         device, dtype = parse_to(args, device, dtype)
-        quantized = any(isinstance(m, DynamicLinear) for m in self.bart.modules())
+        quantized = any(isinstance(m, PackedLinear) for m in self.bart.modules())
         if quantized and (dtype is not None or (device is not None and device.type != "cpu")):
             raise CrayonboxError("a pipeline loaded with dtype fp16w or int8 runs on the CPU in that precision "
                                  "only: load it again with the dtype you want")
@@ -330,46 +325,6 @@ class Pipeline:
             self.tokenizer.unconditional(),
             settings,
         )
-
-
-def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:
-    """The transformer's Linear layers as fbgemm weight-only layers: `fp16w` (fp16 weights, fp32 maths) or
-    `int8` (dynamic int8, per-channel weight scales), all other parameters in fp32. Weights 2× / 4× smaller than
-    fp32, which is what a memory-bound decode step needs on CPUs without bf16 units.
-
-    Swapped one layer at a time, each replaced layer's memory handed back to the system at once, so memory peaks
-    at the loaded weights plus one fp32 layer (dalle-mega in fp16w: peak RSS 6.1 GiB, 7.4 GiB without the
-    hand-back, ~13 GiB when built in fp32 and then quantized)."""
-    if not fbgemm_available():
-        raise CrayonboxError(f"dtype {mode} needs fbgemm (x86 CPUs with AVX2); use float32 on this machine")
-    qconfig = float16_dynamic_qconfig if mode == "fp16w" else per_channel_dynamic_qconfig
-    # Token embeddings stored in fp16 stay fp16 (dalle-mega: 0.26 GiB): a lookup added to the fp32 position
-    # embedding is promoted to fp32 exactly, so the sums are the fp32 model's to the bit.
-    linears = {n for n, m in bart.named_modules() if isinstance(m, torch.nn.Linear)}
-    for name, param in bart.named_parameters():
-        owner = name.rpartition(".")[0]
-        if owner not in linears and not (name in TOKEN_TABLES and param.dtype == torch.float16):
-            param.data = param.data.float()
-    with warnings.catch_warnings():  # torch marks the eager quantization API as deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        # by name, not over a list of modules: such a list would keep every replaced fp32 layer alive
-        for name in [n for n, m in bart.named_modules() if isinstance(m, torch.nn.Linear)]:
-            parent_name, _, child_name = name.rpartition(".")
-            parent = bart.get_submodule(parent_name)
-            child = getattr(parent, child_name)
-            child.weight.data = child.weight.data.float()
-            child.qconfig = qconfig
-            setattr(parent, child_name, DynamicLinear.from_float(child))
-            del child
-            release_freed_memory()
-    return bart.eval()
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by Python back to the system (glibc's malloc_trim; nothing elsewhere). Freed weight
-    tensors otherwise stay in the allocator's arenas and count in the process's resident memory."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 def _progress(total: int, enabled: bool):

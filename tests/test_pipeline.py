@@ -202,7 +202,7 @@ def test_auto_loads_the_machines_choice_and_says_why(tiny_model_dir, monkeypatch
         assert zen4.precision_choice.describe() == "fp16w (VQGAN bfloat16)"
         assert next(zen4.vqgan.parameters()).dtype == torch.bfloat16
         assert len(zen4("a red dog", num_images=2, seed=3).images) == 2
-    monkeypatch.setattr("crayonbox.pipeline.fbgemm_available", lambda: False)
+    monkeypatch.setattr("crayonbox.model.packed_linear.fbgemm_available", lambda: False)
     with pytest.raises(CrayonboxError, match="fp16w needs fbgemm"):
         Pipeline.from_pretrained(tiny_model_dir, dtype="fp16w")
 

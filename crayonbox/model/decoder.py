@@ -36,7 +36,7 @@ class DecoderLayer(nn.Module):
         self.encoder_attn_layer_norm = nn.LayerNorm(d, eps)
         self.glu = GLU(d, cfg.glu_dim, eps)
 
-    def forward(self, h: Tensor, self_mask: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor,
+    def forward(self, h: Tensor, self_mask: Tensor | None, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor,
                 remember: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:
         """One layer. Self-attention attends over the K/V of `h` itself (teacher forcing), or, given
         `remember`, over what it returns after storing this step's K/V in a cache (sampling)."""
@@ -124,8 +124,10 @@ class Decoder(nn.Module):
         h = self.embed_tokens(tokens) + self.embed_positions(positions)
         h = self.layernorm_embedding(h)[:, None, :]  # (rows, 1, d)
         span = self.cfg.image_length if static else int(positions.max()) + 1
-        self_mask = (torch.arange(span, device=h.device)[None, :] <= positions[:, None])[:, None, None, :]
         same_position = not static and bool((positions == positions[0]).all())
+        # rows at one position attend to every slot read (0..position): no mask, SDPA's unmasked kernel
+        self_mask = None if same_position else (
+            torch.arange(span, device=h.device)[None, :] <= positions[:, None])[:, None, None, :]
 
         def remember(i: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
             def store(k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:  # (rows, heads, 1, hd) each
