@@ -44,3 +44,13 @@ def test_packed_linear_refuses_what_it_cannot_hold():
         PackedLinear(nn.Linear(4, 4), "fp16w")
     with pytest.raises(CrayonboxError, match="unknown weight-only mode 'int4'"):
         PackedLinear(nn.Linear(4, 4, bias=False), "int4")
+
+
+def test_a_weight_only_pipeline_refuses_to_change_precision_or_device(tiny_model_dir):
+    from crayonbox.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_model_dir, dtype="fp16w")
+    assert any(isinstance(m, PackedLinear) for m in pipe.bart.modules())
+    assert pipe.to("cpu") is pipe  # where it already is: nothing to do
+    with pytest.raises(CrayonboxError, match="fp16w or int8 runs on the CPU in that precision only"):
+        pipe.to(torch.bfloat16)
