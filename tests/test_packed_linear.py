@@ -54,3 +54,17 @@ def test_a_weight_only_pipeline_refuses_to_change_precision_or_device(tiny_model
     assert pipe.to("cpu") is pipe  # where it already is: nothing to do
     with pytest.raises(CrayonboxError, match="fp16w or int8 runs on the CPU in that precision only"):
         pipe.to(torch.bfloat16)
+
+
+def test_a_weight_only_pipeline_saves_an_ordinary_folder(tiny_model_dir, tmp_path):
+    """fp16w's state dict names each Linear's weight as nn.Linear does: saved, the folder loads in float32
+    with the fp16-rounded weights, exactly."""
+    from crayonbox.pipeline import Pipeline
+
+    Pipeline.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "half", dtype=torch.float16)
+    fast = Pipeline.from_pretrained(tmp_path / "half", dtype="fp16w")
+    fast.save_pretrained(tmp_path / "again")
+    back = Pipeline.from_pretrained(tmp_path / "again")
+    ref = Pipeline.from_pretrained(tmp_path / "half")
+    for (name, a), (_, b) in zip(back.bart.state_dict().items(), ref.bart.state_dict().items(), strict=True):
+        assert torch.equal(a, b.float()), name

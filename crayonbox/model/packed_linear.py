@@ -62,6 +62,11 @@ class PackedLinear(nn.Module):
             return torch.ops.quantized.linear_unpack_fp16(self._packed)[0].float()
         return torch.ops.quantized.linear_unpack(self._packed)[0].dequantize()
 
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        # a state dict holds the weight as nn.Linear names it, so `save_pretrained` of a weight-only pipeline
+        # writes an ordinary model folder (fp16w: the stored fp16 weights exactly; int8: dequantized)
+        destination[prefix + "weight"] = self.weight()
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}"
 
