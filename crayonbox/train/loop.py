@@ -43,14 +43,21 @@ from crayonbox.train.schedule import StepPlan, WarmupCosine
 CHECKPOINT = "train/checkpoint.pt"  # relative to the output folder
 
 
-def claim_run_folder(out: str | Path, kind: str, resume: bool, noun: str) -> None:
+def claim_run_folder(out: str | Path, kind: str, resume: bool, noun: str, dist: Dist | None = None) -> None:
     """Claim `out` for a run of `kind`, and refuse to start over a run there unless it is resumed.
 
-    `noun` names the run in the error ("a training run", "a VQGAN run").
+    `noun` names the run in the error ("a training run", "a VQGAN run"). Under DDP rank 0 claims first and the
+    other processes check after it: looking at the same time, they could see the folder with rank 0's marker
+    still a temporary file, i.e. someone else's folder. (If rank 0 refuses, torchrun stops the others.)
     """
+    shared = dist is not None and dist.world > 1
+    if shared and not dist.main:
+        torch.distributed.barrier()
     claim_output_folder(out, kind, CHECKPOINT)  # never into someone's folder
     if (Path(out) / CHECKPOINT).exists() and not resume:
         raise CrayonboxError(f"{out} already holds {noun}: pass --resume to continue it, or choose another --out")
+    if shared and dist.main:
+        torch.distributed.barrier()
 
 
 def check_run_options(precision: str, steps: int, max_minutes: float) -> None:

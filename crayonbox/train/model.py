@@ -184,7 +184,7 @@ def train(cfg: TrainConfig) -> dict:
     check_run_options(cfg.precision, cfg.steps, cfg.max_minutes)
     dist = setup_distributed(cfg.device, cfg.threads)
     work = Path(cfg.out) / "train"
-    claim_run_folder(cfg.out, MODEL_KIND, cfg.resume, "a training run")
+    claim_run_folder(cfg.out, MODEL_KIND, cfg.resume, "a training run", dist)
 
     # ---- data: the held-out split is a hash of each key, so it never moves between runs
     vqgan, vqgan_info = load_vqgan(cfg.vqgan)

@@ -105,3 +105,18 @@ def test_help_text_is_field_metadata(cls):
     assert [(name, text) for name, _, text in spec] == [(f.name, f.metadata["help"])
                                                         for f in dataclasses.fields(cls)]
     assert all(text and "#" not in text for _, _, text in spec)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_ddp_rank_0_claims_the_run_folder_before_the_others_look(tmp_path, monkeypatch, rank):
+    """Looking at once, rank 1 could find rank 0's marker still a temporary file: someone else's folder."""
+    from crayonbox.train import loop
+
+    events = []
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: events.append("barrier"))
+    monkeypatch.setattr(loop, "claim_output_folder", lambda *args: events.append("claim"))
+    loop.claim_run_folder(tmp_path / "run", "model", False, "a run", Dist(rank, 2, torch.device("cpu")))
+    assert events == (["claim", "barrier"] if rank == 0 else ["barrier", "claim"])
+    events.clear()
+    loop.claim_run_folder(tmp_path / "run", "model", False, "a run", SINGLE)
+    assert events == ["claim"]  # one process: nothing to wait for
