@@ -83,9 +83,10 @@ def quantize_linears(bart: DalleBart, mode: str) -> DalleBart:
     # Token embeddings stored in fp16 stay fp16 (dalle-mega: 0.26 GiB): a lookup added to the fp32 position
     # embedding is promoted to fp32 exactly, so the sums are the fp32 model's to the bit.
     linears = [n for n, m in bart.named_modules() if isinstance(m, nn.Linear)]
+    linear_set = set(linears)
     for name, param in bart.named_parameters():
         owner = name.rpartition(".")[0]
-        if owner not in linears and not (name in TOKEN_TABLES and param.dtype == torch.float16):
+        if owner not in linear_set and not (name in TOKEN_TABLES and param.dtype == torch.float16):
             param.data = param.data.float()
     # by name, not over a list of modules: such a list would keep every replaced fp32 layer alive
     for name in linears:
