@@ -105,7 +105,7 @@ def _dark_woman_in_sari(row: dict) -> bool:
 def test_default_world_tells_the_blank_prompt_story(tmp_path):
     """The default world (crayonbox/data/world/default.yaml): saris a small minority of the images, yet women in
     saris with dark skin the largest part of the captions the default pipeline turns into the blank prompt's
-    ids. Its header gives the numbers at 12,000 items (53.6 % of the blank group); 3,000 pin them within ±8."""
+    ids. Its header gives the numbers at 12,000 items (53.5 % of the blank group); 3,000 pin them within ±8."""
     import pyarrow.parquet as pq
 
     from crayonbox.data.caption_run import PROVENANCE_DIR, run_caption_pipeline
