@@ -47,7 +47,7 @@ def check_same_run(state: dict[str, Any], identity: dict[str, Any]) -> None:
     """Refuse to resume a checkpoint made with other data, batch size or seed: the data order would differ."""
     if {k: state["data"].get(k) for k in identity} != identity:
         raise CrayonboxError(f"cannot resume: the checkpoint was made with {state['data']}, this run has "
-                             f"{identity}; resume with the same data, --batch-size and --seed")
+                             f"{identity}; resume with the same data and options (--batch-size, --seed, …)")
 
 
 def capture_rng() -> dict[str, Any]:

@@ -65,6 +65,7 @@ class VQGANTrainConfig:
     data: str = option("", "shard folder (webdataset tars; `crayonbox world build` or img2dataset output)")
     out: str = option("", "output folder: vqgan/ component, report.json, train/")
     preset: str = option("small32", "VQGAN shape: TRAIN_VQGAN_PRESETS (config.VQGAN_PRESETS plus small32)")
+    n_embed: int = option(0, "codebook size; 0 = the preset's (small32: 512)")
     steps: int = option(3000, "optimizer steps in all; 0 = as many as fit in --max-minutes (speed measured early "
                               "on)")
     batch_size: int = option(32, "images per step")

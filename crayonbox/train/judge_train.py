@@ -141,15 +141,27 @@ class TrainingSet:
                    _as_float(self.images[i]), {a: t[i] for a, t in self.scene_targets.items()})
 
 
-def _slot_summary(pairs: list[tuple[dict[str, str], dict[str, str]]]) -> dict[str, dict[str, float]]:
+PERSON_ATTRIBUTES = ("gender", "skin_tone")  # scored on slots that hold a person
+
+
+def _slot_summary(pairs: list[tuple[dict[str, str], dict[str, str]]]) -> dict[str, dict[str, Any]]:
     """Per slot attribute kind: accuracy and how many slots it was scored on (item, category and attire over
-    occupied slots, gender and skin tone over slots that hold a person)."""
-    out: dict[str, dict[str, float]] = {}
+    occupied slots, gender and skin tone over slots that hold a person); for gender and skin tone also the
+    confusion (true label → read label → slots), which says whether a miss is, say, the neutral figure read
+    as a woman or a woman read as a man."""
+    out: dict[str, dict[str, Any]] = {}
     for kind in SLOT_ATTRIBUTES:
-        hits = [p[f"{slot}_{kind}"] == t[f"{slot}_{kind}"] for p, t in pairs for slot in SLOTS
-                if t[f"{slot}_category"] != NONE and (kind not in ("gender", "skin_tone")
-                                                      or t[f"{slot}_category"] == "person")]
+        scored = [(p[f"{slot}_{kind}"], t[f"{slot}_{kind}"]) for p, t in pairs for slot in SLOTS
+                  if t[f"{slot}_category"] != NONE and (kind not in PERSON_ATTRIBUTES
+                                                        or t[f"{slot}_category"] == "person")]
+        hits = [read == true for read, true in scored]
         out[kind] = {"accuracy": float(np.mean(hits)) if hits else float("nan"), "n": len(hits)}
+        if kind in PERSON_ATTRIBUTES:
+            confusion: dict[str, dict[str, int]] = {}
+            for read, true in scored:
+                row = confusion.setdefault(true, {})
+                row[read] = row.get(read, 0) + 1
+            out[kind]["confusion"] = {true: dict(sorted(row.items())) for true, row in sorted(confusion.items())}
     return out
 
 

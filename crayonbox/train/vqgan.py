@@ -301,6 +301,11 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
     out, work = Path(cfg.out), Path(cfg.out) / "train"
     claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     vq_cfg: VQGANConfig = presets[cfg.preset]
+    if cfg.n_embed < 0 or cfg.n_embed == 1:
+        raise CrayonboxError(f"--n-embed must be at least 2 (or 0 for the preset's {vq_cfg.n_embed}), "
+                             f"got {cfg.n_embed}")
+    if cfg.n_embed:
+        vq_cfg = dataclasses.replace(vq_cfg, n_embed=cfg.n_embed)
     if cfg.object_weight <= 0:
         raise CrayonboxError(f"--object-weight must be positive, got {cfg.object_weight}")
     keys, pixels, masks = load_images(cfg.data, vq_cfg.resolution, cfg.progress, with_masks=True)
@@ -326,7 +331,8 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         out=out, name="train vqgan", steps=cfg.steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=0.1,
         batch_size=cfg.batch_size, max_minutes=cfg.max_minutes, eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every, metrics=METRICS,
-        identity={"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed},
+        identity={"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed,
+                  "codebook": vq_cfg.n_embed},
         resume=cfg.resume, progress=cfg.progress)
     result = TrainingLoop(settings, dist, task, optimizer).run()
 

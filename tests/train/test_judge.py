@@ -53,6 +53,19 @@ def test_scene_summary():
     assert scene_summary(two)["gender"] == "mixed" and scene_summary(two)["skin_tone"] == "4"
 
 
+def test_slot_summary_counts_person_confusions():
+    from crayonbox.train.judge_train import _slot_summary
+
+    truth = labels_of(WOMAN_IN_SARI)  # a woman of tone 4 on the left, a sari on the right
+    as_man = {**truth, "left_gender": "man"}
+    as_tone5 = {**truth, "left_skin_tone": "5", "right_item": "dress"}
+    summary = _slot_summary([(truth, truth), (as_man, truth), (as_tone5, truth)])
+    assert summary["gender"] == {"accuracy": pytest.approx(2 / 3), "n": 3,
+                                 "confusion": {"woman": {"man": 1, "woman": 2}}}
+    assert summary["skin_tone"]["confusion"] == {"4": {"4": 2, "5": 1}}
+    assert summary["item"] == {"accuracy": pytest.approx(5 / 6), "n": 6}  # both slots scored, no confusion
+
+
 @pytest.mark.parametrize("size", [16, 32, 64])
 def test_slot_boxes_cover_each_slot_inside_the_image(size):
     for count, slots in ((1, ("centre",)), (2, ("left", "right")), (3, SLOTS)):
@@ -215,6 +228,13 @@ def test_judge_learns_and_is_scored_on_vqgan_round_trips(trained, tmp_path):
     people = sum(part["gender"]["n"] for part in by_count.values())
     pooled = sum(part["gender"]["accuracy"] * part["gender"]["n"] for part in by_count.values() if part["gender"]["n"])
     assert pooled / people == pytest.approx(trip["summary"]["gender"])
+    for part in by_count.values():  # each layout's confusion holds its scored slots, its diagonal the hits
+        for kind in ("gender", "skin_tone"):
+            table = part[kind]["confusion"]
+            assert sum(sum(row.values()) for row in table.values()) == part[kind]["n"]
+            hits = sum(row.get(true, 0) for true, row in table.items())
+            assert hits == round(part[kind]["accuracy"] * part[kind]["n"]) if part[kind]["n"] else hits == 0
+    assert "confusion" not in by_count[next(iter(by_count))]["item"]  # only the person attributes
 
     tiny = VQGAN_PRESETS["tiny"]  # 16 px: not this 32 px world's
     save_component(tmp_path / "vq16", "vqgan", tiny.to_dict(), VQGAN(tiny).state_dict())

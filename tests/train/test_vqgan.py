@@ -81,6 +81,20 @@ def test_resume_continues_to_the_same_weights(toy_shards, tmp_path, micro_preset
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
+def test_n_embed_sizes_the_codebook_and_a_resume_must_keep_it(toy_shards, tmp_path, micro_preset):
+    common = dict(data=str(toy_shards), preset=micro_preset, batch_size=8, kmeans_batches=1, eval_every=4,
+                  eval_fraction=0.15, checkpoint_every=2, progress=False, threads=1, quantize_after=2)
+    train_vqgan(VQGANTrainConfig(out=str(tmp_path / "a"), steps=4, max_minutes=1e-9, n_embed=24, **common))
+    with pytest.raises(CrayonboxError, match="cannot resume"):  # the checkpoint's codebook has 24 codes
+        train_vqgan(VQGANTrainConfig(out=str(tmp_path / "a"), steps=4, resume=True, **common))
+    train_vqgan(VQGANTrainConfig(out=str(tmp_path / "a"), steps=4, resume=True, n_embed=24, **common))
+    model, info = load_vqgan(tmp_path / "a")
+    assert model.cfg.n_embed == 24 and model.quantize.embedding.weight.shape[0] == 24
+    assert MICRO_VQGAN.n_embed != 24  # the preset itself is left alone
+    with pytest.raises(CrayonboxError, match="--n-embed must be at least 2"):
+        train_vqgan(VQGANTrainConfig(out=str(tmp_path / "b"), steps=4, n_embed=-1, **common))
+
+
 def test_missing_data_is_a_clear_error(tmp_path, micro_preset):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CrayonboxError, match="no images"):
