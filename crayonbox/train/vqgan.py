@@ -298,14 +298,14 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         raise CrayonboxError(f"unknown VQGAN preset {cfg.preset!r}; choose one of {sorted(presets)}")
     check_run_options(cfg.precision, cfg.steps, cfg.max_minutes)
     dist = single_process(cfg.threads, cfg.device)
-    out, work = Path(cfg.out), Path(cfg.out) / "train"
-    claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     vq_cfg: VQGANConfig = presets[cfg.preset]
     if cfg.n_embed < 0 or cfg.n_embed == 1:
         raise CrayonboxError(f"--n-embed must be at least 2 (or 0 for the preset's {vq_cfg.n_embed}), "
                              f"got {cfg.n_embed}")
     if cfg.n_embed:
         vq_cfg = dataclasses.replace(vq_cfg, n_embed=cfg.n_embed)
+    out, work = Path(cfg.out), Path(cfg.out) / "train"
+    claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     if cfg.object_weight <= 0:
         raise CrayonboxError(f"--object-weight must be positive, got {cfg.object_weight}")
     keys, pixels, masks = load_images(cfg.data, vq_cfg.resolution, cfg.progress, with_masks=True)

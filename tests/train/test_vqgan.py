@@ -93,6 +93,7 @@ def test_n_embed_sizes_the_codebook_and_a_resume_must_keep_it(toy_shards, tmp_pa
     assert MICRO_VQGAN.n_embed != 24  # the preset itself is left alone
     with pytest.raises(CrayonboxError, match="--n-embed must be at least 2"):
         train_vqgan(VQGANTrainConfig(out=str(tmp_path / "b"), steps=4, n_embed=-1, **common))
+    assert not (tmp_path / "b").exists()  # refused before it claims a folder
 
 
 def test_missing_data_is_a_clear_error(tmp_path, micro_preset):
