@@ -17,9 +17,8 @@ import statistics
 import time
 
 import torch
+from generate_vs_mindalle import SHAPES  # the DALL·E mini / mega shapes, defined once for the benches
 from machine import cpu_summary
-
-SHAPES = {"mini": dict(layers=12, d=1024, glu=2730), "mega": dict(layers=24, d=2048, glu=4096)}
 
 
 def main() -> None:

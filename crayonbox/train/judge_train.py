@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -157,10 +158,9 @@ def _slot_summary(pairs: list[tuple[dict[str, str], dict[str, str]]]) -> dict[st
         hits = [read == true for read, true in scored]
         out[kind] = {"accuracy": float(np.mean(hits)) if hits else float("nan"), "n": len(hits)}
         if kind in PERSON_ATTRIBUTES:
-            confusion: dict[str, dict[str, int]] = {}
+            confusion: defaultdict[str, Counter[str]] = defaultdict(Counter)
             for read, true in scored:
-                row = confusion.setdefault(true, {})
-                row[read] = row.get(read, 0) + 1
+                confusion[true][read] += 1
             out[kind]["confusion"] = {true: dict(sorted(row.items())) for true, row in sorted(confusion.items())}
     return out
 
