@@ -6,7 +6,8 @@
 The first form writes bart/, vqgan/ and judge/ in float16 (the package stays small; `Pipeline.from_pretrained`
 upcasts to the dtype asked for), the tokenizer, pipeline.json, the world config the model was trained on,
 recipe.json (time per stage, metrics), the reference table of the training data (`crayonbox lab reference`,
-every item), sample grids (three prompts, and the blank prompt at condition scales 1, 3 and 10) and the card.
+every item), sample grids (three prompts, and the blank prompt at condition scales 1, 3 and 10), the card, and
+docs/default-samples.png (the three prompts' grids and the blank prompt's at scale 3, side by side).
 The card's measured part comes from a lab run of the shipped folder:
 
     crayonbox lab probe --model crayonbox/assets/default --prompts null,neutral -n 400 --condition-scale 1,3,10 \\
@@ -24,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from crayonbox.data.shards import iter_items
 from crayonbox.hub import with_card_header
@@ -47,7 +49,9 @@ from crayonbox.model.images import make_grid
 from crayonbox.model_folder import ModelFolder, load_component, save_component
 from crayonbox.pipeline import Pipeline
 
-ASSETS = Path(__file__).resolve().parents[1] / "crayonbox" / "assets" / "default"
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "crayonbox" / "assets" / "default"
+DOCS_FIGURE = ROOT / "docs" / "default-samples.png"
 CARD_PROMPTS = ["a woman with medium-dark skin tone on a yellow background", "a dog on a blue background",
                 "a pizza on a green background"]
 BLANK_SCALES = (1.0, 3.0, 10.0)
@@ -84,9 +88,22 @@ def ship(run: Path) -> None:
     for scale in BLANK_SCALES:
         grid = make_grid(pipe("", num_images=9, seed=0, condition_scale=scale).images)
         grid.resize((288, 288), 0).save(ASSETS / f"blank_scale{scale:g}.png")
+    docs_figure([ASSETS / f"sample{i}.png" for i in range(len(CARD_PROMPTS))] + [ASSETS / "blank_scale3.png"])
     write_card(run, None)
     size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file()) / 2**20
     print(f"shipped {run} → {ASSETS} ({size:.1f} MiB)")
+
+
+def docs_figure(grids: list[Path], gap: int = 10) -> None:
+    """The grids in a row on white, `gap` pixels apart: docs/training.md's picture of the shipped model."""
+    images = [Image.open(g).convert("RGB") for g in grids]
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    figure = Image.new("RGB", (width, max(im.height for im in images)), "white")
+    x = 0
+    for im in images:
+        figure.paste(im, (x, 0))
+        x += im.width + gap
+    figure.save(DOCS_FIGURE)
 
 
 def slim(recipe: dict) -> dict:

@@ -129,8 +129,8 @@ def test_upload_command_adds_the_header_and_leaves_the_folder_alone(tiny_model_d
 def test_info_on_the_shipped_model(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "native size    32×32 px" in out and "grid           8×8 = 64 image tokens, each one of 512" in out
-    assert "parameters     transformer 8.0 M, VQGAN 1.7 M (total 9.6 M)" in out
+    assert "native size    32×32 px" in out and "grid           8×8 = 64 image tokens, each one of 2048" in out
+    assert "parameters     transformer 8.8 M, VQGAN 1.8 M (total 10.5 M)" in out
     assert "123 concepts in 5 categories, from the world it was trained on (world.yaml)" in out
     assert "  animal (28): dog, cat, horse" in out
     assert "vocabulary     1241 text ids, 531 whole words" in out

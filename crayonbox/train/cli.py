@@ -134,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("all", help="the whole recipe: world → captions → tokenizer → VQGAN → encode → "
                                    "transformer → judge → eval (each stage resumable)")
-    p.add_argument("--recipe", default="default", help="default (≤ 95 min on 2 cores), smoke (toy, ~2 min) or "
+    p.add_argument("--recipe", default="default", help="default (≤ 110 min on 2 cores), smoke (toy, ~2 min) or "
                                                         "planted (a known skew, ~6 min)")
     p.add_argument("--world", metavar="WORLD.yaml", help="world config (default: the recipe's own)")
     p.add_argument("--captions", metavar="PIPELINE.yaml", help="caption pipeline config (default: the "
