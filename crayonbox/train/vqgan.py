@@ -304,10 +304,10 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
                              f"got {cfg.n_embed}")
     if cfg.n_embed:
         vq_cfg = dataclasses.replace(vq_cfg, n_embed=cfg.n_embed)
-    out, work = Path(cfg.out), Path(cfg.out) / "train"
-    claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     if cfg.object_weight <= 0:
         raise CrayonboxError(f"--object-weight must be positive, got {cfg.object_weight}")
+    out, work = Path(cfg.out), Path(cfg.out) / "train"
+    claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     keys, pixels, masks = load_images(cfg.data, vq_cfg.resolution, cfg.progress, with_masks=True)
     split = held_out(keys, cfg.eval_fraction)
     train_pixels, eval_pixels = pixels[~split], pixels[split][:cfg.eval_images]
