@@ -75,6 +75,9 @@ class VQGANTrainConfig:
     edge_weight: float = option(0.5, "weight of the image-gradient L1 (sharp sprite edges)")
     object_weight: float = option(1.0, "reconstruction weight of the pixels inside the objects' boxes against "
                                        "1 for the background (needs world metadata that places objects)")
+    finetune_decoder: str = option("", "a VQGAN (or model) folder to start from, training only its decoder: the "
+                                       "encoder and codebook stay frozen, so every image keeps its codes and a "
+                                       "transformer trained on them still fits (--preset and --n-embed are its own)")
     commitment: float = option(0.25, "β of the commitment loss")
     ema_decay: float = option(0.99, "codebook EMA")
     dead_after: int = option(100, "steps without use before a code is restarted")

@@ -10,7 +10,10 @@ What pays off on two CPU cores, in a few minutes, for flat emoji renders:
 - an EMA codebook (VQ-VAE-2): codes move to the mean of the encoder outputs assigned to them, no gradient,
   initialised by k-means on the first encoder outputs so every code starts in use;
 - dead codes (unused for `dead_after` steps) restart at random encoder outputs of the current batch;
-- a commitment loss pulls the encoder towards its codes; gradients pass the quantizer straight through.
+- a commitment loss pulls the encoder towards its codes; gradients pass the quantizer straight through;
+- `--finetune-decoder`: a trained VQGAN's decoder alone trains on (as Stable Diffusion's fine-tuned VAE decoders
+  did), so codes stay as they were and a transformer trained on them keeps its meaning: a cheap way to sharpen
+  the pixels (say with a larger `--object-weight`) of a model that is already trained.
 
 OUT/vqgan/ is a model-folder component (config.json + model.safetensors, encoder included); OUT/report.json
 holds held-out PSNR and codebook usage/perplexity; OUT/train/ the checkpoint, metrics.csv and a
@@ -37,6 +40,7 @@ from crayonbox.data.shards import ProblemLog, decode_image, iter_items
 from crayonbox.errors import CrayonboxError
 from crayonbox.model.images import make_grid, pixels_of, to_pil, to_unit
 from crayonbox.model.vqgan import VQGAN
+from crayonbox.model.vqgan_io import load_vqgan
 from crayonbox.model_folder import save_component
 from crayonbox.train import checkpoint as ckpt
 from crayonbox.train.configs import VQGANTrainConfig
@@ -232,18 +236,22 @@ class VQGANTask(Task):
         self.sampler = EpochSampler(len(train_pixels), cfg.seed)
         self.codebook = EMACodebook(model.quantize.embedding.weight.data, cfg.ema_decay)
         self.restart_gen = torch.Generator().manual_seed(cfg.seed)
+        self.frozen_codes = bool(cfg.finetune_decoder)  # encoder and codebook fixed: decoder-only training
         self._assigned: tuple[Tensor, Tensor] | None = None  # this step's encoder outputs and their codes
 
     def quantize_from(self) -> float:
         """The first quantized step (inf while a share-of-the-run start waits for the timed plan)."""
         cfg, total = self.cfg, self.loop.shape.total
+        if self.frozen_codes:
+            return 0
         if cfg.quantize_after >= 1 or cfg.quantize_after == 0:
             return int(cfg.quantize_after)
         return int(cfg.quantize_after * total) if total else math.inf
 
     def forward_backward(self, step: int, model: nn.Module) -> dict[str, Any]:
         cfg, sampler = self.cfg, self.sampler
-        if step == self.quantize_from() and cfg.kmeans_batches > 0:  # codes start at the encoder's outputs
+        # codes start at the encoder's outputs (a fine-tuned decoder keeps its base's)
+        if step == self.quantize_from() and cfg.kmeans_batches > 0 and not self.frozen_codes:
             rows = torch.cat([sampler.rows(step + i, cfg.batch_size) for i in range(cfg.kmeans_batches)])
             init_codebook(self.model, self.codebook, to_unit(self.train_pixels[rows].to(self.device)),
                           self.restart_gen, step)
@@ -263,7 +271,7 @@ class VQGANTask(Task):
         l1, l2, edge = reconstruction_losses(recon, x, pixel_weights(masks, cfg.object_weight))
         loss = l1 + cfg.l2_weight * l2 + cfg.edge_weight * edge + cfg.commitment * commit
         loss.backward()
-        self._assigned = (flat.detach(), ids) if quantizing else None
+        self._assigned = (flat.detach(), ids) if quantizing and not self.frozen_codes else None
         return {"loss": loss, "l1": l1, "l2": l2, "edge": edge, "commit": commit}
 
     def after_update(self, step: int, row: dict[str, Any]) -> None:
@@ -306,6 +314,13 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         vq_cfg = dataclasses.replace(vq_cfg, n_embed=cfg.n_embed)
     if cfg.object_weight <= 0:
         raise CrayonboxError(f"--object-weight must be positive, got {cfg.object_weight}")
+    base = None
+    if cfg.finetune_decoder:
+        base, _ = load_vqgan(cfg.finetune_decoder)
+        if cfg.n_embed and cfg.n_embed != base.cfg.n_embed:
+            raise CrayonboxError(f"--n-embed {cfg.n_embed} differs from the {base.cfg.n_embed} codes of "
+                                 f"{cfg.finetune_decoder}, whose codebook --finetune-decoder keeps; leave it out")
+        vq_cfg = base.cfg
     out, work = Path(cfg.out), Path(cfg.out) / "train"
     claim_run_folder(out, VQGAN_KIND, cfg.resume, "a VQGAN run")
     keys, pixels, masks = load_images(cfg.data, vq_cfg.resolution, cfg.progress, with_masks=True)
@@ -322,8 +337,13 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
                              "change --eval-fraction")
 
     torch.manual_seed(cfg.seed)
-    model = VQGAN(vq_cfg).train().to(dist.device)
+    model = VQGAN(vq_cfg)
     model.quantize.embedding.weight.requires_grad_(False)  # the codebook follows the EMA, not the optimizer
+    if base is not None:  # decoder-only: the encoder side is frozen, so every image keeps its codes
+        model.load_state_dict(base.state_dict())
+        for part in (model.encoder, model.quant_conv):
+            part.requires_grad_(False)
+    model = model.train().to(dist.device)
     task = VQGANTask(cfg, model, train_pixels, eval_pixels, train_masks, eval_masks)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   betas=(0.9, 0.99), weight_decay=0.0)
@@ -332,7 +352,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
         batch_size=cfg.batch_size, max_minutes=cfg.max_minutes, eval_every=cfg.eval_every,
         checkpoint_every=cfg.checkpoint_every, metrics=METRICS,
         identity={"images": len(train_pixels), "batch_size": cfg.batch_size, "seed": cfg.seed,
-                  "codebook": vq_cfg.n_embed},
+                  "codebook": vq_cfg.n_embed, **({"finetune_decoder": cfg.finetune_decoder} if base else {})},
         resume=cfg.resume, progress=cfg.progress)
     result = TrainingLoop(settings, dist, task, optimizer).run()
 
@@ -343,6 +363,7 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
                    "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0,
                    "restarted_codes": sum(int(r["restarted"]) for r in rows),
                    "data": str(Path(cfg.data).resolve()),
+                   "finetuned_from": str(Path(cfg.finetune_decoder).resolve()) if base is not None else None,
                    "config": dataclasses.asdict(cfg), "vqgan_config": vq_cfg.to_dict()})
     save_component(out, "vqgan", vq_cfg.to_dict(), model.state_dict())
     write_json(out / "report.json", report)
