@@ -80,11 +80,11 @@ RECIPES: dict[str, Recipe] = {
         model={"preset": "small", "steps": 0, "batch_size": 64, "learning_rate": 1e-3,
                "warmup_steps": 100, "eval_every": 250, "sample_every": 1000, "checkpoint_every": 100,
                "condition_scale": 3.0, "top_k": 64},
-        # The judge: 3 epochs of 9,000 renders left its loss falling fast (8.9, 3.9, 2.5). What reads the VQGAN's
-        # images best: 16,000 renders, 12 epochs, width 32, three quarters of them through the VQGAN (round
-        # trips: skin tone 91.4 %, gender 74.0 %, against 87.7 % and 71.0 % for 12,000 × 10 epochs at width
-        # 24, half through it), in ~11.5 of its 12 minutes.
-        judge={"train_images": 16_000, "epochs": 12, "width": 32, "round_trip_share": 0.75},
+        # The judge: width 32, three quarters of its renders through the run's VQGAN (round trips: skin tone
+        # 91.4 %, gender 74.0 %, against 87.7 % and 71.0 % for width 24, half through it). On the 2,048-code
+        # VQGAN, 32,000 renders × 6 epochs read gender on round trips 81.6 % against 77.5 % for 16,000 × 12, in
+        # the same steps (~11.6 of its 12 minutes); 64,000 × 3 reached only 82.1 % (docs/training.md).
+        judge={"train_images": 32_000, "epochs": 6, "width": 32, "round_trip_share": 0.75},
         # 300 held-out prompts per object count (100 took 0.4 of the eval's 4 minutes and rested attire on ~19)
         eval={"prompts": 300},
         plan_minutes={"world": 2, "captions": 1, "tokenizer": 1, "vqgan": 18, "encode": 2, "model": 68,
