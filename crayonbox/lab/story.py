@@ -12,8 +12,11 @@ the comparison; where the data carries ground truth (world items), the true shar
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from crayonbox.lab.analysis import Measured
@@ -89,6 +92,9 @@ class Story:
     judge_round_trip: dict[str, float] | None = None  # the judge's held-out accuracy on VQGAN round trips
     notes: list[str] = field(default_factory=list)
     judge_round_trip_by_count: dict[str, dict[str, float]] | None = None  # the same per layout (object count)
+    # the per-layout accuracies weighted by the layouts the judge reads in the images of "": {"layouts": {count:
+    # share}, "accuracy": {attribute: [estimate, low, high]}}; None without per-layout accuracies
+    blank_layout_accuracy: dict[str, Any] | None = None
 
     def shortfalls(self) -> list[str]:
         """The judge's attributes below their round-trip target (all of them when it was never scored there)."""
@@ -127,7 +133,7 @@ class Story:
         return cls(data["judge"], {float(k): Share(**v) for k, v in data["by_scale"].items()},
                    share(data.get("training")), share(data.get("matched")), share(data.get("training_truth")),
                    share(data.get("matched_truth")), data.get("judge_round_trip"), list(data.get("notes", [])),
-                   data.get("judge_round_trip_by_count"))
+                   data.get("judge_round_trip_by_count"), data.get("blank_layout_accuracy"))
 
 
 def round_trip_accuracy(judge_metrics: dict[str, Any]) -> dict[str, float] | None:
@@ -144,6 +150,32 @@ def round_trip_by_count(judge_metrics: dict[str, Any]) -> dict[str, dict[str, fl
                                       for c, part in by_count.items()}
 
 
+def layout_weighted_accuracy(judge_metrics: dict[str, Any], layouts: Counter) -> dict[str, Any] | None:
+    """The judge's round-trip accuracy on images with the layout mix `layouts` (object count → images): each
+    layout's held-out accuracy weighted by its share, with a normal 95 % interval from the held-out counts
+    (the shares are taken as known). The accuracy that matters for a share is the one on images like those it
+    counts, and the held-out set weights layouts evenly, not as a model draws them."""
+    by_count = (judge_metrics.get("held_out_round_trip") or {}).get("by_count") or {}
+    known = {c: k for c, k in layouts.items() if c in by_count}
+    total = sum(known.values())
+    if not total:
+        return None
+    weights = {c: known[c] / total for c in sorted(known)}
+    z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+    accuracy = {}
+    for a in ROUND_TRIP_TARGETS:
+        parts = [(w, by_count[c][a]["accuracy"], by_count[c][a]["n"]) for c, w in weights.items()
+                 if by_count[c].get(a, {}).get("n")]
+        if not parts:
+            continue
+        scale = sum(w for w, _, _ in parts)  # layouts where the held-out set had none of `a` drop out
+        parts = [(w / scale, p, n) for w, p, n in parts]
+        estimate = sum(w * p for w, p, _ in parts)
+        half = z * math.sqrt(sum(w * w * p * (1 - p) / n for w, p, n in parts))
+        accuracy[a] = [estimate, max(0.0, estimate - half), min(1.0, estimate + half)]
+    return {"layouts": weights, "accuracy": accuracy}
+
+
 def measure_story(measured: Measured, images: list[ImageRecord], judge_key: str,
                   blank: list[int] | None, judge_metrics: dict[str, Any] | None = None) -> Story:
     """The story from a measured lab run: `images` are the run's records, `judge_key` the judge's instrument key
@@ -151,9 +183,11 @@ def measure_story(measured: Measured, images: list[ImageRecord], judge_key: str,
     metrics.json (its round-trip accuracy decides whether the verdict may be given)."""
     run_labels = measured.run_labels.get(judge_key, {})
     by_scale: dict[float, list[bool]] = {}
+    layouts: Counter = Counter()
     for record in images:
         if record.prompt == BLANK_PROMPT and record.input_mode == "normalised" and record.sha256 in run_labels:
             by_scale.setdefault(record.condition_scale, []).append(shows_story(run_labels[record.sha256]))
+            layouts[run_labels[record.sha256].get("count")] += 1
     ref_labels = measured.reference_labels.get(judge_key, {})
     items: list[ReferenceItem] = [item for item in measured.reference if item.sha256 in ref_labels]
     matched = [item for item in items if blank is not None and item.ids == blank]
@@ -165,7 +199,8 @@ def measure_story(measured: Measured, images: list[ImageRecord], judge_key: str,
                   Share.of([shows_story(ref_labels[item.sha256]) for item in items]),
                   Share.of([shows_story(ref_labels[item.sha256]) for item in matched]),
                   judge_round_trip=round_trip_accuracy(judge_metrics or {}), notes=notes,
-                  judge_round_trip_by_count=round_trip_by_count(judge_metrics or {}))
+                  judge_round_trip_by_count=round_trip_by_count(judge_metrics or {}),
+                  blank_layout_accuracy=layout_weighted_accuracy(judge_metrics or {}, layouts))
     if items and all(t is not None for t in truths):
         story.training_truth = Share.of([bool(t) for t in truths])
         story.matched_truth = Share.of([bool(truth_shows_story(item.world)) for item in matched])
@@ -214,6 +249,12 @@ def story_lines(story: Story, agreement: Share | None = None) -> list[str]:
         lines += ["By layout: " + "; ".join(
             f"{c} object{'s' if c != '1' else ''}: " + ", ".join(f"{a} {v:.1%}" for a, v in part.items())
             for c, part in sorted(story.judge_round_trip_by_count.items())) + "."]
+    if story.blank_layout_accuracy:
+        mix = story.blank_layout_accuracy
+        lines += ["Weighted by the layouts the judge reads in the images of `\"\"` (" + ", ".join(
+            f"{c} object{'s' if c != '1' else ''} {w:.0%}" for c, w in mix["layouts"].items()) + "): " + ", ".join(
+            f"{a} {v[0]:.1%} [{v[1]:.1%}, {v[2]:.1%}]" for a, v in mix["accuracy"].items())
+            + " (95 % normal intervals, the layout shares taken as known)."]
     if agreement:
         lines += [f"On these generated images the pixel skin-tone meter and the judge give the same tone "
                   f"{agreement.share:.1%} of the time ({agreement.k}/{agreement.n} images both read)."]

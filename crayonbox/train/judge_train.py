@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from crayonbox.config import remove_stale_temporaries
 from crayonbox.data.world.build import make_world
@@ -194,12 +195,15 @@ def _round_trip_vqgan(cfg: JudgeTrainConfig, size: int) -> Any:
     return vqgan.eval()
 
 
-def _through(vqgan: Any, images: np.ndarray) -> np.ndarray:
+def _through(vqgan: Any, images: np.ndarray, progress: bool = False) -> np.ndarray:
     """uint8 N×S×S×3 renders after encode → decode (the best token sequence for each, drawn back)."""
     if not len(images):
         return images
+    chunks = range(0, len(images), 1024)  # 24,000 renders take ~1.5 minutes on two cores
     with torch.no_grad():
-        return np.stack([as_rgb_array(im) for im in round_trip(vqgan, list(images))])
+        return np.stack([as_rgb_array(im) for start in tqdm(chunks, desc="judge round trips", unit="chunk",
+                                                            disable=not progress)
+                         for im in round_trip(vqgan, list(images[start:start + 1024]))])
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +316,7 @@ def _train(world_path: str | Path, out: Path, cfg: JudgeTrainConfig) -> dict[str
     vqgan = _round_trip_vqgan(cfg, size)
     if vqgan is not None:
         pick = np.random.default_rng([cfg.seed, 5]).random(len(images)) < cfg.round_trip_share
-        images[pick] = _through(vqgan, images[pick])
+        images[pick] = _through(vqgan, images[pick], cfg.progress)
     empties = empty_crops(neutral, round(cfg.empty_share * 2 * cfg.train_images), cfg.seed)
     data = TrainingSet(images, labels, empties, vocab, net_cfg, cfg.seed, cfg.batch_size)
     render_seconds = time.perf_counter() - started

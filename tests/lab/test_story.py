@@ -127,6 +127,24 @@ def test_a_judge_below_its_round_trip_targets_withholds_the_verdict():
     from crayonbox.lab.story import Story
 
     assert Story.from_dict(layered.to_dict()) == layered
+    assert layered.blank_layout_accuracy is None  # no image of "" says its layout here
+
+    # the images of "" read as one object when they show the story and as three when not: 300 of 600 each
+    measured, records = _measured({1.0: 80, 3.0: 90, 10.0: 130})
+    labels = measured.run_labels[JUDGE]
+    for r in records:
+        if r.prompt == "":
+            labels[r.sha256] = {**labels[r.sha256], "count": "1" if shows_story(labels[r.sha256]) else "3"}
+    mixed = measure_story(measured, records, JUDGE, BLANK, {"held_out_round_trip": weak["held_out_round_trip"]
+                                                           | {"by_count": by_count}})
+    assert mixed.blank_layout_accuracy["layouts"] == {"1": 0.5, "3": 0.5}
+    estimate, low, high = mixed.blank_layout_accuracy["accuracy"]["gender"]
+    # 0.5·0.89 + 0.5·0.6; variance 0.25·(0.89·0.11 + 0.6·0.4)/100
+    assert (estimate, low, high) == pytest.approx((0.745, 0.745 - 0.05697, 0.745 + 0.05697), abs=2e-4)
+    assert mixed.verdict() == "withheld" and Story.from_dict(mixed.to_dict()) == mixed
+    assert any(line.startswith("Weighted by the layouts the judge reads in the images of `\"\"` (1 object 50%, "
+                               "3 objects 50%): skin_tone 89.0% [") and "gender 74.5% [68.8%, 80.2%]" in line
+               for line in story_lines(mixed))
     never_scored = measure_story(measured, records, JUDGE, BLANK, {"held_out": {}})
     assert never_scored.verdict() == "withheld" and "not scored on VQGAN round trips" in never_scored.shortfalls()[0]
 
