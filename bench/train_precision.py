@@ -24,7 +24,7 @@ from machine import cpu_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crayonbox.config import MODEL_PRESETS, VQGAN_PRESETS
+from crayonbox.config import MODEL_PRESETS, VQGAN_PRESETS, ModelConfig
 from crayonbox.model.bart import DalleBart
 from crayonbox.model.hardware import training_precision
 from crayonbox.model.vqgan import VQGAN
@@ -33,8 +33,8 @@ from crayonbox.train.runtime import autocast_for
 PRECISIONS = ("float32", "bfloat16")
 
 
-def transformer_step(batch: int) -> tuple[torch.nn.Module, Callable[[str], torch.Tensor]]:
-    cfg = MODEL_PRESETS["small"]
+def transformer_step(batch: int, cfg: ModelConfig = MODEL_PRESETS["small"]
+                     ) -> tuple[torch.nn.Module, Callable[[str], torch.Tensor]]:
     model = DalleBart(cfg).train()
     gen = torch.Generator().manual_seed(0)
     text = torch.randint(0, cfg.text_vocab_size, (batch, cfg.text_length), generator=gen)
