@@ -337,10 +337,9 @@ def train_vqgan(cfg: VQGANTrainConfig) -> dict:
                              "change --eval-fraction")
 
     torch.manual_seed(cfg.seed)
-    model = VQGAN(vq_cfg)
+    model = VQGAN(vq_cfg) if base is None else base
     model.quantize.embedding.weight.requires_grad_(False)  # the codebook follows the EMA, not the optimizer
     if base is not None:  # decoder-only: the encoder side is frozen, so every image keeps its codes
-        model.load_state_dict(base.state_dict())
         for part in (model.encoder, model.quant_conv):
             part.requires_grad_(False)
     model = model.train().to(dist.device)
