@@ -134,8 +134,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("all", help="the whole recipe: world → captions → tokenizer → VQGAN → encode → "
                                    "transformer → judge → eval (each stage resumable)")
-    p.add_argument("--recipe", default="default", help="default (≤ 110 min on 2 cores), smoke (toy, ~2 min) or "
-                                                        "planted (a known skew, ~6 min)")
+    p.add_argument("--recipe", default="default", help="default (≤ 110 min on 2 cores), codes16 (the default "
+                   "with 16×16 image codes, 110 min; give it --minutes 330), smoke (toy, ~2 min) or planted (a "
+                   "known skew, ~6 min)")
     p.add_argument("--world", metavar="WORLD.yaml", help="world config (default: the recipe's own)")
     p.add_argument("--captions", metavar="PIPELINE.yaml", help="caption pipeline config (default: the "
                                                                "DALL·E mini era, see `data captions`)")

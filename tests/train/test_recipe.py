@@ -53,26 +53,40 @@ def test_a_rerun_skips_finished_stages_and_continues_where_it_stopped(tmp_path, 
         recipe.run_recipe("nope", tmp_path / "other")
 
 
-def test_training_stages_get_the_budget_minus_the_plans_of_later_stages(tmp_path, monkeypatch):
-    calls, caps = [], {}
-    fake_stages(monkeypatch, calls, caps=caps)
-    recipe.run_recipe("default", tmp_path, minutes=120)
+def test_training_stages_get_the_budget_minus_the_scaled_plans_of_later_stages(tmp_path, monkeypatch):
     plan = recipe.RECIPES["default"].plan_minutes
-    # The fake stages take no time, so the VQGAN may use everything but the plans of the stages after it.
-    after_vqgan = sum(plan[s] for s in ("encode", "model", "judge", "eval"))
-    assert caps["vqgan"] == pytest.approx(120 - after_vqgan, abs=0.01)
-    assert caps["model"] == pytest.approx(120 - plan["judge"] - plan["eval"], abs=0.01)
     assert sum(plan.values()) <= 120  # the recipe's limit on 2 cores
+    before_encode = sum(plan[s] for s in ("world", "captions", "tokenizer", "vqgan"))
+    after_vqgan = sum(plan[s] for s in ("encode", "model", "judge", "eval"))
+    for factor in (0.5, 1.0, 3.0):
+        calls, caps = [], {}
+        fake_stages(monkeypatch, calls, caps=caps)
+        budget = factor * sum(plan.values())
+        recipe.run_recipe("default", tmp_path / str(factor), minutes=budget)
+        # The fake stages take no time, so each training stage may use the budget but the scaled plans of the
+        # stages after it: a longer budget does not all go to the VQGAN, which comes first.
+        assert caps["vqgan"] == pytest.approx(budget - factor * after_vqgan, abs=0.01)
+        assert caps["vqgan"] == pytest.approx(factor * before_encode, abs=0.01)
+        assert caps["model"] == pytest.approx(budget - factor * (plan["judge"] + plan["eval"]), abs=0.01)
+
+
+def test_codes16_is_the_default_with_16x16_codes():
+    default, codes16 = recipe.RECIPES["default"], recipe.RECIPES["codes16"]
+    assert codes16.vqgan == {**default.vqgan, "preset": "small32f2"}
+    assert (codes16.model, codes16.judge, codes16.eval, codes16.world_items) == (
+        default.model, default.judge, default.eval, default.world_items)
+    assert sum(codes16.plan_minutes.values()) <= 120
 
 
 def test_default_recipe_shapes_fit_together():
     from crayonbox.train.model import TRAIN_PRESETS
     from crayonbox.train.vqgan import TRAIN_VQGAN_PRESETS
 
-    default = recipe.RECIPES["default"]
-    vq = TRAIN_VQGAN_PRESETS[default.vqgan["preset"]]
-    assert vq.resolution == default.world_size and vq.tokens_side == 8
-    assert TRAIN_PRESETS[default.model["preset"]].text_length == default.text_length
+    for name, side in (("default", 8), ("codes16", 16)):
+        r = recipe.RECIPES[name]
+        vq = TRAIN_VQGAN_PRESETS[r.vqgan["preset"]]
+        assert vq.resolution == r.world_size and vq.tokens_side == side
+        assert TRAIN_PRESETS[r.model["preset"]].text_length == r.text_length
 
 
 def folder_state(folder: Path) -> dict[str, bytes]:
