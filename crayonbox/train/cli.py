@@ -143,7 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the world build, VQGAN and transformer (default: 0)")
     p.add_argument("--out", default="crayonbox-run", help="run folder: new, empty, or a run of the same recipe, "
                                                           "world, captions and seed (default: ./crayonbox-run)")
-    p.add_argument("--minutes", type=float, default=None, help="time budget; training stages shrink to fit")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="time budget (default: the recipe's plan); every stage's share scales with it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_all_command)
 
