@@ -7,7 +7,9 @@
 Times full training steps (forward, backward, AdamW) of the default recipe's transformer (`small`, batch 64, 2,048
 codes, 4,096 text ids) with the image sequence each VQGAN preset makes, in the precision `--precision auto`
 picks on this machine, random inputs. The two alternate within each repeat and the best repeat counts. The
-ratio is how many fewer captions the recipe's 68 transformer minutes would see with 16×16 codes.
+ratio is how many fewer captions the recipe's 68 transformer minutes would see with 16×16 codes. Run it on an
+otherwise idle machine: beside another training job (threads oversubscribed) it read 0.63× where the idle
+machine and the recipe itself give 0.34×.
 """
 
 from __future__ import annotations
