@@ -51,6 +51,10 @@ def test_a_rerun_skips_finished_stages_and_continues_where_it_stopped(tmp_path, 
         recipe.run_recipe("default", tmp_path)
     with pytest.raises(CrayonboxError, match="unknown recipe"):
         recipe.run_recipe("nope", tmp_path / "other")
+    for minutes in (0, -3, float("nan"), float("inf")):
+        with pytest.raises(CrayonboxError, match="--minutes must be a positive number"):
+            recipe.run_recipe("smoke", tmp_path / "budget", minutes=minutes)
+    assert not (tmp_path / "budget").exists()
 
 
 def test_training_stages_get_the_budget_minus_the_scaled_plans_of_later_stages(tmp_path, monkeypatch):
