@@ -16,12 +16,12 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from crayonbox.lab.analysis import Measured
 from crayonbox.lab.reference import ReferenceItem, blank_ids
 from crayonbox.lab.stats import wilson_interval
+from crayonbox.lab.stats.core import z_value
 from crayonbox.lab.store import ImageRecord, RunStore
 from crayonbox.model.judge import labels_of, scene_summary
 from crayonbox.model_folder import ModelFolder
@@ -161,7 +161,7 @@ def layout_weighted_accuracy(judge_metrics: dict[str, Any], layouts: Counter) ->
     if not total:
         return None
     weights = {c: known[c] / total for c in sorted(known)}
-    z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+    z = z_value(CONFIDENCE)
     accuracy = {}
     for a in ROUND_TRIP_TARGETS:
         parts = [(w, by_count[c][a]["accuracy"], by_count[c][a]["n"]) for c, w in weights.items()
