@@ -41,10 +41,10 @@ class DecoderLayer(nn.Module):
         """One layer. Self-attention attends over the K/V of `h` itself (teacher forcing), or, given
         `remember`, over what it returns after storing this step's K/V in a cache (sampling)."""
         z = self.pre_self_attn_layer_norm(h)
-        k, v = self.self_attn.keys_values(z)
+        q, k, v = self.self_attn.queries_keys_values(z)
         if remember is not None:
             k, v = remember(k, v)
-        h = h + self.self_attn_layer_norm(self.self_attn.attend(self.self_attn.q_proj(z), k, v, self_mask))
+        h = h + self.self_attn_layer_norm(self.self_attn.attend(q, k, v, self_mask))
         z = self.pre_encoder_attn_layer_norm(h)
         h = h + self.encoder_attn_layer_norm(
             self.encoder_attn.attend(self.encoder_attn.q_proj(z), cross_k, cross_v, cross_mask)
@@ -125,6 +125,7 @@ class Decoder(nn.Module):
         h = self.layernorm_embedding(h)[:, None, :]  # (rows, 1, d)
         span = self.cfg.image_length if static else int(positions.max()) + 1
         same_position = not static and bool((positions == positions[0]).all())
+        first = int(positions[0]) if same_position else 0
         # rows at one position attend to every slot read (0..position): no mask, SDPA's unmasked kernel
         self_mask = None if same_position else (
             torch.arange(span, device=h.device)[None, :] <= positions[:, None])[:, None, None, :]
@@ -132,9 +133,8 @@ class Decoder(nn.Module):
         def remember(i: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
             def store(k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:  # (rows, heads, 1, hd) each
                 if same_position:  # one slice write, the common offline case
-                    p = int(positions[0])
-                    cache.self_k[i, :, :, p : p + 1] = k_new
-                    cache.self_v[i, :, :, p : p + 1] = v_new
+                    cache.self_k[i, :, :, first : first + 1] = k_new
+                    cache.self_v[i, :, :, first : first + 1] = v_new
                 else:
                     cache.self_k[i, rows, :, positions] = k_new[:, :, 0]
                     cache.self_v[i, rows, :, positions] = v_new[:, :, 0]

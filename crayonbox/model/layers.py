@@ -25,7 +25,10 @@ class BiasOnlyLayerNorm(nn.Module):
 
 
 class GLU(nn.Module):
-    """fc2( ln1( gelu(fc0(ln0 x)) * fc1(ln0 x) ) ), exact-erf gelu, no biases (DM modeling.py:491-556)."""
+    """fc2( ln1( gelu(fc0(ln0 x)) * fc1(ln0 x) ) ), exact-erf gelu, no biases (DM modeling.py:491-556).
+
+    Weight-only CPU modes replace fc0 and fc1 by one layer `fc01` holding both weights (model/packed_linear.py):
+    one product instead of two, which reads the weights faster in a decode step."""
 
     def __init__(self, d_model: int, glu_dim: int, eps: float):
         super().__init__()
@@ -34,17 +37,20 @@ class GLU(nn.Module):
         self.fc0 = nn.Linear(d_model, glu_dim, bias=False)
         self.fc1 = nn.Linear(d_model, glu_dim, bias=False)
         self.fc2 = nn.Linear(glu_dim, d_model, bias=False)
+        self.fc01: nn.Module | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.ln0(x)
-        z = self.ln1(F.gelu(self.fc0(z)) * self.fc1(z))
-        return self.fc2(z)
+        gate, value = self.fc01(z).chunk(2, -1) if self.fc01 is not None else (self.fc0(z), self.fc1(z))
+        return self.fc2(self.ln1(F.gelu(gate) * value))
 
 
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections and no biases.
 
     Heads are contiguous blocks of `head_dim` channels. `mask` is boolean, True where a query may attend.
+    Weight-only CPU modes replace a self-attention's q, k and v projections by one layer `qkv_proj` holding
+    all three weights (model/packed_linear.py), as they always see the same input.
     """
 
     def __init__(self, d_model: int, heads: int):
@@ -54,6 +60,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.qkv_proj: nn.Module | None = None
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(B, T, d) → (B, heads, T, head_dim)."""
@@ -64,6 +71,14 @@ class Attention(nn.Module):
         """Project a key/value source once, e.g. the encoder states for every decoder step."""
         return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
+    def queries_keys_values(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention's projections of one input: q (B,T,d) and k, v with heads split."""
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).chunk(3, -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return q, self.split_heads(k), self.split_heads(v)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """q (B,T,d) unprojected-heads input already projected; k, v (B,h,S,hd) → (B,T,d) after out_proj."""
         q = self.split_heads(q)
@@ -72,5 +87,8 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
 
     def forward(self, x: Tensor, source: Tensor, mask: Tensor | None) -> Tensor:
-        k, v = self.keys_values(source)
-        return self.attend(self.q_proj(x), k, v, mask)
+        if x is source:
+            q, k, v = self.queries_keys_values(x)
+        else:
+            (k, v), q = self.keys_values(source), self.q_proj(x)
+        return self.attend(q, k, v, mask)
