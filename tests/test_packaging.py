@@ -278,3 +278,22 @@ def test_wheel_installs_and_generates_with_core_dependencies_only(tmp_path):
     dists = sh(py, "-m", "pip", "list", "--format=freeze").split()
     print(f"wheel + venv + core install {installed - start:.0f} s ({len(dists)} distributions), checks and "
           f"generate {time.monotonic() - installed:.0f} s")
+
+
+def test_the_pipeline_loads_without_importing_wordfreq():
+    """wordfreq (57 MB of word lists, ~0.16 s to import) loads on the first hashtag, not with every command; so
+    bench/gpu_check.sh can leave it off a GPU machine."""
+    code = ("import sys; import crayonbox.pipeline, crayonbox.text.normalize as n; assert 'wordfreq' not in "
+            "sys.modules; n.split_hashtag('sunsetbeach'); print('wordfreq' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_gpu_check_carries_every_core_dependency_the_gpu_image_lacks():
+    """A new core dependency fails this until bench/gpu_check.sh says where the GPU machine gets it."""
+    script = (ROOT / "bench" / "gpu_check.sh").read_text(encoding="utf-8")
+    listed = {name: set(re.search(rf'^{name}="([^"]*)"', script, re.M).group(1).split())
+              for name in ("THERE", "WHEELS")}
+    core = {re.split(r"[<>=!~ \[]", req, maxsplit=1)[0].lower().replace("-", "_")
+            for req in PYPROJECT["project"]["dependencies"]}
+    assert core - listed["THERE"] - listed["WHEELS"] == {"wordfreq"}
