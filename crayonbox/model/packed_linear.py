@@ -98,10 +98,11 @@ def quantize_linears(bart: DalleBart, mode: str, pack_together: bool = True) -> 
     """The transformer's Linear layers as `PackedLinear` in `mode`, all other parameters in fp32. Weights 2× /
     4× smaller than fp32, which is what a memory-bound decode step needs on CPUs without bf16 units.
 
-    Swapped one layer at a time, each replaced layer's memory handed back to the system at once, so memory peaks
-    at the loaded weights plus one fp32 layer (dalle-mega in fp16w: peak RSS 6.1 GiB, 7.4 GiB without the
-    hand-back, ~13 GiB when built in fp32 and then quantized). `pack_together`: each self-attention's q, k, v
-    and each GLU's fc0, fc1 become one layer (PACKED_TOGETHER); off only to measure what that buys."""
+    Swapped one layer (or one packed group) at a time, each replaced layer's memory handed back to the system at
+    once, so memory peaks at the loaded weights plus one group in fp32 (dalle-mega in fp16w: peak RSS 6.1 GiB,
+    7.4 GiB without the hand-back, ~13 GiB when built in fp32 and then quantized). `pack_together`: each
+    self-attention's q, k, v and each GLU's fc0, fc1 become one layer (PACKED_TOGETHER); off only to measure
+    what that buys."""
     if not fbgemm_available():
         raise CrayonboxError(f"dtype {mode} needs fbgemm (x86 CPUs with AVX2); use float32 on this machine")
     # Token embeddings stored in fp16 stay fp16 (dalle-mega: 0.26 GiB): a lookup added to the fp32 position
