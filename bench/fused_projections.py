@@ -62,9 +62,7 @@ def time_calls(model: str, rounds: int, rows: int) -> None:
 def time_steps(model: str, rounds: int, position: int) -> None:
     cfg = MODEL_PRESETS[model]
     torch.manual_seed(0)
-    with torch.device("meta"):
-        base = DalleBart(cfg)
-    base = base.to_empty(device="cpu")
+    base = DalleBart(cfg)
     base.init_weights()
     base = base.half()
     decoders = {"separate": quantize_linears(copy.deepcopy(base), "fp16w", pack_together=False).decoder,

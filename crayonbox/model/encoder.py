@@ -26,7 +26,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor) -> Tensor:
         z = self.pre_self_attn_layer_norm(h)
-        h = h + self.self_attn_layer_norm(self.self_attn(z, z, mask))
+        h = h + self.self_attn_layer_norm(self.self_attn(z, mask))
         return h + self.glu(h)
 
 

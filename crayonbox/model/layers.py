@@ -86,9 +86,6 @@ class Attention(nn.Module):
         b, h, t, hd = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
 
-    def forward(self, x: Tensor, source: Tensor, mask: Tensor | None) -> Tensor:
-        if x is source:
-            q, k, v = self.queries_keys_values(x)
-        else:
-            (k, v), q = self.keys_values(source), self.q_proj(x)
-        return self.attend(q, k, v, mask)
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """Self-attention of x (the encoder's; the decoder calls the parts itself, around its KV cache)."""
+        return self.attend(*self.queries_keys_values(x), mask)

@@ -47,7 +47,8 @@ class PackedLinear(nn.Module):
         self.mode, self.in_features = mode, next(iter(parts.values())).in_features
         self.parts = {name: part.out_features for name, part in parts.items()}
         self.out_features = sum(self.parts.values())
-        weight = torch.cat([part.weight.detach().float() for part in parts.values()])
+        weights = [part.weight.detach().float() for part in parts.values()]
+        weight = weights[0] if len(weights) == 1 else torch.cat(weights)  # one layer: no second fp32 copy
         if mode == "fp16w":
             self._packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
         elif mode == "int8":

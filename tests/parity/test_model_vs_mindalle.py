@@ -237,7 +237,7 @@ def test_attention_mask_bias_differs_only_for_fully_masked_rows(mindalle, random
     x = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(5))
     mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)[:, None, None, :]
     with torch.no_grad():
-        a, b = theirs(x, mask), ours(x, x, mask)
+        a, b = theirs(x, mask), ours(x, mask)
         mean_of_values = theirs.out_proj(theirs.v_proj(x[1]).mean(0))
     assert max_abs(a[0], b[0]) < 2e-6  # measured 1.5e-7
     assert torch.allclose(a[1], mean_of_values.expand(5, -1), atol=1e-5)
