@@ -190,8 +190,13 @@ def _column(values: list) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values],
-                        pa.string())
+        return _as_text(values)
+
+
+def _as_text(values: list) -> pa.Array:
+    """A column of mixed types as text: strings and nulls kept, every other value as its JSON."""
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values],
+                    pa.string())
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -351,6 +356,7 @@ def _unify_types(tables: list[pa.Table]) -> list[pa.Table]:
     for table in tables:
         for name in mixed & set(table.column_names):
             index = table.column_names.index(name)
-            table = table.set_column(index, name, table.column(name).cast(pa.string()))
+            # as `_column` does inside one shard (Arrow cannot cast a list or a struct to text)
+            table = table.set_column(index, name, _as_text(table.column(name).to_pylist()))
         out.append(table)
     return out

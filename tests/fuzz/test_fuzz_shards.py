@@ -138,6 +138,8 @@ def test_mixed_metadata_types_in_one_shard(members):
 @FAST
 @given(st.lists(shard_bytes(), min_size=1, max_size=3))
 @example([make_tar(MIXED_METADATA["status list"])])  # a bug this found once: mixed types within one shard
+# and one between shards: `status` text in one (the reader's, for an empty image), an empty list in the other
+@example([make_tar([("000000000.png", b"")]), make_tar([("000000000.json", b'{"status": []}')])])
 def test_read_metadata(shards):
     check_metadata(shards)
 
